@@ -1,0 +1,2 @@
+//! Postern command-line client.
+fn main() {}

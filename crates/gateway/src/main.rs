@@ -1,0 +1,2 @@
+//! Gateway binary.
+fn main() {}
