@@ -1,1 +1,32 @@
-//! Test fixtures.
+//! Shared fixtures for Postern's end-to-end tests (tier 3 of STYLE.md: real
+//! peers on loopback, started by the tests themselves).
+//!
+//! - [`pg`]: a real PostgreSQL 15 server with TLS, one login role per
+//!   authentication method, and the databases `app` and `analytics`.
+//! - [`certs`]: throwaway certificate authorities and leaf certificates made
+//!   with `rcgen` at test time (no key is ever committed).
+//! - [`free_port`]: a loopback port that was free a moment ago.
+//!
+//! nextest runs every test in its own process, so nothing here shares state
+//! through statics: what is shared between tests (PostgreSQL's template data
+//! directory) lives on disk, guarded by a file lock.
+
+pub mod certs;
+pub mod pg;
+pub mod stack;
+
+use std::net::{Ipv4Addr, TcpListener};
+
+/// Returns a TCP port on 127.0.0.1 that was free when this function ran.
+///
+/// The port is released before returning, so another process may take it
+/// in between: callers that bind it in a child process should retry with a
+/// new port when the bind fails ([`pg::PgServer::start`] does).
+pub fn free_port() -> u16 {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0 to find a free port");
+    listener
+        .local_addr()
+        .expect("local address of a bound listener")
+        .port()
+}

@@ -1,1 +1,15 @@
-//! Shared client library.
+//! Everything the Postern CLI and desktop app share: profiles and the key
+//! store, login, the gateway API client, and local tunnels.
+
+pub mod api;
+pub mod connect;
+pub mod error;
+pub mod keystore;
+pub mod login;
+pub mod ports;
+pub mod profile;
+pub mod session;
+pub mod tls;
+pub mod tunnel;
+
+pub use error::ClientError;

@@ -1,1 +1,15 @@
-//! Gateway library.
+//! Postern gateway: login, session certificates, RBAC, the database catalog
+//! and the tunnel endpoint, all behind one TLS port.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod ca;
+pub mod catalog;
+pub mod cmd;
+pub mod config;
+pub mod rbac;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod tunnel;

@@ -1,2 +1,5 @@
-//! Gateway binary.
-fn main() {}
+//! `postern-gateway`: see [`postern_gateway::cmd`].
+
+fn main() -> std::process::ExitCode {
+    postern_gateway::cmd::run()
+}

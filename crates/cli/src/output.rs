@@ -1,0 +1,150 @@
+//! How the CLI shows things: aligned text for people, JSON for scripts.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use postern_api::wire::Catalog;
+use postern_client::session::ActiveSession;
+use postern_client::tunnel::TunnelSpec;
+
+use crate::Format;
+
+/// A Unix time as RFC 3339 UTC plus the time left.
+pub fn when(unix: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    let left = at
+        .duration_since(SystemTime::now())
+        .map(|d| {
+            format!(
+                "in {}",
+                humantime::format_duration(Duration::from_secs(d.as_secs() / 60 * 60))
+            )
+        })
+        .unwrap_or_else(|_| "expired".into());
+    format!("{} ({left})", humantime::format_rfc3339_seconds(at))
+}
+
+/// `postern status`.
+pub fn status(session: &ActiveSession, format: Format) {
+    let id = &session.identity;
+    if format == Format::Json {
+        let value = serde_json::json!({
+            "profile": session.profile.name,
+            "gateway": session.profile.gateway,
+            "ca_pin": session.profile.ca_pin,
+            "identity": id,
+        });
+        println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+        return;
+    }
+    println!(
+        "Profile:  {} (gateway {})",
+        session.profile.name, session.profile.gateway
+    );
+    println!("User:     {}", id.username);
+    println!("Roles:    {}", id.roles.join(", "));
+    for (k, v) in &id.traits.internal {
+        println!("Trait:    internal.{k} = {}", v.join(", "));
+    }
+    for (k, v) in &id.traits.external {
+        println!("Trait:    external.{k} = {}", v.join(", "));
+    }
+    println!("Expires:  {}", when(id.expires_unix));
+    println!("CA pin:   {}", session.profile.ca_pin);
+}
+
+/// `postern db ls [-v]`.
+pub fn databases(catalog: &Catalog, verbose: bool, format: Format) {
+    if format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&catalog.databases).expect("json")
+        );
+        return;
+    }
+    if catalog.databases.is_empty() {
+        println!("No databases are available to you.");
+        return;
+    }
+    let mut header = vec!["Name", "Description", "Kind"];
+    if verbose {
+        header.extend([
+            "Allowed users",
+            "Database names",
+            "Database roles",
+            "Auto-provision",
+            "Labels",
+        ]);
+    }
+    let rows: Vec<Vec<String>> = catalog
+        .databases
+        .iter()
+        .map(|d| {
+            let mut row = vec![d.name.clone(), d.description.clone(), d.kind.clone()];
+            if verbose {
+                let labels: Vec<String> =
+                    d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                row.extend([
+                    d.db_users.describe(),
+                    d.db_names.describe(),
+                    format!("[{}]", d.db_roles.join(", ")),
+                    if d.auto_user_mode == "off" {
+                        "no".into()
+                    } else {
+                        format!("yes ({})", d.auto_user_mode)
+                    },
+                    labels.join(","),
+                ]);
+            }
+            row
+        })
+        .collect();
+    print_table(&header, &rows);
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    line(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    );
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// psql arguments for a tunnel.
+pub fn psql_args(addr: SocketAddr, spec: &TunnelSpec) -> Vec<String> {
+    let mut conninfo = format!("host={} port={}", addr.ip(), addr.port());
+    if let Some(user) = &spec.db_user {
+        conninfo.push_str(&format!(" user={user}"));
+    }
+    if let Some(name) = &spec.db_name {
+        conninfo.push_str(&format!(" dbname={name}"));
+    }
+    vec![conninfo]
+}
+
+/// A psql command line to copy.
+pub fn psql_command(addr: SocketAddr, spec: &TunnelSpec) -> String {
+    format!("psql \"{}\"", psql_args(addr, spec).join(" "))
+}

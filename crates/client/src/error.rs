@@ -1,0 +1,108 @@
+//! Client errors. `Display` is a plain sentence for people: the CLI prints it,
+//! the desktop app shows it, a database client receives it in an ErrorResponse.
+
+/// What went wrong in a client flow.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No profile: the user never logged in (or logged out).
+    #[error("you are not logged in; run `postern login GATEWAY`")]
+    NotLoggedIn,
+    /// The session certificate expired.
+    #[error("your Postern session expired; run `postern login` again")]
+    SessionExpired,
+    /// A named profile does not exist.
+    #[error("there is no profile {0:?}; `postern profiles` lists them")]
+    UnknownProfile(String),
+    /// The gateway address could not be parsed.
+    #[error("{0:?} is not a gateway address; use HOST:PORT, e.g. gateway.example.com:3080")]
+    BadAddress(String),
+    /// The gateway could not be reached.
+    #[error("cannot reach the gateway at {addr}: {reason}")]
+    Unreachable {
+        /// Address tried.
+        addr: String,
+        /// Short reason.
+        reason: String,
+    },
+    /// The gateway's CA is not the pinned one.
+    #[error(
+        "WARNING: the gateway at {addr} presented CA {got}, but this profile trusts {pinned}. \
+         Someone may be intercepting the connection, or the gateway's CA was replaced. \
+         If an administrator confirms the new CA, log in again with --ca-pin {got}"
+    )]
+    CaMismatch {
+        /// Gateway address.
+        addr: String,
+        /// Pinned fingerprint.
+        pinned: String,
+        /// Presented fingerprint.
+        got: String,
+    },
+    /// The user declined (or could not be asked) to trust a new gateway CA.
+    #[error(
+        "the gateway at {addr} presented CA {fingerprint}; pass --ca-pin {fingerprint} if you trust it"
+    )]
+    UntrustedCa {
+        /// Gateway address.
+        addr: String,
+        /// Presented fingerprint.
+        fingerprint: String,
+    },
+    /// A `--ca-pin` value is malformed.
+    #[error("--ca-pin must look like sha256:<64 hex digits>")]
+    BadPin,
+    /// The gateway answered with an error.
+    #[error("{0}")]
+    Gateway(String),
+    /// The key store failed.
+    #[error("cannot use the {store} key store: {reason}")]
+    KeyStore {
+        /// Which store.
+        store: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A local port could not be used.
+    #[error(
+        "port {port} on 127.0.0.1 is not available ({reason}); pick another with --port, or omit --port"
+    )]
+    PortUnavailable {
+        /// The port.
+        port: u16,
+        /// Why.
+        reason: String,
+    },
+    /// The database is not in the caller's catalog.
+    #[error("database {0:?} is not available to you; run `postern db ls`")]
+    UnknownDatabase(String),
+    /// A choice must be made explicitly.
+    #[error("{0}")]
+    Ambiguous(String),
+    /// Local files could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Stored data could not be decoded.
+    #[error("{what} is corrupt: {reason}")]
+    Corrupt {
+        /// Which file.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// Certificate or key material could not be created.
+    #[error("cannot create a key pair: {0}")]
+    Crypto(String),
+}
+
+impl ClientError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| ClientError::Io { what, source }
+    }
+}

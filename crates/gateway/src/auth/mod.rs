@@ -1,0 +1,4 @@
+//! Login methods. Each ends in an [`Identity`](postern_api::Identity) that the
+//! user CA signs into a session certificate.
+
+pub mod local;

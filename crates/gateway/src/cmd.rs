@@ -1,0 +1,257 @@
+//! The `postern-gateway` command line; `main.rs` only calls [`run`].
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::auth::local::hash_password;
+use crate::ca::CaKind;
+use crate::config::GatewayConfig;
+use crate::server::{self, load_ca};
+use crate::store::{SqliteStore, Store, UserRecord};
+
+/// Postern gateway: SSO and local login, session certificates, RBAC and database tunnels.
+#[derive(Parser)]
+#[command(name = "postern-gateway", version)]
+struct Cli {
+    /// Gateway configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "POSTERN_GATEWAY_CONFIG",
+        default_value = "gateway.yaml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Start,
+    /// Manage local users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Print a CA certificate (PEM): `db` is what databases must trust for cert logins.
+    Ca {
+        /// Which CA: user, host or db.
+        #[arg(value_parser = ["user", "host", "db"])]
+        kind: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a local user (password read from the terminal or --password-stdin).
+    Add {
+        /// Username.
+        name: String,
+        /// Comma-separated Postern roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// A trait for role templates, e.g. `db_names=app,analytics` (repeatable).
+        #[arg(long = "trait", value_name = "NAME=V1,V2")]
+        traits: Vec<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password.
+    Reset {
+        /// Username.
+        name: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user.
+    Rm {
+        /// Username.
+        name: String,
+    },
+    /// List users with their roles and traits.
+    Ls,
+}
+
+/// Parses arguments and runs the command.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("postern-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("POSTERN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("POSTERN_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let config = GatewayConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Start => start(config),
+        Command::Users(cmd) => users(&config, cmd),
+        Command::Ca { kind } => {
+            let kind = match kind.as_str() {
+                "user" => CaKind::User,
+                "host" => CaKind::Host,
+                _ => CaKind::Database,
+            };
+            let store = SqliteStore::open(&config.data_dir)?;
+            let ca = load_ca(&store, kind, &config.cluster_name)?;
+            print!("{}", ca.cert_pem());
+            Ok(())
+        }
+    }
+}
+
+fn start(config: GatewayConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let running = server::start(config).await?;
+        println!("postern gateway listening on {}", running.addr);
+        println!("CA pin: {}", running.ca_pin);
+        let token = running.shutdown_token();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate() => {}
+            _ = token.cancelled() => {}
+        }
+        tracing::info!("shutting down");
+        running.shutdown(Duration::from_secs(10)).await;
+        Ok(())
+    })
+}
+
+#[cfg(unix)]
+async fn terminate() {
+    if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        s.recv().await;
+    }
+}
+
+#[cfg(not(unix))]
+async fn terminate() {
+    std::future::pending::<()>().await
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    let password = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        let first = rpassword::prompt_password("Password: ")?;
+        if rpassword::prompt_password("Repeat password: ")? != first {
+            bail!("the passwords differ");
+        }
+        first
+    };
+    if password.len() < 8 {
+        bail!("the password must have at least 8 characters");
+    }
+    Ok(password)
+}
+
+fn parse_traits(raw: &[String]) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let mut traits = BTreeMap::new();
+    for item in raw {
+        let (name, values) = item
+            .split_once('=')
+            .with_context(|| format!("trait {item:?} must look like NAME=V1,V2"))?;
+        traits.insert(
+            name.to_owned(),
+            values
+                .split(',')
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        );
+    }
+    Ok(traits)
+}
+
+fn users(config: &GatewayConfig, cmd: UsersCommand) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    match cmd {
+        UsersCommand::Add {
+            name,
+            roles,
+            traits,
+            password_stdin,
+        } => {
+            if store.user(&name)?.is_some() {
+                bail!("user {name:?} already exists; use `users reset` to change the password");
+            }
+            let known = crate::rbac::RoleSet::load_paths(&config.roles)?;
+            if let Some(missing) = roles.iter().find(|r| known.get(r).is_none()) {
+                bail!("role {missing:?} is not defined in the gateway's role files");
+            }
+            let password_hash = hash_password(&read_password(password_stdin)?)
+                .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))?;
+            store.put_user(&UserRecord {
+                name: name.clone(),
+                password_hash,
+                roles,
+                traits: parse_traits(&traits)?,
+            })?;
+            println!("user {name:?} created");
+        }
+        UsersCommand::Reset {
+            name,
+            password_stdin,
+        } => {
+            let mut user = store
+                .user(&name)?
+                .with_context(|| format!("no user {name:?}"))?;
+            user.password_hash = hash_password(&read_password(password_stdin)?)
+                .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))?;
+            store.put_user(&user)?;
+            println!("password of {name:?} changed");
+        }
+        UsersCommand::Rm { name } => {
+            if !store.delete_user(&name)? {
+                bail!("no user {name:?}");
+            }
+            println!("user {name:?} removed");
+        }
+        UsersCommand::Ls => {
+            for user in store.users()? {
+                let traits: Vec<String> = user
+                    .traits
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.join(",")))
+                    .collect();
+                println!(
+                    "{}\troles={}\t{}",
+                    user.name,
+                    user.roles.join(","),
+                    traits.join(" ")
+                );
+            }
+        }
+    }
+    Ok(())
+}

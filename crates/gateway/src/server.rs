@@ -1,0 +1,311 @@
+//! The gateway process: state, the single TLS port, and its accept loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use bytes::BytesMut;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use postern_api::ALPN_TUNNEL;
+use postern_pgwire::{ErrorFields, backend};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState, Peer};
+use crate::audit::Auditor;
+use crate::ca::{Authority, CaKind, CaMaterial, Leaf, fingerprint, pem_certs, pem_key};
+use crate::catalog::Catalog;
+use crate::config::{GatewayConfig, KeyPairFiles};
+use crate::rbac::RoleSet;
+use crate::store::{SqliteStore, Store};
+use crate::tls::{identity_from_cert, server_config};
+use crate::tunnel::{self, TunnelContext};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Store problem.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// CA or certificate problem.
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
+    /// TLS problem.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// Roles could not be loaded.
+    #[error(transparent)]
+    Roles(#[from] crate::rbac::RbacError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Error.
+        source: std::io::Error,
+    },
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Error.
+        source: std::io::Error,
+    },
+}
+
+/// A started gateway. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// Fingerprint of the CA clients pin (`sha256:...`).
+    pub ca_pin: String,
+    /// The store, for inspection by operators' tools and tests.
+    pub store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Stops accepting, and waits up to `grace` for open connections.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+    }
+
+    /// Completes when the gateway has stopped.
+    pub async fn wait(&self) {
+        self.tracker.wait().await;
+    }
+
+    /// A token that stops the gateway when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Loads (or creates on first start) a CA from the store.
+pub fn load_ca(store: &dyn Store, kind: CaKind, cluster: &str) -> Result<Authority, StartError> {
+    let material = store.ca_or_insert(kind, &CaMaterial::generate(kind, cluster)?)?;
+    Ok(Authority::load(&material)?)
+}
+
+fn read(path: &std::path::Path) -> Result<String, StartError> {
+    std::fs::read_to_string(path).map_err(|source| StartError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn load_pair(files: &KeyPairFiles) -> Result<CaMaterial, StartError> {
+    Ok(CaMaterial {
+        cert_pem: read(&files.cert_file)?,
+        key_pem: read(&files.key_file)?,
+    })
+}
+
+/// Starts the gateway described by `config` and returns once it listens.
+pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let cluster = &config.cluster_name;
+    let user_ca = Arc::new(load_ca(store.as_ref(), CaKind::User, cluster)?);
+    let db_ca = Arc::new(match &config.database_ca {
+        Some(files) => Authority::load(&load_pair(files)?)?,
+        None => load_ca(store.as_ref(), CaKind::Database, cluster)?,
+    });
+    let (leaf, ca_pin) = match &config.tls {
+        Some(files) => {
+            let pair = load_pair(files)?;
+            let chain = pem_certs(&pair.cert_pem)?;
+            let pin = chain.last().map(|c| fingerprint(c)).unwrap_or_default();
+            let leaf = Leaf {
+                chain,
+                key: pem_key(&pair.key_pem)?,
+                not_after: std::time::SystemTime::now(),
+            };
+            (leaf, pin)
+        }
+        None => {
+            let host_ca = load_ca(store.as_ref(), CaKind::Host, cluster)?;
+            let leaf = host_ca.issue_leaf(
+                "postern gateway",
+                &config.public_addrs,
+                Duration::from_secs(365 * 24 * 3600),
+            )?;
+            (leaf, host_ca.fingerprint())
+        }
+    };
+    let roles = Arc::new(RoleSet::load_paths(&config.roles)?);
+    let catalog = Arc::new(Catalog::new(&config.databases, db_ca)?);
+    let (auditor, _writer) = Auditor::start(store.clone());
+    let tls = TlsAcceptor::from(server_config(leaf, user_ca.cert_der())?);
+
+    let api_state = Arc::new(ApiState {
+        store: store.clone(),
+        user_ca,
+        roles: roles.clone(),
+        catalog: catalog.clone(),
+        auditor: auditor.clone(),
+        session_ttl: config.session_ttl,
+    });
+    let router = api::router(api_state);
+    let tunnels = Arc::new(TunnelContext::new(
+        catalog,
+        roles,
+        auditor,
+        config.limits.clone(),
+    ));
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let limits = config.limits.clone();
+    tracker.spawn(accept_loop(
+        listener,
+        tls,
+        router,
+        tunnels,
+        limits,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracing::info!(%addr, %ca_pin, "gateway listening");
+    Ok(Running {
+        addr,
+        ca_pin,
+        store,
+        shutdown,
+        tracker,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    router: axum::Router,
+    tunnels: Arc<TunnelContext>,
+    limits: crate::config::Limits,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(conn) => { backoff = Duration::from_millis(5); conn }
+                Err(e) => {
+                    // Usually EMFILE: wait for connections to close.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let tls = tls.clone();
+        let router = router.clone();
+        let tunnels = tunnels.clone();
+        let timeout = limits.handshake_timeout;
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = connection(tcp, tls, router, &tunnels, timeout) => {}
+            }
+            tracing::trace!(%peer, "connection closed");
+        });
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    tls: TlsAcceptor,
+    router: axum::Router,
+    tunnels: &TunnelContext,
+    timeout: Duration,
+) {
+    let _ = tcp.set_nodelay(true);
+    if !starts_with_tls(&tcp, timeout).await {
+        return refuse_plain(tcp).await;
+    }
+    let stream = match tokio::time::timeout(timeout, tls.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, session) = stream.get_ref();
+    let identity = session
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(identity_from_cert);
+    if session.alpn_protocol() == Some(ALPN_TUNNEL) {
+        if session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+            tracing::debug!("tunnel refused: TLS 1.3 required");
+            return;
+        }
+        return tunnel::serve(stream, identity, tunnels).await;
+    }
+    let service = TowerToHyperService::new(router.layer(Extension(Peer(identity))));
+    if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// True when the first byte is a TLS handshake record.
+async fn starts_with_tls(tcp: &TcpStream, timeout: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(timeout, tcp.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == 0x16
+    )
+}
+
+/// Someone pointed a database client (or anything else) straight at the
+/// gateway port: answer in PostgreSQL's language, then close.
+async fn refuse_plain(mut tcp: TcpStream) {
+    let mut buf = BytesMut::new();
+    backend::error_response(
+        &ErrorFields::fatal(
+            "08P01",
+            "this is a Postern gateway port; connect through a local tunnel: `postern proxy db NAME`",
+        ),
+        &mut buf,
+    );
+    let _ = tcp.write_all(&buf).await;
+    let _ = tcp.shutdown().await;
+}

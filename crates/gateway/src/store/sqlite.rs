@@ -1,0 +1,198 @@
+//! The embedded default store: one SQLite file in WAL mode.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, StoreError, UserRecord};
+use crate::audit::AuditEvent;
+use crate::ca::{CaKind, CaMaterial};
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cas (
+    kind TEXT PRIMARY KEY,
+    cert_pem TEXT NOT NULL,
+    key_pem TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event TEXT NOT NULL
+);
+";
+
+impl SqliteStore {
+    /// Opens (creating if needed) `postern.db` in `dir`. The directory and
+    /// file are private to the gateway's user: they hold CA keys.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        restrict(dir, 0o700)?;
+        let path = dir.join("postern.db");
+        let conn = Connection::open(&path)?;
+        restrict(&path, 0o600)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (statements
+        // are atomic), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn restrict(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        let record: Option<String> = self
+            .conn()
+            .query_row("SELECT record FROM users WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(record.map(|r| serde_json::from_str(&r)).transpose()?)
+    }
+
+    fn put_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO users (name, record) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET record = excluded.record",
+            params![user.name, serde_json::to_string(user)?],
+        )?;
+        Ok(())
+    }
+
+    fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM users WHERE name = ?1", [name])?
+            > 0)
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT record FROM users ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    fn ca_or_insert(&self, kind: CaKind, fresh: &CaMaterial) -> Result<CaMaterial, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT OR IGNORE INTO cas (kind, cert_pem, key_pem) VALUES (?1, ?2, ?3)",
+            params![kind.as_str(), fresh.cert_pem, fresh.key_pem],
+        )?;
+        Ok(conn.query_row(
+            "SELECT cert_pem, key_pem FROM cas WHERE kind = ?1",
+            [kind.as_str()],
+            |r| {
+                Ok(CaMaterial {
+                    cert_pem: r.get(0)?,
+                    key_pem: r.get(1)?,
+                })
+            },
+        )?)
+    }
+
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("INSERT INTO audit (event) VALUES (?1)")?;
+            for event in events {
+                stmt.execute([serde_json::to_string(event)?])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT event FROM audit ORDER BY id DESC LIMIT ?1")?;
+        let rows = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn users_round_trip_and_ca_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let user = UserRecord {
+            name: "alice".into(),
+            password_hash: "$argon2id$...".into(),
+            roles: vec!["dev".into()],
+            traits: BTreeMap::from([("db_names".into(), vec!["app".into()])]),
+        };
+        store.put_user(&user).unwrap();
+        assert_eq!(store.user("alice").unwrap(), Some(user.clone()));
+        assert_eq!(store.users().unwrap(), vec![user]);
+        assert!(store.delete_user("alice").unwrap());
+        assert!(!store.delete_user("alice").unwrap());
+
+        let first = CaMaterial {
+            cert_pem: "first".into(),
+            key_pem: "k1".into(),
+        };
+        let second = CaMaterial {
+            cert_pem: "second".into(),
+            key_pem: "k2".into(),
+        };
+        assert_eq!(
+            store.ca_or_insert(CaKind::User, &first).unwrap().cert_pem,
+            "first"
+        );
+        assert_eq!(
+            store.ca_or_insert(CaKind::User, &second).unwrap().cert_pem,
+            "first"
+        );
+        drop(store);
+        let reopened = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened
+                .ca_or_insert(CaKind::User, &second)
+                .unwrap()
+                .cert_pem,
+            "first"
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! Cancel keys: the gateway hands each client its own BackendKeyData and maps
+//! it to the database's real key, so a client never learns the real one and a
+//! key is only honoured for the identity that owns it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::upstream::Upstream;
+
+/// Where a cancel for one gateway key goes.
+struct Target {
+    owner: String,
+    upstream: Arc<Upstream>,
+    real: (i32, i32),
+}
+
+/// Outcome of a cancel lookup.
+pub enum CancelDecision {
+    /// Forward to this database with the real key.
+    Forward(Arc<Upstream>, (i32, i32)),
+    /// Unknown key, or owned by someone else: drop silently, as PostgreSQL does.
+    Ignore,
+    /// The identity sent too many cancels.
+    RateLimited,
+}
+
+/// The live cancel keys of this gateway.
+pub struct CancelMap {
+    keys: Mutex<HashMap<(i32, i32), Target>>,
+    rate: Mutex<HashMap<String, (Instant, u32)>>,
+    per_second: u32,
+}
+
+/// Removes its key from the map when the session ends.
+pub struct CancelKeyGuard {
+    map: Arc<CancelMap>,
+    key: (i32, i32),
+}
+
+impl CancelKeyGuard {
+    /// The gateway's key to give the client.
+    pub fn key(&self) -> (i32, i32) {
+        self.key
+    }
+}
+
+impl Drop for CancelKeyGuard {
+    fn drop(&mut self) {
+        self.map.keys.lock().unwrap().remove(&self.key);
+    }
+}
+
+impl CancelMap {
+    /// An empty map allowing `per_second` cancels per identity.
+    pub fn new(per_second: u32) -> Arc<Self> {
+        Arc::new(CancelMap {
+            keys: Mutex::new(HashMap::new()),
+            rate: Mutex::new(HashMap::new()),
+            per_second,
+        })
+    }
+
+    /// Registers a session's real key and returns a fresh random key for the
+    /// client; the entry lives exactly as long as the guard.
+    pub fn register(
+        self: &Arc<Self>,
+        owner: &str,
+        upstream: Arc<Upstream>,
+        real: (i32, i32),
+    ) -> CancelKeyGuard {
+        let mut keys = self.keys.lock().unwrap();
+        let key = loop {
+            // Positive pids look like real ones to clients that print them.
+            let candidate = (rand::random::<i32>() & i32::MAX, rand::random::<i32>());
+            if candidate.0 != 0 && !keys.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        keys.insert(
+            key,
+            Target {
+                owner: owner.to_owned(),
+                upstream,
+                real,
+            },
+        );
+        CancelKeyGuard {
+            map: self.clone(),
+            key,
+        }
+    }
+
+    /// Looks a cancel up for `identity`.
+    pub fn decide(&self, identity: &str, key: (i32, i32)) -> CancelDecision {
+        if !self.allow_rate(identity) {
+            return CancelDecision::RateLimited;
+        }
+        match self.keys.lock().unwrap().get(&key) {
+            Some(t) if t.owner == identity => CancelDecision::Forward(t.upstream.clone(), t.real),
+            _ => CancelDecision::Ignore,
+        }
+    }
+
+    fn allow_rate(&self, identity: &str) -> bool {
+        let now = Instant::now();
+        let mut rate = self.rate.lock().unwrap();
+        // Forget idle identities so the table stays small.
+        if rate.len() > 10_000 {
+            rate.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
+        }
+        let (start, count) = rate.entry(identity.to_owned()).or_insert((now, 0));
+        if now.duration_since(*start) >= Duration::from_secs(1) {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count <= self.per_second
+    }
+}

@@ -1,0 +1,799 @@
+//! A real PostgreSQL server per test, with TLS and one login role per
+//! authentication method (DESIGN.md §10).
+//!
+//! `initdb` and the role/database setup run once per machine into a template
+//! data directory under [`std::env::temp_dir`] (guarded by a file lock and
+//! published with an atomic rename, so concurrent test processes never see a
+//! half-built one). Each [`PgServer::start`] copies the template into its own
+//! temporary directory, writes fresh certificates and configuration, and
+//! starts `postgres` on a free loopback port.
+//!
+//! PostgreSQL refuses to run as root: under root (CI) `initdb` and `postgres`
+//! run as the `postgres` OS user, otherwise as the current user.
+//!
+//! What every server has:
+//!
+//! | pg_hba line (first match wins)                | meaning                          |
+//! |-----------------------------------------------|----------------------------------|
+//! | `local all all trust`                         | admin access over the socket     |
+//! | `hostssl all certuser 127.0.0.1/32 cert`      | [`CERT_USER`]: client cert CN    |
+//! | `hostssl all scramuser 127.0.0.1/32 scram-sha-256` | [`SCRAM_USER`]              |
+//! | `hostssl all md5user 127.0.0.1/32 md5`        | [`MD5_USER`]                     |
+//! | `hostssl all all 127.0.0.1/32 cert`           | any role a test creates          |
+//! | `host all all 127.0.0.1/32 reject`            | no plaintext TCP                 |
+//!
+//! Roles [`CERT_USER`], [`SCRAM_USER`] and [`MD5_USER`] can log in and are
+//! members of the `NOLOGIN` group role [`READER_ROLE`], which may `SELECT`
+//! from `public.items(id int primary key, name text)` in both [`APP_DB`]
+//! ([`APP_ITEMS`] rows) and [`ANALYTICS_DB`] ([`ANALYTICS_ITEMS`] rows).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
+use tempfile::TempDir;
+use tokio_postgres::{Client, NoTls};
+
+use crate::certs::TestCa;
+
+/// Login role that authenticates with a client certificate (CN = role name).
+pub const CERT_USER: &str = "certuser";
+/// Login role that authenticates with SCRAM-SHA-256 over TLS.
+pub const SCRAM_USER: &str = "scramuser";
+/// Login role that authenticates with MD5 over TLS.
+pub const MD5_USER: &str = "md5user";
+/// `NOLOGIN` group role holding `SELECT` on `public.items`.
+pub const READER_ROLE: &str = "reader";
+/// Database with a few rows in `public.items`.
+pub const APP_DB: &str = "app";
+/// Second database, for tests that route or restrict by database name.
+pub const ANALYTICS_DB: &str = "analytics";
+/// Number of rows in `app.public.items`.
+pub const APP_ITEMS: i64 = 3;
+/// Number of rows in `analytics.public.items`.
+pub const ANALYTICS_ITEMS: i64 = 2;
+
+/// Host name that the server certificate is valid for (as is `127.0.0.1`).
+pub const TLS_HOST: &str = "localhost";
+
+// One statement per entry: a multi-statement string runs as one implicit
+// transaction, which CREATE DATABASE refuses.
+const SETUP_CLUSTER_SQL: &[&str] = &[
+    "CREATE ROLE reader NOLOGIN",
+    "CREATE ROLE certuser LOGIN IN ROLE reader",
+    "CREATE ROLE scramuser LOGIN IN ROLE reader",
+    "CREATE ROLE md5user LOGIN IN ROLE reader",
+    "CREATE DATABASE app",
+    "CREATE DATABASE analytics",
+];
+const SETUP_APP_SQL: &[&str] = &[
+    "CREATE TABLE public.items (id int PRIMARY KEY, name text)",
+    "INSERT INTO public.items VALUES (1, 'apple'), (2, 'banana'), (3, 'cherry')",
+    "GRANT SELECT ON public.items TO reader",
+];
+const SETUP_ANALYTICS_SQL: &[&str] = &[
+    "CREATE TABLE public.items (id int PRIMARY KEY, name text)",
+    "INSERT INTO public.items VALUES (1, 'daily'), (2, 'weekly')",
+    "GRANT SELECT ON public.items TO reader",
+];
+const INITDB_ARGS: &[&str] = &[
+    "--auth=trust",
+    "--encoding=UTF8",
+    "--no-locale",
+    "--no-sync",
+    // 1 MiB WAL segments keep the template, and so every copy of it, small.
+    "--wal-segsize=1",
+];
+
+const HBA_CONF: &str = "\
+# Written by postern-tests (tests/src/pg.rs). First match wins.
+local   all all                    trust
+hostssl all certuser  127.0.0.1/32 cert
+hostssl all scramuser 127.0.0.1/32 scram-sha-256
+hostssl all md5user   127.0.0.1/32 md5
+hostssl all all       127.0.0.1/32 cert
+host    all all       127.0.0.1/32 reject
+";
+
+const INITDB_TIMEOUT: Duration = Duration::from_secs(120);
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const TEMPLATE_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+const PORT_ATTEMPTS: usize = 5;
+
+/// A running PostgreSQL server in its own temporary directory.
+///
+/// Dropping it stops the server at once (immediate shutdown) and removes the
+/// directory; if the test is panicking, the tail of the server log is
+/// printed first.
+pub struct PgServer {
+    // Declared before `dir`: the server stops before its files are removed.
+    postmaster: Postmaster,
+    dir: TempDir,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    port: u16,
+    superuser: String,
+    server_ca_pem: String,
+    scram_password: String,
+    md5_password: String,
+}
+
+impl PgServer {
+    /// Starts a server whose `ssl_ca_file` is `client_ca_pem`: the CA that
+    /// signs client certificates (the gateway's "database CA").
+    ///
+    /// Panics, with the server log, if PostgreSQL is missing or fails to
+    /// start; tests never skip for lack of PostgreSQL (run
+    /// `scripts/install-test-deps`).
+    pub async fn start(client_ca_pem: &str) -> PgServer {
+        let install = install();
+        let template = ensure_template(install).await;
+
+        let dir = tempfile::Builder::new()
+            .prefix("postern-pg-")
+            .tempdir()
+            .expect("create PostgreSQL instance directory");
+        let data_dir = dir.path().join("data");
+        let socket_dir = dir.path().join("socket");
+        {
+            let (from, to) = (template.clone(), data_dir.clone());
+            tokio::task::spawn_blocking(move || copy_tree(&from, &to))
+                .await
+                .expect("copy task")
+                .unwrap_or_else(|e| panic!("copy PostgreSQL template {template:?}: {e}"));
+        }
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::create_dir(&socket_dir).unwrap();
+
+        let server_ca = TestCa::new("postern-test PostgreSQL server CA");
+        let server_cert = server_ca.issue_server(&[TLS_HOST, "127.0.0.1"]);
+        write_file(&data_dir.join("server.crt"), &server_cert.cert_pem, 0o644);
+        write_file(&data_dir.join("server.key"), &server_cert.key_pem, 0o600);
+        write_file(&data_dir.join("client-ca.crt"), client_ca_pem, 0o644);
+        write_file(&data_dir.join("pg_hba.conf"), HBA_CONF, 0o600);
+        let mut conf = OpenOptions::new()
+            .append(true)
+            .open(data_dir.join("postgresql.conf"))
+            .expect("open postgresql.conf");
+        write!(
+            conf,
+            "\n# Added by postern-tests (tests/src/pg.rs).\n\
+             listen_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{socket}'\n\
+             max_connections = 100\n\
+             shared_buffers = 32MB\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n\
+             ssl = on\n\
+             ssl_cert_file = 'server.crt'\n\
+             ssl_key_file = 'server.key'\n\
+             ssl_ca_file = 'client-ca.crt'\n\
+             password_encryption = 'scram-sha-256'\n",
+            socket = conf_quote(&socket_dir),
+        )
+        .expect("append to postgresql.conf");
+        drop(conf);
+        if let Some((uid, gid)) = install.user.switch_to {
+            chown_tree(dir.path(), uid, gid).expect("chown PostgreSQL instance directory");
+        }
+
+        let log_path = dir.path().join("postgres.log");
+        let mut attempt = 0;
+        let (postmaster, port) = loop {
+            attempt += 1;
+            let port = crate::free_port();
+            let port_arg = port.to_string();
+            let mut postmaster =
+                Postmaster::spawn(install, &data_dir, &["-p", &port_arg], &log_path);
+            match postmaster
+                .wait_ready(&socket_dir, port, &install.user.name)
+                .await
+            {
+                Ok(()) => break (postmaster, port),
+                Err(log) if attempt < PORT_ATTEMPTS && log.contains("Address already in use") => {
+                    continue;
+                }
+                Err(log) => panic!(
+                    "PostgreSQL exited during startup (data dir {data_dir:?}); log tail:\n{}",
+                    tail(&log, 40)
+                ),
+            }
+        };
+
+        let server = PgServer {
+            postmaster,
+            dir,
+            data_dir,
+            socket_dir,
+            port,
+            superuser: install.user.name.clone(),
+            server_ca_pem: server_ca.cert_pem().to_owned(),
+            scram_password: random_hex(16),
+            md5_password: random_hex(16),
+        };
+        // Passwords differ per server; hex needs no quoting.
+        server
+            .admin("postgres")
+            .await
+            .batch_execute(&format!(
+                "SET password_encryption = 'scram-sha-256';
+                 ALTER ROLE scramuser PASSWORD '{}';
+                 SET password_encryption = 'md5';
+                 ALTER ROLE md5user PASSWORD '{}';",
+                server.scram_password, server.md5_password
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("set test role passwords: {}", pg_error(&e)));
+        server
+    }
+
+    /// TCP port on [`host`](Self::host).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Address the server listens on: `127.0.0.1`. Its certificate is valid
+    /// for this address and for [`TLS_HOST`].
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+
+    /// PEM of the CA that signed the server certificate: trust it to connect
+    /// with `verify-full` to [`TLS_HOST`] or `127.0.0.1`.
+    pub fn server_ca_pem(&self) -> &str {
+        &self.server_ca_pem
+    }
+
+    /// Password of [`SCRAM_USER`].
+    pub fn scram_password(&self) -> &str {
+        &self.scram_password
+    }
+
+    /// Password of [`MD5_USER`].
+    pub fn md5_password(&self) -> &str {
+        &self.md5_password
+    }
+
+    /// Directory of the server's unix socket (trust authentication).
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The bootstrap superuser: the OS user that ran `initdb`.
+    pub fn superuser(&self) -> &str {
+        &self.superuser
+    }
+
+    /// The server's log file (stdout and stderr of `postgres`).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+
+    /// Connects to `db` as the superuser over the unix socket, with the
+    /// connection driven by a spawned task. Panics if it cannot connect.
+    pub async fn admin(&self, db: &str) -> Client {
+        connect_socket(&self.socket_dir, self.port, &self.superuser, db)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "admin connection to database {db:?} failed: {e}; log tail:\n{}",
+                    tail(&read_lossy(&self.log_path()), 40)
+                )
+            })
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- PostgreSQL log tail ({:?}) ---\n{}",
+                self.log_path(),
+                tail(&read_lossy(&self.log_path()), 40)
+            );
+        }
+        self.postmaster.stop(Signal::QUIT);
+    }
+}
+
+/// Directory holding `initdb`, `postgres` and `psql`: `$POSTERN_PG_BINDIR`,
+/// else `pg_config --bindir`, else `/usr/lib/postgresql/15/bin`.
+pub fn bindir() -> &'static Path {
+    &install().bindir
+}
+
+/// Where PostgreSQL is and which OS user runs it; found once per process.
+struct Install {
+    bindir: PathBuf,
+    major: u32,
+    user: OsUser,
+}
+
+struct OsUser {
+    /// Role name of the bootstrap superuser (the OS user's name).
+    name: String,
+    /// Set when running as root: the `postgres` user's uid and gid.
+    switch_to: Option<(u32, u32)>,
+    /// The effective uid of this process, to keep templates apart per user.
+    own_uid: u32,
+}
+
+fn install() -> &'static Install {
+    static INSTALL: OnceLock<Install> = OnceLock::new();
+    INSTALL.get_or_init(|| {
+        let bindir = find_bindir();
+        let major = server_major(&bindir);
+        let own_uid = rustix::process::geteuid().as_raw();
+        let user = if own_uid == 0 {
+            let id = |flag: &str| -> u32 {
+                command_stdout("id", &[flag, "postgres"])
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "running as root but there is no `postgres` OS user to run \
+                             PostgreSQL as: run scripts/install-test-deps"
+                        )
+                    })
+            };
+            OsUser {
+                name: "postgres".to_owned(),
+                switch_to: Some((id("-u"), id("-g"))),
+                own_uid,
+            }
+        } else {
+            let name = command_stdout("id", &["-un"])
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .expect("`id -un` names the current user");
+            OsUser {
+                name,
+                switch_to: None,
+                own_uid,
+            }
+        };
+        Install {
+            bindir,
+            major,
+            user,
+        }
+    })
+}
+
+fn find_bindir() -> PathBuf {
+    let has_server = |dir: &Path| dir.join("postgres").is_file() && dir.join("initdb").is_file();
+    if let Some(dir) = std::env::var_os("POSTERN_PG_BINDIR") {
+        let dir = PathBuf::from(dir);
+        assert!(
+            has_server(&dir),
+            "POSTERN_PG_BINDIR={dir:?} has no `postgres` and `initdb`"
+        );
+        return dir;
+    }
+    let candidates = command_stdout("pg_config", &["--bindir"])
+        .map(|s| PathBuf::from(s.trim()))
+        .into_iter()
+        .chain([PathBuf::from("/usr/lib/postgresql/15/bin")]);
+    for dir in candidates {
+        if has_server(&dir) {
+            return dir;
+        }
+    }
+    panic!(
+        "PostgreSQL server binaries (initdb, postgres) not found via $POSTERN_PG_BINDIR, \
+         `pg_config --bindir` or /usr/lib/postgresql/15/bin: run scripts/install-test-deps"
+    )
+}
+
+/// Parses the major version out of `postgres (PostgreSQL) 15.18 (Debian ...)`.
+fn server_major(bindir: &Path) -> u32 {
+    let postgres = bindir.join("postgres");
+    let out = command_stdout(postgres.to_str().unwrap(), &["--version"])
+        .unwrap_or_else(|| panic!("`{} --version` failed", postgres.display()));
+    out.split_whitespace()
+        .skip_while(|w| *w != "(PostgreSQL)")
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected `postgres --version` output: {out:?}"))
+}
+
+fn command_stdout(program: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Returns the template data directory, building it if no test process on
+/// this machine has yet.
+async fn ensure_template(install: &'static Install) -> PathBuf {
+    let tmp = std::env::temp_dir();
+    let key = fnv1a(
+        [
+            SETUP_CLUSTER_SQL,
+            SETUP_APP_SQL,
+            SETUP_ANALYTICS_SQL,
+            INITDB_ARGS,
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
+        .chain([install.user.name.as_str()]),
+    );
+    let name = format!(
+        "postern-test-pg-template-{}-u{}-{key:016x}",
+        install.major, install.user.own_uid
+    );
+    let template = tmp.join(&name);
+    // Published by rename only once complete, so existing means usable.
+    if template.join("PG_VERSION").is_file() {
+        return template;
+    }
+
+    let lock_path = tmp.join(format!("{name}.lock"));
+    let lock = tokio::task::spawn_blocking(move || lock_exclusive(&lock_path))
+        .await
+        .expect("template lock task");
+    if !template.join("PG_VERSION").is_file() {
+        build_template(install, &tmp, &name, &template).await;
+    }
+    drop(lock);
+    template
+}
+
+fn lock_exclusive(path: &Path) -> File {
+    use rustix::fs::{FlockOperation, flock};
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open template lock {path:?}: {e}"));
+    // Poll rather than block, so a wedged holder turns into a clear panic.
+    let deadline = Instant::now() + TEMPLATE_LOCK_TIMEOUT;
+    loop {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return file,
+            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out after {TEMPLATE_LOCK_TIMEOUT:?} waiting for {path:?}: \
+                     another test process has been building the PostgreSQL template too long"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("lock {path:?}: {e}"),
+        }
+    }
+}
+
+async fn build_template(install: &'static Install, tmp: &Path, name: &str, template: &Path) {
+    let staging = tempfile::Builder::new()
+        .prefix(&format!("{name}.staging-"))
+        .tempdir_in(tmp)
+        .expect("create template staging directory");
+    let data_dir = staging.path().join("data");
+    let socket_dir = staging.path().join("socket");
+    fs::create_dir(&socket_dir).unwrap();
+    if let Some((uid, gid)) = install.user.switch_to {
+        chown_tree(staging.path(), uid, gid).expect("chown template staging directory");
+    }
+
+    let mut initdb = tokio::process::Command::new(install.bindir.join("initdb"));
+    initdb
+        .arg("--pgdata")
+        .arg(&data_dir)
+        .arg("--username")
+        .arg(&install.user.name)
+        .args(INITDB_ARGS)
+        .env("LC_ALL", "C")
+        .current_dir(staging.path())
+        .kill_on_drop(true);
+    if let Some((uid, gid)) = install.user.switch_to {
+        initdb.uid(uid).gid(gid);
+    }
+    let out = tokio::time::timeout(INITDB_TIMEOUT, initdb.output())
+        .await
+        .unwrap_or_else(|_| panic!("initdb did not finish within {INITDB_TIMEOUT:?}"))
+        .expect("run initdb");
+    assert!(
+        out.status.success(),
+        "initdb failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Socket only: the template server needs no TCP port.
+    let socket_arg = format!("unix_socket_directories={}", socket_dir.display());
+    let log_path = staging.path().join("postgres.log");
+    let mut postmaster = Postmaster::spawn(
+        install,
+        &data_dir,
+        &[
+            "-p",
+            "5432",
+            "-c",
+            "listen_addresses=",
+            "-c",
+            &socket_arg,
+            "-c",
+            "fsync=off",
+        ],
+        &log_path,
+    );
+    if let Err(log) = postmaster
+        .wait_ready(&socket_dir, 5432, &install.user.name)
+        .await
+    {
+        panic!(
+            "PostgreSQL exited while building the template; log tail:\n{}",
+            tail(&log, 40)
+        );
+    }
+    for (db, sql) in [
+        ("postgres", SETUP_CLUSTER_SQL),
+        (APP_DB, SETUP_APP_SQL),
+        (ANALYTICS_DB, SETUP_ANALYTICS_SQL),
+    ] {
+        let client = connect_socket(&socket_dir, 5432, &install.user.name, db)
+            .await
+            .unwrap_or_else(|e| panic!("connect to template database {db}: {e}"));
+        for statement in sql {
+            if let Err(e) = client.batch_execute(statement).await {
+                panic!(
+                    "template setup in {db}: {statement}: {}; log tail:\n{}",
+                    pg_error(&e),
+                    tail(&read_lossy(&log_path), 40)
+                );
+            }
+        }
+    }
+    // A fast (not immediate) shutdown leaves a clean checkpoint, so copies
+    // start without crash recovery.
+    assert!(
+        postmaster.stop(Signal::INT),
+        "template PostgreSQL did not stop within {STOP_TIMEOUT:?}; log tail:\n{}",
+        tail(&read_lossy(&log_path), 40)
+    );
+
+    match fs::rename(&data_dir, template) {
+        Ok(()) => {}
+        // Someone without our lock (e.g. an older layout) got there first.
+        Err(_) if template.join("PG_VERSION").is_file() => {}
+        Err(e) => panic!("publish PostgreSQL template {template:?}: {e}"),
+    }
+}
+
+/// A `postgres` child process that is stopped when dropped.
+struct Postmaster {
+    child: Child,
+    log_path: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl Postmaster {
+    fn spawn(install: &Install, data_dir: &Path, args: &[&str], log_path: &Path) -> Postmaster {
+        let log = File::create(log_path)
+            .unwrap_or_else(|e| panic!("create PostgreSQL log {log_path:?}: {e}"));
+        let mut cmd = std::process::Command::new(install.bindir.join("postgres"));
+        cmd.arg("-D")
+            .arg(data_dir)
+            .args(args)
+            .env("LC_ALL", "C")
+            .current_dir(data_dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log file handle"))
+            .stderr(log);
+        if let Some((uid, gid)) = install.user.switch_to {
+            cmd.uid(uid).gid(gid);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", install.bindir.join("postgres")));
+        Postmaster {
+            child,
+            log_path: log_path.to_owned(),
+            exited: None,
+        }
+    }
+
+    fn has_exited(&mut self) -> bool {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("wait for postgres");
+        }
+        self.exited.is_some()
+    }
+
+    /// Waits until the server accepts connections on its socket. Returns the
+    /// server log if it exited instead; panics after [`READY_TIMEOUT`].
+    async fn wait_ready(&mut self, socket_dir: &Path, port: u16, user: &str) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if self.has_exited() {
+                return Err(read_lossy(&self.log_path));
+            }
+            let last_error = match connect_socket(socket_dir, port, user, "postgres").await {
+                Ok(_client) => return Ok(()),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "PostgreSQL did not accept connections within {READY_TIMEOUT:?} \
+                     (last error: {last_error}); log tail:\n{}",
+                    tail(&read_lossy(&self.log_path), 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends `signal` and waits for exit, then kills; returns whether the
+    /// server exited on the signal within [`STOP_TIMEOUT`].
+    fn stop(&mut self, signal: Signal) -> bool {
+        if self.has_exited() {
+            return true;
+        }
+        let pid = Pid::from_child(&self.child);
+        // Fails only if it already exited; the waits below settle that.
+        let _ = rustix::process::kill_process(pid, signal);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.has_exited() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("postgres (pid {pid:?}) ignored {signal:?} for {STOP_TIMEOUT:?}; killing it");
+        let _ = self.child.kill();
+        self.exited = self.child.wait().ok();
+        false
+    }
+}
+
+impl Drop for Postmaster {
+    fn drop(&mut self) {
+        self.stop(Signal::QUIT);
+    }
+}
+
+/// Connects over the unix socket in `socket_dir` (trust authentication).
+async fn connect_socket(
+    socket_dir: &Path,
+    port: u16,
+    user: &str,
+    db: &str,
+) -> Result<Client, String> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(socket_dir)
+        .port(port)
+        .user(user)
+        .dbname(db)
+        .application_name("postern-tests")
+        .connect_timeout(CONNECT_TIMEOUT);
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+        .await
+        .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| pg_error(&e))?;
+    tokio::spawn(async move {
+        // Ends with an error when the server stops under it; that is normal.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Copies a data directory (regular files and directories only), keeping
+/// permission bits.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir(to)?;
+    fs::set_permissions(to, fs::metadata(from)?.permissions())?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst)?;
+        } else {
+            return Err(std::io::Error::other(format!(
+                "unexpected non-regular file {src:?} in the template"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if fs::symlink_metadata(path)?.is_dir() {
+        for entry in fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {path:?}: {e}"));
+    file.write_all(contents.as_bytes())
+        .unwrap_or_else(|e| panic!("write {path:?}: {e}"));
+    // `mode` applies only on creation; make it hold for overwritten files too.
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Quotes a path as a postgresql.conf string value.
+fn conf_quote(path: &Path) -> String {
+    path.to_str()
+        .expect("temporary paths are UTF-8")
+        .replace('\'', "''")
+}
+
+fn read_lossy(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|e| format!("(cannot read {path:?}: {e})"))
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0; bytes];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("read /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Describes a client error with the server's message, which `Display` of
+/// `tokio_postgres::Error` leaves out ("db error").
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// FNV-1a over the parts: a stable key for the template's contents (std's
+/// hasher may change between Rust releases).
+fn fnv1a<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}

@@ -1,0 +1,274 @@
+//! The whole path on loopback: a real PostgreSQL, an in-process gateway that
+//! trusts it, and the real `postern` CLI with its own `$POSTERN_HOME`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use postern_gateway::auth::local::hash_password;
+use postern_gateway::ca::CaKind;
+use postern_gateway::config::GatewayConfig;
+use postern_gateway::server::{self, Running, load_ca};
+use postern_gateway::store::{SqliteStore, UserRecord};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::pg::PgServer;
+
+/// Roles most tests use: `dev` reaches the `env: dev` database as any of the
+/// three test users, never as `postgres`.
+pub const DEFAULT_ROLES: &str = r#"
+kind: role
+version: v7
+metadata: { name: dev }
+spec:
+  allow:
+    db_labels: { env: dev }
+    db_users: [certuser, scramuser, md5user]
+    db_names: [app, analytics]
+  deny:
+    db_labels: { "*": "*" }
+    db_users: [postgres]
+---
+kind: role
+version: v7
+metadata: { name: short }
+spec:
+  options: { max_session_ttl: 10s }
+  allow:
+    db_labels: { env: dev }
+    db_users: [certuser]
+    db_names: [app]
+"#;
+
+/// A running PostgreSQL + gateway pair and a directory for clients.
+pub struct Stack {
+    /// The gateway (in this process).
+    pub gateway: Running,
+    /// The database behind it.
+    pub pg: PgServer,
+    dir: TempDir,
+}
+
+impl Stack {
+    /// Starts PostgreSQL and a gateway with `roles` (YAML) and two databases:
+    /// `pg` (labels `env: dev`) and `pg-prod` (`env: prod`, same server).
+    pub async fn start(roles: &str) -> Stack {
+        let dir = tempfile::Builder::new()
+            .prefix("postern-stack-")
+            .tempdir()
+            .expect("stack dir");
+        let data_dir = dir.path().join("gateway-data");
+        // The gateway's database CA is made on first use; PostgreSQL must
+        // trust it for `cert` logins, exactly as an operator would set up
+        // with `postern-gateway ca db`.
+        let db_ca_pem = {
+            let store = SqliteStore::open(&data_dir).expect("open gateway store");
+            load_ca(&store, CaKind::Database, "postern")
+                .expect("database CA")
+                .cert_pem()
+                .to_owned()
+        };
+        let pg = PgServer::start(&db_ca_pem).await;
+        write(&dir.path().join("roles.yaml"), roles);
+        write(&dir.path().join("pg-ca.pem"), pg.server_ca_pem());
+        write(&dir.path().join("scram.pw"), pg.scram_password());
+        write(&dir.path().join("md5.pw"), pg.md5_password());
+        let config_path = dir.path().join("gateway.yaml");
+        write(
+            &config_path,
+            &format!(
+                r#"
+listen: 127.0.0.1:0
+data_dir: gateway-data
+roles: [roles.yaml]
+databases:
+  - name: pg
+    description: Test PostgreSQL
+    labels: {{ env: dev }}
+    uri: localhost:{port}
+    tls: {{ mode: verify-full, ca_cert_file: pg-ca.pem }}
+    passwords:
+      - {{ db_user: scramuser, password_file: scram.pw }}
+      - {{ db_user: md5user, password_file: md5.pw }}
+  - name: pg-prod
+    labels: {{ env: prod }}
+    uri: localhost:{port}
+    tls: {{ mode: verify-full, ca_cert_file: pg-ca.pem }}
+"#,
+                port = pg.port()
+            ),
+        );
+        let config = GatewayConfig::load(&config_path).expect("gateway config");
+        let gateway = server::start(config).await.expect("gateway starts");
+        Stack { gateway, pg, dir }
+    }
+
+    /// Creates a local user directly in the gateway's store.
+    pub fn add_user(&self, name: &str, password: &str, roles: &[&str]) {
+        self.gateway
+            .store
+            .put_user(&UserRecord {
+                name: name.into(),
+                password_hash: hash_password(password).expect("hash"),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                traits: BTreeMap::new(),
+            })
+            .expect("store user");
+    }
+
+    /// `host:port` of the gateway.
+    pub fn gateway_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.gateway.addr.port())
+    }
+
+    /// A `$POSTERN_HOME` for one person (created on first use).
+    pub fn home(&self, who: &str) -> PathBuf {
+        let home = self.dir.path().join("homes").join(who);
+        std::fs::create_dir_all(&home).expect("home dir");
+        home
+    }
+
+    /// The `postern` CLI for `who`, with the file key store.
+    pub fn postern(&self, who: &str) -> Command {
+        let mut cmd = Command::new(bin("postern"));
+        cmd.env("POSTERN_HOME", self.home(who))
+            .env("POSTERN_KEY_STORE", "file")
+            .env_remove("POSTERN_PROFILE")
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs the CLI for `who` with `stdin` as input and returns its output.
+    pub async fn run(&self, who: &str, args: &[&str], stdin: &str) -> std::process::Output {
+        let mut child = self
+            .postern(who)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run postern");
+        let mut input = child.stdin.take().unwrap();
+        input
+            .write_all(stdin.as_bytes())
+            .await
+            .expect("write stdin");
+        drop(input);
+        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("postern finished in time")
+            .expect("postern output")
+    }
+
+    /// Logs `who` in with the gateway's CA pin; panics with the CLI's output on failure.
+    pub async fn login(&self, who: &str, password: &str) {
+        let addr = self.gateway_addr();
+        let pin = self.gateway.ca_pin.clone();
+        let out = self
+            .run(
+                who,
+                &[
+                    "login",
+                    &addr,
+                    "--user",
+                    who,
+                    "--password-stdin",
+                    "--ca-pin",
+                    &pin,
+                ],
+                &format!("{password}\n"),
+            )
+            .await;
+        assert!(
+            out.status.success(),
+            "postern login failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `postern proxy db ARGS...` for `who` and waits until it listens.
+    pub async fn proxy(&self, who: &str, args: &[&str]) -> Proxy {
+        let mut child = self
+            .postern(who)
+            .args(["proxy", "db"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run postern proxy db");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("proxy stdout") {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    return addr.trim().rsplit(':').next().unwrap().parse::<u16>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(port) = port else {
+            let out = child.wait_with_output().await.expect("proxy output");
+            panic!(
+                "postern proxy db {args:?} did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // Keep draining stdout so the proxy never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Proxy { child, port }
+    }
+}
+
+/// A running `postern proxy db`; killed on drop.
+pub struct Proxy {
+    /// The CLI process.
+    pub child: Child,
+    /// Its loopback port.
+    pub port: u16,
+}
+
+impl Proxy {
+    /// psql against the tunnel, with `conninfo` appended (e.g. `user=x dbname=y`).
+    pub fn psql(&self, conninfo: &str) -> Command {
+        psql(self.port, conninfo)
+    }
+}
+
+/// psql against a loopback port: no password, no psqlrc, unaligned output.
+pub fn psql(port: u16, conninfo: &str) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.arg(format!(
+        "host=127.0.0.1 port={port} connect_timeout=10 {conninfo}"
+    ))
+    .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+    .env_remove("PGPASSWORD")
+    .env_remove("PGSERVICE")
+    .env("PGAPPNAME", "postern-tests")
+    .kill_on_drop(true);
+    cmd
+}
+
+/// Path of a workspace binary, built next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{path:?} is missing: build the workspace first (`cargo build --workspace` or `scripts/test`)"
+    );
+    path
+}
+
+fn write(path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {path:?}: {e}"));
+}
