@@ -107,6 +107,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const TEMPLATE_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 const PORT_ATTEMPTS: usize = 5;
+/// Age after which a directory left by a killed test process is removed.
+const STALE_AFTER: Duration = Duration::from_secs(3600);
+const INSTANCE_PREFIX: &str = "postern-pg-";
 
 /// A running PostgreSQL server in its own temporary directory.
 ///
@@ -136,9 +139,10 @@ impl PgServer {
     pub async fn start(client_ca_pem: &str) -> PgServer {
         let install = install();
         let template = ensure_template(install).await;
+        sweep_stale_dirs();
 
         let dir = tempfile::Builder::new()
-            .prefix("postern-pg-")
+            .prefix(INSTANCE_PREFIX)
             .tempdir()
             .expect("create PostgreSQL instance directory");
         let data_dir = dir.path().join("data");
@@ -673,6 +677,40 @@ impl Drop for Postmaster {
     fn drop(&mut self) {
         self.stop(Signal::QUIT);
     }
+}
+
+/// Removes instance and template-staging directories that test processes
+/// left behind when they were killed (nextest ends a hung test with SIGKILL,
+/// so no `Drop` ran): old ones whose server is not running.
+fn sweep_stale_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.starts_with(INSTANCE_PREFIX)
+            || (name.starts_with("postern-test-pg-template-") && name.contains(".staging-"));
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if ours && old && !postmaster_alive(&entry.path().join("data")) {
+            // Another user's directory stays: removal fails, harmlessly.
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether `postmaster.pid` in `data_dir` names a live process (a reused
+/// pid errs on the side of keeping the directory).
+fn postmaster_alive(data_dir: &Path) -> bool {
+    fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|pidfile| pidfile.lines().next()?.trim().parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Connects over the unix socket in `socket_dir` (trust authentication).

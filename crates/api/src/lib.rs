@@ -7,6 +7,7 @@
 
 pub mod identity;
 pub mod route;
+pub mod tls;
 pub mod wire;
 
 pub use identity::{IDENTITY_EXTENSION_OID, Identity};

@@ -2,22 +2,13 @@
 
 use std::sync::{Arc, Mutex};
 
+use postern_api::tls::{ChainCheck, Verifier, fingerprint, provider};
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use sha2::{Digest, Sha256};
+use rustls::{ClientConfig, RootCertStore};
 
 use crate::error::ClientError;
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// `sha256:<hex>` of a DER certificate.
-pub fn fingerprint(der: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(der)))
-}
 
 /// Checks the shape of a `--ca-pin` value and normalises it to lower case.
 pub fn parse_pin(pin: &str) -> Result<String, ClientError> {
@@ -30,20 +21,20 @@ pub fn parse_pin(pin: &str) -> Result<String, ClientError> {
 
 /// Trusts exactly the pinned CA: some certificate the server sends must have
 /// the pinned fingerprint, and the leaf must then verify against it as the
-/// only root (expiry and host name included).
+/// only root (expiry and host name included). Remembers what was presented,
+/// for trust-on-first-use and for a clear mismatch warning.
 #[derive(Debug)]
 struct PinnedCa {
     pin: String,
     seen: Mutex<Option<String>>,
 }
 
-impl PinnedCa {
+impl ChainCheck for PinnedCa {
     fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let presented = intermediates.last().unwrap_or(end_entity);
@@ -51,76 +42,28 @@ impl PinnedCa {
         let anchor = std::iter::once(end_entity)
             .chain(intermediates)
             .find(|c| fingerprint(c) == self.pin)
-            .ok_or_else(|| {
-                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
-            })?;
+            .ok_or(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))?;
         let mut roots = RootCertStore::empty();
         roots.add(anchor.clone().into_owned())?;
         WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            .verify_server_cert(end_entity, intermediates, server_name, &[], now)
     }
 }
 
-impl ServerCertVerifier for PinnedCa {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates, server_name, ocsp, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// A verifier that records the presented CA and trusts it only if it is the pin.
-/// Used for trust-on-first-use: the first handshake shows what to pin.
+/// A pinned-CA verifier and the TLS configs built on it.
 pub struct Pinning {
-    verifier: Arc<PinnedCa>,
+    verifier: Arc<Verifier<PinnedCa>>,
 }
 
 impl Pinning {
     /// Pins `pin`; use an empty pin to learn the presented CA (every handshake fails).
     pub fn new(pin: &str) -> Self {
         Pinning {
-            verifier: Arc::new(PinnedCa {
+            verifier: Verifier::new(PinnedCa {
                 pin: pin.to_owned(),
                 seen: Mutex::new(None),
             }),
@@ -129,7 +72,7 @@ impl Pinning {
 
     /// Fingerprint of the CA the server last presented.
     pub fn seen(&self) -> Option<String> {
-        self.verifier.seen.lock().unwrap().clone()
+        self.verifier.chain_check().seen.lock().unwrap().clone()
     }
 
     /// A client config with this pin, the given ALPN and optional client certificate.

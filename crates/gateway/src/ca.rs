@@ -9,6 +9,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use postern_api::tls::fingerprint;
 use postern_api::{IDENTITY_EXTENSION_OID, Identity};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, CustomExtension,
@@ -16,7 +17,6 @@ use rcgen::{
     SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sha2::{Digest, Sha256};
 
 /// Why a certificate could not be issued or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -217,11 +217,6 @@ pub fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// `sha256:<hex>` fingerprint of a DER certificate.
-pub fn fingerprint(der: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(der)))
 }
 
 /// All certificates in a PEM string.

@@ -2,16 +2,14 @@
 
 use std::sync::Arc;
 
+use postern_api::tls::{ChainCheck, Verifier, provider};
 use postern_api::{ALPN_HTTP, ALPN_TUNNEL, IDENTITY_EXTENSION_OID, Identity};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
-    SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::ca::{Leaf, pem_certs};
@@ -29,10 +27,6 @@ pub enum TlsError {
     /// A CA file was unreadable or empty.
     #[error("TLS: {0}")]
     Ca(String),
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// The listener's config: TLS 1.2+ (tunnels insist on 1.3 via ALPN checks in
@@ -93,11 +87,11 @@ pub fn upstream_config(
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| TlsError::Ca(e.to_string()))?;
-    let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        TlsMode::VerifyFull => webpki,
-        TlsMode::VerifyCa => Arc::new(IgnoreHostname(webpki)),
-        TlsMode::Insecure => Arc::new(NoVerification(provider())),
-    };
+    let verifier = Verifier::new(match mode {
+        TlsMode::VerifyFull => DbCheck::Full(webpki),
+        TlsMode::VerifyCa => DbCheck::ChainOnly(webpki),
+        TlsMode::Insecure => DbCheck::Nothing,
+    });
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -158,99 +152,39 @@ pub fn subject_der(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
     Some(parsed.tbs_certificate.subject.as_raw().to_vec())
 }
 
-/// verify-ca: the chain must verify, the host name need not match.
+/// How much of a database's certificate is checked, per [`TlsMode`].
 #[derive(Debug)]
-struct IgnoreHostname(Arc<WebPkiServerVerifier>);
+enum DbCheck {
+    /// Chain and host name.
+    Full(Arc<WebPkiServerVerifier>),
+    /// Chain only.
+    ChainOnly(Arc<WebPkiServerVerifier>),
+    /// Nothing: encryption without authentication, for labs.
+    Nothing,
+}
 
-impl ServerCertVerifier for IgnoreHostname {
-    fn verify_server_cert(
+impl ChainCheck for DbCheck {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
+        match self {
+            DbCheck::Full(webpki) => {
+                webpki.verify_server_cert(end_entity, intermediates, server_name, &[], now)
+            }
+            DbCheck::ChainOnly(webpki) => {
+                match webpki.verify_server_cert(end_entity, intermediates, server_name, &[], now) {
+                    Err(rustls::Error::InvalidCertificate(
+                        CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. },
+                    )) => Ok(ServerCertVerified::assertion()),
+                    other => other,
+                }
+            }
+            DbCheck::Nothing => Ok(ServerCertVerified::assertion()),
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// insecure: encryption without authentication of the server. Handshake
-/// signatures are still checked so the session keys are at least consistent.
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -118,3 +118,54 @@ impl CancelMap {
         *count <= self.per_second
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{CaKind, CaMaterial};
+    use crate::config::DatabaseConfig;
+
+    fn upstream() -> Arc<Upstream> {
+        let ca = crate::ca::Authority::load(&CaMaterial::generate(CaKind::Database, "t").unwrap())
+            .unwrap();
+        let config: DatabaseConfig =
+            serde_yaml_ng::from_str("name: pg\nuri: localhost:5432\n").unwrap();
+        Arc::new(Upstream::new(&config, Arc::new(ca)).unwrap())
+    }
+
+    #[test]
+    fn keys_are_honoured_only_for_their_owner_and_only_while_the_session_lives() {
+        let map = CancelMap::new(100);
+        let guard = map.register("alice", upstream(), (4242, 7));
+        let key = guard.key();
+        assert_ne!(key, (4242, 7), "clients never see the real key");
+        assert!(matches!(map.decide("bob", key), CancelDecision::Ignore));
+        match map.decide("alice", key) {
+            CancelDecision::Forward(_, real) => assert_eq!(real, (4242, 7)),
+            _ => panic!("the owner's cancel is forwarded"),
+        }
+        drop(guard);
+        assert!(matches!(map.decide("alice", key), CancelDecision::Ignore));
+    }
+
+    #[test]
+    fn cancels_are_rate_limited_per_identity() {
+        let map = CancelMap::new(3);
+        let guard = map.register("alice", upstream(), (1, 1));
+        for _ in 0..3 {
+            assert!(matches!(
+                map.decide("alice", guard.key()),
+                CancelDecision::Forward(..)
+            ));
+        }
+        assert!(matches!(
+            map.decide("alice", guard.key()),
+            CancelDecision::RateLimited
+        ));
+        // Another identity has its own budget.
+        assert!(matches!(
+            map.decide("bob", guard.key()),
+            CancelDecision::Ignore
+        ));
+    }
+}
