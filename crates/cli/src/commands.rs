@@ -4,16 +4,18 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use postern_api::wire::CatalogEntry;
 use postern_client::ClientError;
 use postern_client::api::GatewayClient;
 use postern_client::connect::{ConnectRequest, prepare};
 use postern_client::login::{LocalLogin, login_local, logout};
 use postern_client::profile::Home;
+use postern_client::queries::{CancelOutcome, Dialect, GuardPolicy, QueryHelper, run_guard};
 use postern_client::session::{ActiveSession, SessionSource};
 use postern_client::tunnel::{self, Dialer, PortNote, Tunnel, TunnelSpec};
 
 use crate::output;
-use crate::{Cli, Command, DbCommand, LoginArgs, ProxyCommand, TunnelArgs};
+use crate::{Cli, Command, DbCommand, LoginArgs, ProxyCommand, TargetArgs, TunnelArgs};
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
@@ -38,6 +40,38 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Db(DbCommand::Connect(args)) => connect(&home, profile, args).await,
+        Command::Db(DbCommand::Queries { target, format }) => {
+            let (tunnel, spec, entry) =
+                open_tunnel(&home, profile, &target, Vec::new(), Listen::Ephemeral).await?;
+            let helper = QueryHelper::connect(
+                tunnel.addr(),
+                spec.db_name.as_deref(),
+                Dialect::for_kind(&entry.kind),
+            )
+            .await?;
+            output::queries(&helper.list().await?, format);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Db(DbCommand::Cancel {
+            target,
+            pid,
+            terminate,
+        }) => {
+            let (tunnel, spec, entry) =
+                open_tunnel(&home, profile, &target, Vec::new(), Listen::Ephemeral).await?;
+            let helper = QueryHelper::connect(
+                tunnel.addr(),
+                spec.db_name.as_deref(),
+                Dialect::for_kind(&entry.kind),
+            )
+            .await?;
+            let outcome = helper.cancel(pid, terminate).await?;
+            println!("{}", output::cancel_outcome(pid, &outcome));
+            Ok(match outcome {
+                CancelOutcome::StillRunning => ExitCode::FAILURE,
+                _ => ExitCode::SUCCESS,
+            })
+        }
         Command::Proxy(ProxyCommand::Db(args)) => proxy(&home, profile, args).await,
     }
 }
@@ -115,37 +149,83 @@ async fn login(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where a command's tunnel listens.
+enum Listen {
+    /// The remembered port (or `--port`): a tunnel for other programs.
+    Remembered(Option<u16>),
+    /// Any free port: a tunnel only this command uses.
+    Ephemeral,
+}
+
 /// Opens the tunnel for a command: session, catalog defaults, port.
 async fn open_tunnel(
     home: &Home,
     profile: Option<&str>,
-    args: &TunnelArgs,
-) -> Result<(Tunnel, TunnelSpec, ActiveSession), ClientError> {
+    target: &TargetArgs,
+    db_roles: Vec<String>,
+    listen: Listen,
+) -> Result<(Tunnel, TunnelSpec, CatalogEntry), ClientError> {
     let session = load_session(home, profile).await?;
-    let (spec, _entry) = prepare(
+    let (spec, entry) = prepare(
         &session,
         ConnectRequest {
-            database: args.database.clone(),
-            db_user: args.db_user.clone(),
-            db_name: args.db_name.clone(),
-            db_roles: args.db_roles.clone(),
+            database: target.database.clone(),
+            db_user: target.db_user.clone(),
+            db_name: target.db_name.clone(),
+            db_roles,
         },
     )
     .await?;
-    let (listener, note) = tunnel::bind(home, &session.profile.name, &spec, args.port).await?;
-    if let PortNote::RememberedTaken(old) = note {
-        eprintln!(
-            "Port {old} (used last time) is taken; using {} instead.",
-            listener.local_addr().map(|a| a.port()).unwrap_or(0)
-        );
-    }
+    let listener = match listen {
+        Listen::Remembered(port) => {
+            let (listener, note) = tunnel::bind(home, &session.profile.name, &spec, port).await?;
+            if let PortNote::RememberedTaken(old) = note {
+                eprintln!(
+                    "Port {old} (used last time) is taken; using {} instead.",
+                    listener.local_addr().map(|a| a.port()).unwrap_or(0)
+                );
+            }
+            listener
+        }
+        Listen::Ephemeral => tunnel::bind_ephemeral().await?,
+    };
     let source = Arc::new(SessionSource::new(
         home.clone(),
         session.profile.name.clone(),
     ));
     let dialer = Arc::new(Dialer::new(source, session.profile.gateway.clone()));
     let tunnel = Tunnel::start(listener, dialer, spec.clone())?;
-    Ok((tunnel, spec, session))
+    Ok((tunnel, spec, entry))
+}
+
+/// Starts the runaway guard for a tunnel when asked for; its events go to stderr.
+async fn start_guard(
+    tunnel: &Tunnel,
+    spec: &TunnelSpec,
+    entry: &CatalogEntry,
+    args: &TunnelArgs,
+) -> Result<(), ClientError> {
+    let policy = GuardPolicy {
+        warn_after: args.warn_after,
+        cancel_after: args.cancel_after,
+    };
+    if !policy.is_active() {
+        return Ok(());
+    }
+    let helper = QueryHelper::connect(
+        tunnel.addr(),
+        spec.db_name.as_deref(),
+        Dialect::for_kind(&entry.kind),
+    )
+    .await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(run_guard(helper, policy, tx));
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            eprintln!("{}", output::guard_event(&event));
+        }
+    });
+    Ok(())
 }
 
 async fn proxy(
@@ -153,7 +233,15 @@ async fn proxy(
     profile: Option<&str>,
     args: TunnelArgs,
 ) -> Result<ExitCode, ClientError> {
-    let (tunnel, spec, _session) = open_tunnel(home, profile, &args).await?;
+    let (tunnel, spec, entry) = open_tunnel(
+        home,
+        profile,
+        &args.target,
+        args.db_roles.clone(),
+        Listen::Remembered(args.port),
+    )
+    .await?;
+    start_guard(&tunnel, &spec, &entry, &args).await?;
     let addr = tunnel.addr();
     println!("Tunnel to database {:?} listening on {addr}", spec.database);
     println!("Connect with:\n  {}", output::psql_command(addr, &spec));
@@ -169,7 +257,15 @@ async fn connect(
     profile: Option<&str>,
     args: TunnelArgs,
 ) -> Result<ExitCode, ClientError> {
-    let (tunnel, spec, _session) = open_tunnel(home, profile, &args).await?;
+    let (tunnel, spec, entry) = open_tunnel(
+        home,
+        profile,
+        &args.target,
+        args.db_roles.clone(),
+        Listen::Remembered(args.port),
+    )
+    .await?;
+    start_guard(&tunnel, &spec, &entry, &args).await?;
     let addr = tunnel.addr();
     let mut child = tokio::process::Command::new("psql")
         .args(output::psql_args(addr, &spec))

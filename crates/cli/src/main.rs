@@ -71,6 +71,37 @@ enum DbCommand {
     },
     /// Open a tunnel and run psql through it.
     Connect(TunnelArgs),
+    /// List your running statements on a database.
+    Queries {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Cancel (or terminate) one of your running statements.
+    Cancel {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Process id, as `postern db queries` shows it.
+        pid: i32,
+        /// End the whole session instead of only the statement.
+        #[arg(long)]
+        terminate: bool,
+    },
+}
+
+/// Which database, and as whom.
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// Database name in the catalog.
+    database: String,
+    /// Database user.
+    #[arg(long)]
+    db_user: Option<String>,
+    /// Database name inside the server.
+    #[arg(long)]
+    db_name: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -81,20 +112,20 @@ enum ProxyCommand {
 
 #[derive(Args, Clone)]
 struct TunnelArgs {
-    /// Database name in the catalog.
-    database: String,
-    /// Database user.
-    #[arg(long)]
-    db_user: Option<String>,
-    /// Database name inside the server.
-    #[arg(long)]
-    db_name: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Database roles to request (auto-provisioned users), comma-separated.
     #[arg(long, value_delimiter = ',')]
     db_roles: Vec<String>,
     /// Local port (default: the one used last time for this target).
     #[arg(long)]
     port: Option<u16>,
+    /// Runaway guard: warn about statements running longer than this (e.g. 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warn_after: Option<std::time::Duration>,
+    /// Runaway guard: cancel statements running longer than this (e.g. 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    cancel_after: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_api::wire::Catalog;
+use postern_client::queries::{CancelOutcome, GuardEvent, RunningQuery};
 use postern_client::session::ActiveSession;
 use postern_client::tunnel::TunnelSpec;
 
@@ -147,4 +148,86 @@ pub fn psql_args(addr: SocketAddr, spec: &TunnelSpec) -> Vec<String> {
 /// A psql command line to copy.
 pub fn psql_command(addr: SocketAddr, spec: &TunnelSpec) -> String {
     format!("psql \"{}\"", psql_args(addr, spec).join(" "))
+}
+
+/// `postern db queries`.
+pub fn queries(list: &[RunningQuery], format: Format) {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(list).expect("json"));
+        return;
+    }
+    if list.is_empty() {
+        println!("No running statements.");
+        return;
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|q| {
+            vec![
+                q.pid.to_string(),
+                q.user.clone(),
+                q.database.clone(),
+                humantime::format_rfc3339_seconds(
+                    UNIX_EPOCH + Duration::from_secs_f64(q.started_unix.max(0.0)),
+                )
+                .to_string(),
+                format_duration_ms(q.duration_ms),
+                q.state.clone(),
+                q.wait_event.clone().unwrap_or_default(),
+                q.query.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "PID",
+            "User",
+            "Database",
+            "Started",
+            "Duration",
+            "State",
+            "Waiting on",
+            "Query",
+        ],
+        &rows,
+    );
+}
+
+fn format_duration_ms(ms: f64) -> String {
+    let secs = ms / 1000.0;
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        humantime::format_duration(Duration::from_secs(secs as u64)).to_string()
+    }
+}
+
+/// `postern db cancel`.
+pub fn cancel_outcome(pid: i32, outcome: &CancelOutcome) -> String {
+    match outcome {
+        CancelOutcome::Cancelled => format!("Cancelled the statement of process {pid}."),
+        CancelOutcome::Terminated => format!("Terminated process {pid}; its session has ended."),
+        CancelOutcome::StillRunning => {
+            format!("Asked process {pid} to stop, but it is still running; try --terminate.")
+        }
+    }
+}
+
+/// One line for a runaway-guard event.
+pub fn guard_event(event: &GuardEvent) -> String {
+    match event {
+        GuardEvent::Warned(q) => format!(
+            "postern: process {} has been running for {}: {}",
+            q.pid,
+            format_duration_ms(q.duration_ms),
+            q.query
+        ),
+        GuardEvent::Cancelled(q) => format!(
+            "postern: cancelled process {} after {}: {}",
+            q.pid,
+            format_duration_ms(q.duration_ms),
+            q.query
+        ),
+        GuardEvent::Failed(why) => format!("postern: runaway guard: {why}"),
+    }
 }

@@ -8,6 +8,7 @@ pub mod keystore;
 pub mod login;
 pub mod ports;
 pub mod profile;
+pub mod queries;
 pub mod session;
 pub mod tls;
 pub mod tunnel;

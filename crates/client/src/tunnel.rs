@@ -148,20 +148,10 @@ pub async fn bind(
     } else if let Some(port) = remembered(home, &key) {
         match TcpListener::bind(loopback(port)).await {
             Ok(l) => (l, PortNote::AsBefore),
-            Err(_) => (
-                TcpListener::bind(loopback(0))
-                    .await
-                    .map_err(ClientError::io("binding a loopback port"))?,
-                PortNote::RememberedTaken(port),
-            ),
+            Err(_) => (bind_ephemeral().await?, PortNote::RememberedTaken(port)),
         }
     } else {
-        (
-            TcpListener::bind(loopback(0))
-                .await
-                .map_err(ClientError::io("binding a loopback port"))?,
-            PortNote::New,
-        )
+        (bind_ephemeral().await?, PortNote::New)
     };
     let port = listener
         .local_addr()
@@ -169,6 +159,13 @@ pub async fn bind(
         .port();
     remember(home, &key, port)?;
     Ok((listener, note))
+}
+
+/// Binds a free loopback port for a tunnel only this process uses.
+pub async fn bind_ephemeral() -> Result<TcpListener, ClientError> {
+    TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(ClientError::io("binding a loopback port"))
 }
 
 impl Tunnel {
