@@ -6,10 +6,12 @@ pub mod connect;
 pub mod error;
 pub mod keystore;
 pub mod login;
+pub mod manager;
 pub mod ports;
 pub mod profile;
 pub mod queries;
 pub mod session;
+pub mod sso;
 pub mod tls;
 pub mod tunnel;
 

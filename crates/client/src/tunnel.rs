@@ -49,9 +49,9 @@ pub struct TunnelStats {
     pub active: AtomicU64,
     /// Client connections accepted so far.
     pub total: AtomicU64,
-    /// Bytes from clients to the database (counted when a connection ends).
+    /// Bytes from clients to the database so far.
     pub bytes_in: AtomicU64,
-    /// Bytes from the database to clients (counted when a connection ends).
+    /// Bytes from the database to clients so far.
     pub bytes_out: AtomicU64,
 }
 
@@ -358,17 +358,68 @@ async fn serve(mut client: TcpStream, dialer: &Dialer, spec: &TunnelSpec, stats:
         }
         Opening::Startup(params) => {
             let route = route_for(spec, params);
-            let mut gateway = match dialer.open(&route).await {
+            let gateway = match dialer.open(&route).await {
                 Ok(g) => g,
                 Err(e) => return refuse(&mut client, &client_error(&e)).await,
             };
-            if let Ok((to_gw, to_client)) =
-                tokio::io::copy_bidirectional_with_sizes(&mut client, &mut gateway, BUF, BUF).await
-            {
-                stats.bytes_in.fetch_add(to_gw, Relaxed);
-                stats.bytes_out.fetch_add(to_client, Relaxed);
-            }
+            let mut client = Counted::new(client, &stats.bytes_in);
+            let mut gateway = Counted::new(gateway, &stats.bytes_out);
+            let _ =
+                tokio::io::copy_bidirectional_with_sizes(&mut client, &mut gateway, BUF, BUF).await;
         }
+    }
+}
+
+/// A stream that adds every byte read from it to a live counter (one
+/// relaxed atomic add per read, so the tunnels view is always current).
+struct Counted<'a, S> {
+    inner: S,
+    count: &'a AtomicU64,
+}
+
+impl<'a, S> Counted<'a, S> {
+    fn new(inner: S, count: &'a AtomicU64) -> Self {
+        Counted { inner, count }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.count.fetch_add(read as u64, Relaxed);
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

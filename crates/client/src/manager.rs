@@ -1,0 +1,339 @@
+//! Several tunnels at once, for the desktop app (and any long-running
+//! client): start, list with live counters, stop, running queries, the
+//! runaway guard, and favourites that come back on the next start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, mpsc};
+
+use crate::connect::{ConnectRequest, prepare};
+use crate::error::ClientError;
+use crate::profile::{Home, write_private};
+use crate::queries::{
+    CancelOutcome, Dialect, GuardEvent, GuardPolicy, QueryHelper, RunningQuery, run_guard,
+};
+use crate::session::SessionSource;
+use crate::tunnel::{self, Dialer, PortNote, Tunnel, TunnelSpec};
+
+/// What the user asked for when opening a tunnel; enough to open it again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelRequest {
+    /// Profile (gateway) the tunnel belongs to.
+    pub profile: String,
+    /// Catalog database.
+    pub database: String,
+    /// Database user (None: the catalog default).
+    pub db_user: Option<String>,
+    /// Database name (None: the catalog default).
+    pub db_name: Option<String>,
+    /// Database roles (empty: all allowed).
+    #[serde(default)]
+    pub db_roles: Vec<String>,
+    /// A fixed port (None: remembered or new).
+    pub port: Option<u16>,
+}
+
+/// A tunnel as shown to the user.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TunnelInfo {
+    /// Stable id within this manager.
+    pub id: u64,
+    /// The request it was opened with.
+    pub request: TunnelRequest,
+    /// Resolved db user.
+    pub db_user: Option<String>,
+    /// Resolved db name.
+    pub db_name: Option<String>,
+    /// Database kind (`self-hosted`, `redshift-serverless`, ...).
+    pub kind: String,
+    /// Loopback host.
+    pub host: String,
+    /// Loopback port.
+    pub port: u16,
+    /// When it started, seconds since the Unix epoch.
+    pub started_unix: u64,
+    /// Open client connections.
+    pub connections: u64,
+    /// Client connections so far.
+    pub total_connections: u64,
+    /// Bytes from clients so far.
+    pub bytes_in: u64,
+    /// Bytes to clients so far.
+    pub bytes_out: u64,
+    /// Runaway-guard thresholds in seconds.
+    pub warn_after_secs: Option<u64>,
+    /// Runaway-guard thresholds in seconds.
+    pub cancel_after_secs: Option<u64>,
+    /// Reopened on the next start.
+    pub favourite: bool,
+    /// The remembered port was taken and another was used.
+    pub port_changed_from: Option<u16>,
+}
+
+/// A guard event, tagged with its tunnel.
+#[derive(Clone, Debug)]
+pub struct TunnelGuardEvent {
+    /// Which tunnel.
+    pub tunnel: u64,
+    /// What happened.
+    pub event: GuardEvent,
+}
+
+struct Managed {
+    request: TunnelRequest,
+    spec: TunnelSpec,
+    kind: String,
+    tunnel: Tunnel,
+    started: SystemTime,
+    policy: GuardPolicy,
+    guard: Option<tokio::task::JoinHandle<()>>,
+    port_changed_from: Option<u16>,
+}
+
+/// Owns the running tunnels.
+pub struct TunnelManager {
+    home: Home,
+    tunnels: Mutex<BTreeMap<u64, Managed>>,
+    next_id: std::sync::atomic::AtomicU64,
+    guard_events: mpsc::Sender<TunnelGuardEvent>,
+}
+
+impl TunnelManager {
+    /// A manager over `home`; guard events are sent to the returned receiver.
+    pub fn new(home: Home) -> (Arc<Self>, mpsc::Receiver<TunnelGuardEvent>) {
+        let (tx, rx) = mpsc::channel(256);
+        (
+            Arc::new(TunnelManager {
+                home,
+                tunnels: Mutex::new(BTreeMap::new()),
+                next_id: std::sync::atomic::AtomicU64::new(1),
+                guard_events: tx,
+            }),
+            rx,
+        )
+    }
+
+    /// Opens a tunnel. An identical running tunnel is returned instead of a
+    /// second one, so a double click never fails on a taken port.
+    pub async fn start(&self, request: TunnelRequest) -> Result<TunnelInfo, ClientError> {
+        if let Some(existing) = self.list().await.into_iter().find(|t| t.request == request) {
+            return Ok(existing);
+        }
+        let source = Arc::new(SessionSource::new(
+            self.home.clone(),
+            request.profile.clone(),
+        ));
+        let session = source.current().await?;
+        let (spec, entry) = prepare(
+            &session,
+            ConnectRequest {
+                database: request.database.clone(),
+                db_user: request.db_user.clone(),
+                db_name: request.db_name.clone(),
+                db_roles: request.db_roles.clone(),
+            },
+        )
+        .await?;
+        let (listener, note) =
+            tunnel::bind(&self.home, &request.profile, &spec, request.port).await?;
+        let dialer = Arc::new(Dialer::new(source, session.profile.gateway.clone()));
+        let tunnel = Tunnel::start(listener, dialer, spec.clone())?;
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let managed = Managed {
+            request,
+            spec,
+            kind: entry.kind,
+            tunnel,
+            started: SystemTime::now(),
+            policy: GuardPolicy::default(),
+            guard: None,
+            port_changed_from: match note {
+                PortNote::RememberedTaken(p) => Some(p),
+                _ => None,
+            },
+        };
+        let info = info(id, &managed, &load_favourites(&self.home));
+        self.tunnels.lock().await.insert(id, managed);
+        Ok(info)
+    }
+
+    /// Stops a tunnel and its guard.
+    pub async fn stop(&self, id: u64) -> Result<(), ClientError> {
+        let managed = self
+            .tunnels
+            .lock()
+            .await
+            .remove(&id)
+            .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?;
+        if let Some(guard) = managed.guard {
+            guard.abort();
+        }
+        managed.tunnel.stop().await;
+        Ok(())
+    }
+
+    /// Stops every tunnel (sign-out, quit).
+    pub async fn stop_all(&self) {
+        let all = std::mem::take(&mut *self.tunnels.lock().await);
+        for (_, managed) in all {
+            if let Some(guard) = managed.guard {
+                guard.abort();
+            }
+            managed.tunnel.stop().await;
+        }
+    }
+
+    /// All tunnels with live counters.
+    pub async fn list(&self) -> Vec<TunnelInfo> {
+        let favourites = load_favourites(&self.home);
+        let tunnels = self.tunnels.lock().await;
+        tunnels
+            .iter()
+            .map(|(id, m)| info(*id, m, &favourites))
+            .collect()
+    }
+
+    async fn helper(&self, id: u64) -> Result<QueryHelper, ClientError> {
+        let (addr, db_name, kind) = {
+            let tunnels = self.tunnels.lock().await;
+            let m = tunnels
+                .get(&id)
+                .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?;
+            (m.tunnel.addr(), m.spec.db_name.clone(), m.kind.clone())
+        };
+        QueryHelper::connect(addr, db_name.as_deref(), Dialect::for_kind(&kind)).await
+    }
+
+    /// The caller's running statements on a tunnel's database.
+    pub async fn queries(&self, id: u64) -> Result<Vec<RunningQuery>, ClientError> {
+        self.helper(id).await?.list().await
+    }
+
+    /// Cancels or terminates one statement through a tunnel.
+    pub async fn cancel(
+        &self,
+        id: u64,
+        pid: i32,
+        terminate: bool,
+    ) -> Result<CancelOutcome, ClientError> {
+        self.helper(id).await?.cancel(pid, terminate).await
+    }
+
+    /// Sets (or clears, with an inactive policy) a tunnel's runaway guard.
+    pub async fn set_guard(&self, id: u64, policy: GuardPolicy) -> Result<(), ClientError> {
+        let helper = if policy.is_active() {
+            Some(self.helper(id).await?)
+        } else {
+            None
+        };
+        let mut tunnels = self.tunnels.lock().await;
+        let m = tunnels
+            .get_mut(&id)
+            .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?;
+        if let Some(old) = m.guard.take() {
+            old.abort();
+        }
+        m.policy = policy;
+        if let Some(helper) = helper {
+            let (tx, mut rx) = mpsc::channel(16);
+            let out = self.guard_events.clone();
+            m.guard = Some(tokio::spawn(async move {
+                let forward = async {
+                    while let Some(event) = rx.recv().await {
+                        if out
+                            .send(TunnelGuardEvent { tunnel: id, event })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                };
+                tokio::join!(run_guard(helper, policy, tx), forward);
+            }));
+        }
+        Ok(())
+    }
+
+    /// Marks or unmarks a tunnel as a favourite.
+    pub async fn set_favourite(&self, id: u64, favourite: bool) -> Result<(), ClientError> {
+        let request = {
+            let tunnels = self.tunnels.lock().await;
+            tunnels
+                .get(&id)
+                .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?
+                .request
+                .clone()
+        };
+        let mut favourites = load_favourites(&self.home);
+        favourites.retain(|r| *r != request);
+        if favourite {
+            favourites.push(request);
+        }
+        save_favourites(&self.home, &favourites)
+    }
+
+    /// Reopens the favourite tunnels; failures are returned per request so
+    /// the app can say which did not come back and why.
+    pub async fn restore_favourites(
+        &self,
+    ) -> Vec<(TunnelRequest, Result<TunnelInfo, ClientError>)> {
+        let mut out = Vec::new();
+        for request in load_favourites(&self.home) {
+            let result = self.start(request.clone()).await;
+            out.push((request, result));
+        }
+        out
+    }
+}
+
+fn info(id: u64, m: &Managed, favourites: &[TunnelRequest]) -> TunnelInfo {
+    let stats = m.tunnel.stats();
+    let addr = m.tunnel.addr();
+    TunnelInfo {
+        id,
+        request: m.request.clone(),
+        db_user: m.spec.db_user.clone(),
+        db_name: m.spec.db_name.clone(),
+        kind: m.kind.clone(),
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        started_unix: m
+            .started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        connections: stats.active.load(Relaxed),
+        total_connections: stats.total.load(Relaxed),
+        bytes_in: stats.bytes_in.load(Relaxed),
+        bytes_out: stats.bytes_out.load(Relaxed),
+        warn_after_secs: m.policy.warn_after.map(|d| d.as_secs()),
+        cancel_after_secs: m.policy.cancel_after.map(|d| d.as_secs()),
+        favourite: favourites.contains(&m.request),
+        port_changed_from: m.port_changed_from,
+    }
+}
+
+fn favourites_path(home: &Home) -> std::path::PathBuf {
+    home.dir().join("favourites.json")
+}
+
+fn load_favourites(home: &Home) -> Vec<TunnelRequest> {
+    std::fs::read_to_string(favourites_path(home))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+fn save_favourites(home: &Home, favourites: &[TunnelRequest]) -> Result<(), ClientError> {
+    write_private(
+        &favourites_path(home),
+        serde_json::to_string_pretty(favourites)
+            .expect("favourites serialize")
+            .as_bytes(),
+    )
+}
