@@ -97,6 +97,6 @@ EOF
 pg_admin_psql() {
     local socket=$1 port=$2 db=$3
     shift 3
-    PGAPPNAME=postern-scripts "$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 \
+    PGAPPNAME=postern-scripts PGOPTIONS="-c client_min_messages=warning" "$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 \
         -h "$socket" -p "$port" -U "$PG_OS_USER" -d "$db" "$@"
 }

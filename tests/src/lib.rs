@@ -3,6 +3,10 @@
 //!
 //! - [`pg`]: a real PostgreSQL 15 server with TLS, one login role per
 //!   authentication method, and the databases `app` and `analytics`.
+//! - [`idp`]: a real OpenID Connect provider (`oidc-provider` on Node.js)
+//!   and a scripted browser that signs in through its pages.
+//! - [`aws`]: AWS STS (moto) and a stand-in Redshift Serverless API on
+//!   loopback, whose database is the test PostgreSQL.
 //! - [`certs`]: throwaway certificate authorities and leaf certificates made
 //!   with `rcgen` at test time (no key is ever committed).
 //! - [`free_port`]: a loopback port that was free a moment ago.
@@ -11,7 +15,9 @@
 //! through statics: what is shared between tests (PostgreSQL's template data
 //! directory) lives on disk, guarded by a file lock.
 
+pub mod aws;
 pub mod certs;
+pub mod idp;
 pub mod pg;
 pub mod stack;
 

@@ -19,6 +19,7 @@
 //! | `hostssl all certuser 127.0.0.1/32 cert`      | [`CERT_USER`]: client cert CN    |
 //! | `hostssl all scramuser 127.0.0.1/32 scram-sha-256` | [`SCRAM_USER`]              |
 //! | `hostssl all md5user 127.0.0.1/32 md5`        | [`MD5_USER`]                     |
+//! | `hostssl all +redshift_iam 127.0.0.1/32 scram-sha-256` | `IAMR:` users ([`IAM_GROUP`]) |
 //! | `hostssl all all 127.0.0.1/32 cert`           | any role a test creates          |
 //! | `host all all 127.0.0.1/32 reject`            | no plaintext TCP                 |
 //!
@@ -26,6 +27,13 @@
 //! members of the `NOLOGIN` group role [`READER_ROLE`], which may `SELECT`
 //! from `public.items(id int primary key, name text)` in both [`APP_DB`]
 //! ([`APP_ITEMS`] rows) and [`ANALYTICS_DB`] ([`ANALYTICS_ITEMS`] rows).
+//! The `NOLOGIN` group role [`WRITER_ROLE`] may also change those rows.
+//!
+//! [`ADMIN_USER`] is the provisioning admin of automatic user provisioning:
+//! `LOGIN CREATEROLE` with certificate login, and every privilege on the
+//! `public` tables of both databases `WITH GRANT OPTION` (for
+//! `db_permissions`). On PostgreSQL 15 `CREATEROLE` is all it needs to grant
+//! [`READER_ROLE`] and [`WRITER_ROLE`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
@@ -50,6 +58,13 @@ pub const SCRAM_USER: &str = "scramuser";
 pub const MD5_USER: &str = "md5user";
 /// `NOLOGIN` group role holding `SELECT` on `public.items`.
 pub const READER_ROLE: &str = "reader";
+/// `NOLOGIN` group role holding `SELECT, INSERT, UPDATE, DELETE` on `public.items`.
+pub const WRITER_ROLE: &str = "writer";
+/// Login role (certificate) with `CREATEROLE`: the provisioning admin.
+pub const ADMIN_USER: &str = "postern_admin";
+/// `NOLOGIN` group role of the `IAMR:<role>` users that the fake Redshift
+/// Serverless creates (tests/src/aws.rs); its members log in with SCRAM.
+pub const IAM_GROUP: &str = "redshift_iam";
 /// Database with a few rows in `public.items`.
 pub const APP_DB: &str = "app";
 /// Second database, for tests that route or restrict by database name.
@@ -69,6 +84,9 @@ const SETUP_CLUSTER_SQL: &[&str] = &[
     "CREATE ROLE certuser LOGIN IN ROLE reader",
     "CREATE ROLE scramuser LOGIN IN ROLE reader",
     "CREATE ROLE md5user LOGIN IN ROLE reader",
+    "CREATE ROLE writer NOLOGIN",
+    "CREATE ROLE postern_admin LOGIN CREATEROLE",
+    "CREATE ROLE redshift_iam NOLOGIN",
     "CREATE DATABASE app",
     "CREATE DATABASE analytics",
 ];
@@ -76,11 +94,15 @@ const SETUP_APP_SQL: &[&str] = &[
     "CREATE TABLE public.items (id int PRIMARY KEY, name text)",
     "INSERT INTO public.items VALUES (1, 'apple'), (2, 'banana'), (3, 'cherry')",
     "GRANT SELECT ON public.items TO reader",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON public.items TO writer",
+    "GRANT ALL ON ALL TABLES IN SCHEMA public TO postern_admin WITH GRANT OPTION",
 ];
 const SETUP_ANALYTICS_SQL: &[&str] = &[
     "CREATE TABLE public.items (id int PRIMARY KEY, name text)",
     "INSERT INTO public.items VALUES (1, 'daily'), (2, 'weekly')",
     "GRANT SELECT ON public.items TO reader",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON public.items TO writer",
+    "GRANT ALL ON ALL TABLES IN SCHEMA public TO postern_admin WITH GRANT OPTION",
 ];
 const INITDB_ARGS: &[&str] = &[
     "--auth=trust",
@@ -97,6 +119,7 @@ local   all all                    trust
 hostssl all certuser  127.0.0.1/32 cert
 hostssl all scramuser 127.0.0.1/32 scram-sha-256
 hostssl all md5user   127.0.0.1/32 md5
+hostssl all +redshift_iam 127.0.0.1/32 scram-sha-256
 hostssl all all       127.0.0.1/32 cert
 host    all all       127.0.0.1/32 reject
 ";

@@ -7,9 +7,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use postern_gateway::auth::local::hash_password;
+use postern_gateway::aws::AwsIdentity;
 use postern_gateway::ca::CaKind;
 use postern_gateway::config::GatewayConfig;
-use postern_gateway::server::{self, Running, load_ca};
+use postern_gateway::server::{self, Running, StartOptions, load_ca};
 use postern_gateway::store::{SqliteStore, UserRecord};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -52,10 +53,39 @@ pub struct Stack {
     dir: TempDir,
 }
 
+/// Additions to the gateway configuration of a [`Stack`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StackConfig<'a> {
+    /// More keys for the `pg` database entry, as YAML lines without
+    /// indentation, e.g. `admin_user: { name: postern_admin }`.
+    pub pg_extra: &'a str,
+    /// More entries for the `databases:` list, as YAML list items without
+    /// indentation; `{port}` stands for the PostgreSQL port and `pg-ca.pem`
+    /// is the server's CA file.
+    pub extra_databases: &'a str,
+    /// More top-level keys of `gateway.yaml` (e.g. `connectors:`), as YAML
+    /// lines without indentation.
+    pub gateway_extra: &'a str,
+    /// The gateway's own AWS credentials; default: none at all, so no test
+    /// ever reaches for instance metadata.
+    pub aws_identity: Option<&'a AwsIdentity>,
+}
+
 impl Stack {
     /// Starts PostgreSQL and a gateway with `roles` (YAML) and two databases:
     /// `pg` (labels `env: dev`) and `pg-prod` (`env: prod`, same server).
     pub async fn start(roles: &str) -> Stack {
+        Self::start_with(roles, StackConfig::default()).await
+    }
+
+    /// Like [`Stack::start`], with additions to the gateway configuration.
+    pub async fn start_with(roles: &str, extra: StackConfig<'_>) -> Stack {
+        Self::prepare().await.start(roles, extra).await
+    }
+
+    /// Starts PostgreSQL only, so a test can start what the gateway's
+    /// configuration must name (e.g. a stand-in AWS endpoint) in between.
+    pub async fn prepare() -> PreparedStack {
         let dir = tempfile::Builder::new()
             .prefix("postern-stack-")
             .tempdir()
@@ -72,6 +102,21 @@ impl Stack {
                 .to_owned()
         };
         let pg = PgServer::start(&db_ca_pem).await;
+        PreparedStack { pg, dir }
+    }
+}
+
+/// PostgreSQL started, the gateway not yet: see [`Stack::prepare`].
+pub struct PreparedStack {
+    /// The database.
+    pub pg: PgServer,
+    dir: TempDir,
+}
+
+impl PreparedStack {
+    /// Starts the gateway, as [`Stack::start_with`] does.
+    pub async fn start(self, roles: &str, extra: StackConfig<'_>) -> Stack {
+        let PreparedStack { pg, dir } = self;
         write(&dir.path().join("roles.yaml"), roles);
         write(&dir.path().join("pg-ca.pem"), pg.server_ca_pem());
         write(&dir.path().join("scram.pw"), pg.scram_password());
@@ -84,6 +129,7 @@ impl Stack {
 listen: 127.0.0.1:0
 data_dir: gateway-data
 roles: [roles.yaml]
+{gateway_extra}
 databases:
   - name: pg
     description: Test PostgreSQL
@@ -93,19 +139,36 @@ databases:
     passwords:
       - {{ db_user: scramuser, password_file: scram.pw }}
       - {{ db_user: md5user, password_file: md5.pw }}
+{pg_extra}
   - name: pg-prod
     labels: {{ env: prod }}
     uri: localhost:{port}
     tls: {{ mode: verify-full, ca_cert_file: pg-ca.pem }}
+{extra_databases}
 "#,
-                port = pg.port()
+                port = pg.port(),
+                gateway_extra = extra.gateway_extra,
+                pg_extra = indent(extra.pg_extra, "    "),
+                extra_databases = indent(
+                    &extra
+                        .extra_databases
+                        .replace("{port}", &pg.port().to_string()),
+                    "  "
+                ),
             ),
         );
         let config = GatewayConfig::load(&config_path).expect("gateway config");
-        let gateway = server::start(config).await.expect("gateway starts");
+        let options = StartOptions {
+            aws_identity: extra.aws_identity.cloned().unwrap_or(AwsIdentity::Nothing),
+        };
+        let gateway = server::start_with(config, options)
+            .await
+            .expect("gateway starts");
         Stack { gateway, pg, dir }
     }
+}
 
+impl Stack {
     /// Creates a local user directly in the gateway's store.
     pub fn add_user(&self, name: &str, password: &str, roles: &[&str]) {
         self.gateway
@@ -115,8 +178,66 @@ databases:
                 password_hash: hash_password(password).expect("hash"),
                 roles: roles.iter().map(|r| r.to_string()).collect(),
                 traits: BTreeMap::new(),
+                totp: None,
             })
             .expect("store user");
+    }
+
+    /// Creates a local user who also needs one-time codes (TOTP); returns
+    /// the secret, base32, as an authenticator app would hold it.
+    pub fn add_user_with_totp(&self, name: &str, password: &str, roles: &[&str]) -> String {
+        self.add_user(name, password, roles);
+        let mut user = self
+            .gateway
+            .store
+            .user(name)
+            .expect("read user")
+            .expect("user exists");
+        let secret = postern_gateway::auth::totp::generate_secret();
+        user.totp = Some(postern_gateway::store::TotpSecret(secret.clone()));
+        self.gateway.store.put_user(&user).expect("store user");
+        secret
+    }
+
+    /// The gateway's configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+
+    /// The CA of the gateway's TLS certificate (PEM), for HTTP clients that
+    /// play the browser (which, unlike the CLI, does not pin).
+    pub fn gateway_ca_pem(&self) -> String {
+        load_ca(self.gateway.store.as_ref(), CaKind::Host, "postern")
+            .expect("host CA")
+            .cert_pem()
+            .to_owned()
+    }
+
+    /// The redirect URI the gateway gives identity providers (its default
+    /// public URL names the first public address, `localhost`).
+    pub fn sso_callback_url(&self) -> String {
+        format!(
+            "https://localhost:{}/v1/login/sso/callback",
+            self.gateway.addr.port()
+        )
+    }
+
+    /// Starts another gateway in front of the same database: the same
+    /// configuration, but its own store, CAs and port.
+    pub async fn start_second_gateway(&self) -> Running {
+        let text = std::fs::read_to_string(self.config_path()).expect("read gateway.yaml");
+        let path = self.dir.path().join("gateway-2.yaml");
+        write(
+            &path,
+            &text.replace("data_dir: gateway-data", "data_dir: gateway-data-2"),
+        );
+        let config = GatewayConfig::load(&path).expect("second gateway config");
+        let options = StartOptions {
+            aws_identity: AwsIdentity::Nothing,
+        };
+        server::start_with(config, options)
+            .await
+            .expect("second gateway starts")
     }
 
     /// `host:port` of the gateway.
@@ -267,6 +388,10 @@ pub fn bin(name: &str) -> PathBuf {
         "{path:?} is missing: build the workspace first (`cargo build --workspace` or `scripts/test`)"
     );
     path
+}
+
+fn indent(yaml: &str, by: &str) -> String {
+    yaml.lines().map(|line| format!("{by}{line}\n")).collect()
 }
 
 fn write(path: &Path, contents: &str) {

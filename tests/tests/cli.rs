@@ -1,6 +1,7 @@
 //! The `postern` CLI's session and catalog commands against a real gateway.
 
 use postern_tests::stack::{DEFAULT_ROLES, Stack};
+use tokio::io::AsyncWriteExt;
 
 const PW: &str = "correct horse battery";
 
@@ -142,4 +143,125 @@ async fn the_gateway_ca_is_pinned() {
         )
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_user_with_one_time_codes() {
+    let stack = Stack::start(DEFAULT_ROLES).await;
+    // The administrator's side: `users add --totp` prints the URI for the
+    // authenticator app.
+    let mut admin = tokio::process::Command::new(postern_tests::stack::bin("postern-gateway"))
+        .arg("--config")
+        .arg(stack.config_path())
+        .args([
+            "users",
+            "add",
+            "bob",
+            "--roles",
+            "dev",
+            "--totp",
+            "--password-stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run postern-gateway users add");
+    let mut stdin = admin.stdin.take().unwrap();
+    stdin.write_all(format!("{PW}\n").as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = admin.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let uri = printed
+        .lines()
+        .find(|l| l.starts_with("otpauth://totp/"))
+        .unwrap_or_else(|| panic!("no otpauth URI: {printed}"));
+    let app = totp_rs::Totp::from_url(uri).expect("an authenticator app reads the URI");
+
+    let addr = stack.gateway_addr();
+    let pin = stack.gateway.ca_pin.clone();
+    let login = |code: Option<String>| {
+        let mut args: Vec<String> = [
+            "login",
+            &addr,
+            "--user",
+            "bob",
+            "--password-stdin",
+            "--ca-pin",
+            &pin,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(code) = code {
+            args.extend(["--totp".into(), code]);
+        }
+        args
+    };
+    let stack = &stack;
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        stack.run("bob", &args, &format!("{PW}\n")).await
+    };
+
+    // No code, and no terminal to ask on.
+    let out = run(login(None)).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("a one-time code is required"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A wrong code.
+    let code = app.generate_current().to_string();
+    let wrong = format!(
+        "{:06}",
+        (code.parse::<u32>().unwrap() + 500_000) % 1_000_000
+    );
+    let out = run(login(Some(wrong))).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("invalid username, password or one-time code"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The right one, once.
+    let out = run(login(Some(code.clone()))).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = stack.run("bob", &["status"], "").await;
+    assert!(
+        text(&out.stdout).contains("User:     bob"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(login(Some(code))).await;
+    assert!(!out.status.success(), "a code works once");
+
+    // A wrong password with a right code reveals nothing about the code.
+    let out = stack
+        .run(
+            "bob",
+            &[
+                "login",
+                &addr,
+                "--user",
+                "bob",
+                "--password-stdin",
+                "--ca-pin",
+                &pin,
+                "--totp",
+                "123456",
+            ],
+            "not the password\n",
+        )
+        .await;
+    assert!(text(&out.stderr).contains("invalid username or password"));
+
+    // Users without a secret are not asked for codes.
+    stack.add_user("carol", PW, &["dev"]);
+    stack.login("carol", PW).await;
 }

@@ -5,6 +5,7 @@
 //! identity carried inside session certificates, and the route frame that
 //! opens a database tunnel.
 
+pub mod html;
 pub mod identity;
 pub mod route;
 pub mod tls;

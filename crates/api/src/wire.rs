@@ -15,6 +15,91 @@ pub struct LocalLoginRequest {
     pub password: String,
     /// PKCS#10 certificate signing request (PEM) for the client's own key.
     pub csr_pem: String,
+    /// The current one-time code (TOTP) of a user who has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
+}
+
+/// `GET /v1/connectors`: the single sign-on connectors a gateway offers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Connectors {
+    /// Connectors, in configuration order.
+    pub connectors: Vec<ConnectorInfo>,
+}
+
+/// One single sign-on connector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorInfo {
+    /// Name to pass to `postern login --sso NAME`.
+    pub name: String,
+    /// Protocol (`oidc`).
+    pub kind: String,
+}
+
+/// `POST /v1/login/sso/start`: begin a brokered single sign-on login.
+///
+/// The client keeps `verifier` to itself and sends only its hash
+/// ([`sso_challenge`]); the one-time code the browser brings back to
+/// `client_redirect` is worth nothing without it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SsoStartRequest {
+    /// Connector name.
+    pub connector: String,
+    /// The client's loopback listener, e.g. `http://127.0.0.1:PORT/callback`.
+    pub client_redirect: String,
+    /// `base64url(sha256(verifier))`, unpadded.
+    pub client_challenge: String,
+    /// PKCS#10 certificate signing request (PEM) for the client's own key.
+    pub csr_pem: String,
+}
+
+/// The answer to [`SsoStartRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SsoStartResponse {
+    /// Names this login in the exchange.
+    pub request_id: String,
+    /// Where to send the browser (the identity provider's sign-in page).
+    pub auth_url: String,
+}
+
+/// `POST /v1/login/sso/exchange`: trade the one-time code for the
+/// certificate; answered with a [`LoginResponse`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SsoExchangeRequest {
+    /// From [`SsoStartResponse`].
+    pub request_id: String,
+    /// The one-time code the browser brought to the loopback listener.
+    pub code: String,
+    /// The secret whose hash was sent as `client_challenge`.
+    pub verifier: String,
+}
+
+/// The challenge for a verifier: `base64url(sha256(verifier))` without padding
+/// (the PKCE S256 form).
+pub fn sso_challenge(verifier: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// Stable [`ApiError::kind`] values a client acts on.
+pub mod error_kind {
+    /// The user has a one-time code (TOTP) and sent none: ask for it.
+    pub const TOTP_REQUIRED: &str = "totp_required";
+    /// No connector of that name; the message lists the known ones.
+    pub const UNKNOWN_CONNECTOR: &str = "unknown_connector";
+    /// The gateway cannot reach the identity provider.
+    pub const IDP_UNREACHABLE: &str = "idp_unreachable";
+    /// The identity provider's claims map to no Postern role.
+    pub const NO_ROLES: &str = "no_roles";
+    /// The gateway's and the identity provider's clocks disagree.
+    pub const CLOCK_SKEW: &str = "clock_skew";
+    /// The user (or the identity provider) declined the sign-in.
+    pub const CONSENT_DENIED: &str = "consent_denied";
+    /// The login took too long, or its one-time code was already used.
+    pub const LOGIN_EXPIRED: &str = "login_expired";
+    /// Wrong credentials or a refused login.
+    pub const ACCESS_DENIED: &str = "access_denied";
 }
 
 /// A signed session certificate.
@@ -113,6 +198,15 @@ pub struct Ping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn challenge_is_pkce_s256() {
+        // RFC 7636, appendix B.
+        assert_eq!(
+            sso_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
 
     #[test]
     fn describe_spells_out_wildcard_exceptions() {

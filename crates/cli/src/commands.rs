@@ -9,13 +9,17 @@ use postern_client::ClientError;
 use postern_client::api::GatewayClient;
 use postern_client::connect::{ConnectRequest, prepare};
 use postern_client::login::{LocalLogin, login_local, logout};
-use postern_client::profile::Home;
+use postern_client::profile::{Home, Profile};
 use postern_client::queries::{CancelOutcome, Dialect, GuardPolicy, QueryHelper, run_guard};
 use postern_client::session::{ActiveSession, SessionSource};
+use postern_client::sso::{SsoLogin, login_sso, open_browser};
 use postern_client::tunnel::{self, Dialer, PortNote, Tunnel, TunnelSpec};
 
 use crate::output;
-use crate::{Cli, Command, DbCommand, LoginArgs, ProxyCommand, TargetArgs, TunnelArgs};
+use crate::{
+    Browser, Cli, Command, DbCommand, LoginArgs, ProfilesCommand, ProxyCommand, TargetArgs,
+    TunnelArgs,
+};
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
@@ -28,6 +32,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             output::status(&session, format);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Profiles { command, format } => match command {
+            None => {
+                output::profiles(&home.entries()?, format);
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(ProfilesCommand::Use { name }) => {
+                let p = home.use_profile(&name)?;
+                println!("Now using profile {:?} (gateway {}).", p.name, p.gateway);
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::Logout => {
             let p = logout(&home, profile)?;
             println!("Logged out of {} (profile {:?}).", p.gateway, p.name);
@@ -41,14 +56,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
         }
         Command::Db(DbCommand::Connect(args)) => connect(&home, profile, args).await,
         Command::Db(DbCommand::Queries { target, format }) => {
-            let (tunnel, spec, entry) =
-                open_tunnel(&home, profile, &target, Vec::new(), Listen::Ephemeral).await?;
-            let helper = QueryHelper::connect(
-                tunnel.addr(),
-                spec.db_name.as_deref(),
-                Dialect::for_kind(&entry.kind),
-            )
-            .await?;
+            let (_tunnel, helper) = query_helper(&home, profile, &target).await?;
             output::queries(&helper.list().await?, format);
             Ok(ExitCode::SUCCESS)
         }
@@ -57,14 +65,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             pid,
             terminate,
         }) => {
-            let (tunnel, spec, entry) =
-                open_tunnel(&home, profile, &target, Vec::new(), Listen::Ephemeral).await?;
-            let helper = QueryHelper::connect(
-                tunnel.addr(),
-                spec.db_name.as_deref(),
-                Dialect::for_kind(&entry.kind),
-            )
-            .await?;
+            let (_tunnel, helper) = query_helper(&home, profile, &target).await?;
             let outcome = helper.cancel(pid, terminate).await?;
             println!("{}", output::cancel_outcome(pid, &outcome));
             Ok(match outcome {
@@ -117,27 +118,33 @@ fn confirm_ca(gateway: &str, fingerprint: &str, interactive: bool) -> bool {
         && matches!(answer.trim(), "y" | "Y" | "yes")
 }
 
+fn read_totp() -> Result<String, ClientError> {
+    eprint!("One-time code: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(ClientError::io("reading the one-time code"))?;
+    Ok(line.trim().to_owned())
+}
+
 async fn login(
     home: &Home,
     profile: Option<&str>,
     args: LoginArgs,
 ) -> Result<ExitCode, ClientError> {
-    let interactive = !args.password_stdin && std::io::stdin().is_terminal();
-    let password = read_password(args.password_stdin)?;
-    let gateway = args.gateway.clone();
-    let p = login_local(
-        home,
-        LocalLogin {
-            gateway: args.gateway,
-            username: args.user,
-            password,
-            ca_pin: args.ca_pin,
-            key_store: args.key_store,
-            profile: profile.map(str::to_owned),
-        },
-        |fp| confirm_ca(&gateway, fp, interactive),
-    )
-    .await?;
+    if args.sso.is_none() && (args.browser.is_some() || args.timeout.is_some()) {
+        return Err(ClientError::Ambiguous(
+            "--browser and --timeout belong to single sign-on: add --sso".into(),
+        ));
+    }
+    let p = match (args.sso.clone(), args.user.clone()) {
+        (Some(connector), _) => login_with_sso(home, profile, args, connector).await?,
+        (None, Some(user)) => login_with_password(home, profile, args, user).await?,
+        // clap requires --user unless --sso.
+        (None, None) => unreachable!("clap requires --user or --sso"),
+    };
     let identity = p.identity.as_ref().expect("login stores the identity");
     println!(
         "Logged in to {} as {} (roles: {}). Session valid until {}.",
@@ -147,6 +154,93 @@ async fn login(
         output::when(identity.expires_unix)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn login_with_password(
+    home: &Home,
+    profile: Option<&str>,
+    args: LoginArgs,
+    user: String,
+) -> Result<Profile, ClientError> {
+    let interactive = !args.password_stdin && std::io::stdin().is_terminal();
+    let password = read_password(args.password_stdin)?;
+    let request = |totp: Option<String>, ca_pin: Option<String>| LocalLogin {
+        gateway: args.gateway.clone(),
+        username: user.clone(),
+        password: password.clone(),
+        totp,
+        ca_pin,
+        key_store: args.key_store,
+        profile: profile.map(str::to_owned),
+    };
+    let gateway = args.gateway.clone();
+    let trusted = std::cell::RefCell::new(None::<String>);
+    let first = login_local(
+        home,
+        request(args.totp.clone(), args.ca_pin.clone()),
+        |fp| {
+            let yes = confirm_ca(&gateway, fp, interactive);
+            if yes {
+                *trusted.borrow_mut() = Some(fp.to_owned());
+            }
+            yes
+        },
+    )
+    .await;
+    match first {
+        // The gateway asks for the code only once the password was right.
+        // The CA trusted a moment ago is not asked about again.
+        Err(ClientError::TotpRequired) if interactive && args.totp.is_none() => {
+            let code = read_totp()?;
+            let pin = args.ca_pin.clone().or(trusted.take());
+            login_local(home, request(Some(code), pin), |fp| {
+                confirm_ca(&gateway, fp, interactive)
+            })
+            .await
+        }
+        other => other,
+    }
+}
+
+async fn login_with_sso(
+    home: &Home,
+    profile: Option<&str>,
+    args: LoginArgs,
+    connector: String,
+) -> Result<Profile, ClientError> {
+    let interactive = std::io::stdin().is_terminal();
+    let gateway = args.gateway.clone();
+    let browser = args.browser.unwrap_or(Browser::System);
+    let request = SsoLogin {
+        gateway: args.gateway.clone(),
+        connector: Some(connector).filter(|c| !c.is_empty()),
+        ca_pin: args.ca_pin.clone(),
+        key_store: args.key_store,
+        profile: profile.map(str::to_owned),
+        timeout: args.timeout.unwrap_or(postern_client::sso::DEFAULT_TIMEOUT),
+    };
+    let show_url = |url: &str| {
+        let opened = browser == Browser::System && open_browser(url).is_ok();
+        if opened {
+            println!("Your browser has been opened to sign in. If it did not open, visit:");
+        } else {
+            println!("Open this address in a browser to sign in:");
+        }
+        println!("{url}");
+        println!("Waiting for the sign-in to finish (Ctrl+C to stop)...");
+        let _ = std::io::stdout().flush();
+    };
+    let login = login_sso(
+        home,
+        request,
+        |fp| confirm_ca(&gateway, fp, interactive),
+        show_url,
+    );
+    // Dropping the login closes its listener and writes nothing.
+    tokio::select! {
+        result = login => result,
+        _ = tokio::signal::ctrl_c() => Err(ClientError::LoginCancelled),
+    }
 }
 
 /// Where a command's tunnel listens.
@@ -198,6 +292,33 @@ async fn open_tunnel(
     Ok((tunnel, spec, entry))
 }
 
+/// A query helper for `db queries` and `db cancel`, through a tunnel only
+/// this command uses (keep the tunnel alive while using the helper).
+async fn query_helper(
+    home: &Home,
+    profile: Option<&str>,
+    target: &TargetArgs,
+) -> Result<(Tunnel, QueryHelper), ClientError> {
+    let (tunnel, spec, entry) =
+        open_tunnel(home, profile, target, Vec::new(), Listen::Ephemeral).await?;
+    let helper = helper_for(&tunnel, &spec, &entry).await?;
+    Ok((tunnel, helper))
+}
+
+/// Connects the query helper through `tunnel`, in the database's dialect.
+async fn helper_for(
+    tunnel: &Tunnel,
+    spec: &TunnelSpec,
+    entry: &CatalogEntry,
+) -> Result<QueryHelper, ClientError> {
+    QueryHelper::connect(
+        tunnel.addr(),
+        spec.db_name.as_deref(),
+        Dialect::for_kind(&entry.kind),
+    )
+    .await
+}
+
 /// Starts the runaway guard for a tunnel when asked for; its events go to stderr.
 async fn start_guard(
     tunnel: &Tunnel,
@@ -212,12 +333,7 @@ async fn start_guard(
     if !policy.is_active() {
         return Ok(());
     }
-    let helper = QueryHelper::connect(
-        tunnel.addr(),
-        spec.db_name.as_deref(),
-        Dialect::for_kind(&entry.kind),
-    )
-    .await?;
+    let helper = helper_for(tunnel, spec, entry).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(run_guard(helper, policy, tx));
     tokio::spawn(async move {
@@ -228,11 +344,13 @@ async fn start_guard(
     Ok(())
 }
 
-async fn proxy(
+/// The tunnel of `proxy db` and `db connect`: on its remembered port, with
+/// the runaway guard when asked for.
+async fn open_guarded(
     home: &Home,
     profile: Option<&str>,
-    args: TunnelArgs,
-) -> Result<ExitCode, ClientError> {
+    args: &TunnelArgs,
+) -> Result<(Tunnel, TunnelSpec), ClientError> {
     let (tunnel, spec, entry) = open_tunnel(
         home,
         profile,
@@ -241,7 +359,16 @@ async fn proxy(
         Listen::Remembered(args.port),
     )
     .await?;
-    start_guard(&tunnel, &spec, &entry, &args).await?;
+    start_guard(&tunnel, &spec, &entry, args).await?;
+    Ok((tunnel, spec))
+}
+
+async fn proxy(
+    home: &Home,
+    profile: Option<&str>,
+    args: TunnelArgs,
+) -> Result<ExitCode, ClientError> {
+    let (tunnel, spec) = open_guarded(home, profile, &args).await?;
     let addr = tunnel.addr();
     println!("Tunnel to database {:?} listening on {addr}", spec.database);
     println!("Connect with:\n  {}", output::psql_command(addr, &spec));
@@ -257,15 +384,7 @@ async fn connect(
     profile: Option<&str>,
     args: TunnelArgs,
 ) -> Result<ExitCode, ClientError> {
-    let (tunnel, spec, entry) = open_tunnel(
-        home,
-        profile,
-        &args.target,
-        args.db_roles.clone(),
-        Listen::Remembered(args.port),
-    )
-    .await?;
-    start_guard(&tunnel, &spec, &entry, &args).await?;
+    let (tunnel, spec) = open_guarded(home, profile, &args).await?;
     let addr = tunnel.addr();
     let mut child = tokio::process::Command::new("psql")
         .args(output::psql_args(addr, &spec))

@@ -32,6 +32,14 @@ enum Command {
     },
     /// Forget the session of the current (or --profile) profile.
     Logout,
+    /// List profiles (one per gateway), or choose the current one.
+    Profiles {
+        #[command(subcommand)]
+        command: Option<ProfilesCommand>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Databases.
     #[command(subcommand)]
     Db(DbCommand),
@@ -40,16 +48,41 @@ enum Command {
     Proxy(ProxyCommand),
 }
 
+#[derive(Subcommand)]
+enum ProfilesCommand {
+    /// Make a profile the current one.
+    Use {
+        /// Profile name, as `postern profiles` shows it.
+        name: String,
+    },
+}
+
 #[derive(Args)]
 struct LoginArgs {
     /// Gateway address, HOST:PORT.
     gateway: String,
-    /// Local username.
-    #[arg(long)]
-    user: String,
+    /// Sign in with single sign-on in the browser; name the connector when
+    /// the gateway has several.
+    #[arg(long, value_name = "CONNECTOR", num_args = 0..=1, default_missing_value = "",
+          conflicts_with_all = ["user", "password_stdin", "totp"])]
+    sso: Option<String>,
+    /// With --sso: `system` (default) opens the system browser, `none` only
+    /// prints the address (headless machines, another computer's browser).
+    #[arg(long, value_enum)]
+    browser: Option<Browser>,
+    /// With --sso: how long to wait for the browser sign-in [default: 5m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<std::time::Duration>,
+    /// Local username (required unless --sso).
+    #[arg(long, required_unless_present = "sso")]
+    user: Option<String>,
     /// Read the password from standard input.
     #[arg(long)]
     password_stdin: bool,
+    /// One-time code from your authenticator app (asked for on a terminal
+    /// when the account needs one).
+    #[arg(long, value_name = "CODE")]
+    totp: Option<String>,
     /// Trust the gateway CA with this fingerprint (sha256:...).
     #[arg(long)]
     ca_pin: Option<String>,
@@ -126,6 +159,15 @@ struct TunnelArgs {
     /// Runaway guard: cancel statements running longer than this (e.g. 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     cancel_after: Option<std::time::Duration>,
+}
+
+/// Where the single sign-on page opens.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Browser {
+    /// The system's default browser.
+    System,
+    /// Print the address only.
+    None,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]

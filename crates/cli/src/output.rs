@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_api::wire::Catalog;
+use postern_client::profile::ProfileEntry;
 use postern_client::queries::{CancelOutcome, GuardEvent, RunningQuery};
 use postern_client::session::ActiveSession;
 use postern_client::tunnel::TunnelSpec;
@@ -54,6 +55,50 @@ pub fn status(session: &ActiveSession, format: Format) {
     println!("CA pin:   {}", session.profile.ca_pin);
 }
 
+/// `postern profiles`: one line per gateway, the current one starred.
+pub fn profiles(entries: &[ProfileEntry], format: Format) {
+    if format == Format::Json {
+        let list: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                let id = e.profile.identity.as_ref();
+                serde_json::json!({
+                    "name": e.profile.name,
+                    "current": e.current,
+                    "gateway": e.profile.gateway,
+                    "ca_pin": e.profile.ca_pin,
+                    "user": id.map(|i| &i.username),
+                    "roles": id.map(|i| &i.roles),
+                    "expires_unix": id.map(|i| i.expires_unix),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list).expect("json"));
+        return;
+    }
+    if entries.is_empty() {
+        println!("No profiles yet; run `postern login GATEWAY`.");
+        return;
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let (user, expires) = match (&e.profile.identity, &e.profile.cert_pem) {
+                (Some(id), Some(_)) => (id.username.clone(), when(id.expires_unix)),
+                _ => ("-".into(), "logged out".into()),
+            };
+            vec![
+                if e.current { "*" } else { "" }.into(),
+                e.profile.name.clone(),
+                e.profile.gateway.clone(),
+                user,
+                expires,
+            ]
+        })
+        .collect();
+    print_table(&["", "Profile", "Gateway", "User", "Expires"], &rows);
+}
+
 /// `postern db ls [-v]`.
 pub fn databases(catalog: &Catalog, verbose: bool, format: Format) {
     if format == Format::Json {
@@ -73,7 +118,7 @@ pub fn databases(catalog: &Catalog, verbose: bool, format: Format) {
             "Allowed users",
             "Database names",
             "Database roles",
-            "Auto-provision",
+            "Provisioning",
             "Labels",
         ]);
     }
@@ -92,7 +137,7 @@ pub fn databases(catalog: &Catalog, verbose: bool, format: Format) {
                     if d.auto_user_mode == "off" {
                         "no".into()
                     } else {
-                        format!("yes ({})", d.auto_user_mode)
+                        format!("auto-provisioned ({})", d.auto_user_mode)
                     },
                     labels.join(","),
                 ]);

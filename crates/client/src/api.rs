@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use postern_api::Identity;
-use postern_api::wire::{ApiError, Catalog, LocalLoginRequest, LoginResponse, Ping};
+use postern_api::wire::{
+    ApiError, Catalog, Connectors, LocalLoginRequest, LoginResponse, Ping, SsoExchangeRequest,
+    SsoStartRequest, SsoStartResponse, error_kind,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
@@ -92,6 +95,7 @@ impl GatewayClient {
         let status = resp.status();
         match resp.json::<ApiError>().await {
             Ok(err) if err.kind == "no_session" => Err(ClientError::SessionExpired),
+            Ok(err) if err.kind == error_kind::TOTP_REQUIRED => Err(ClientError::TotpRequired),
             Ok(err) => Err(ClientError::Gateway(err.message)),
             Err(_) => Err(ClientError::Gateway(format!(
                 "the gateway answered {status}"
@@ -126,6 +130,24 @@ impl GatewayClient {
     /// Logs in with a local user's password.
     pub async fn login_local(&self, req: &LocalLoginRequest) -> Result<LoginResponse, ClientError> {
         self.post("/v1/login/local", req).await
+    }
+
+    /// The single sign-on connectors the gateway offers.
+    pub async fn connectors(&self) -> Result<Connectors, ClientError> {
+        self.get("/v1/connectors").await
+    }
+
+    /// Starts a brokered single sign-on login.
+    pub async fn sso_start(&self, req: &SsoStartRequest) -> Result<SsoStartResponse, ClientError> {
+        self.post("/v1/login/sso/start", req).await
+    }
+
+    /// Trades a single sign-on one-time code for the session certificate.
+    pub async fn sso_exchange(
+        &self,
+        req: &SsoExchangeRequest,
+    ) -> Result<LoginResponse, ClientError> {
+        self.post("/v1/login/sso/exchange", req).await
     }
 
     /// The identity the gateway sees.

@@ -53,8 +53,9 @@ fn spec_for(
         }
         Some(u) => {
             let allowed = &entry.db_users;
-            let ok =
-                allowed.allowed.contains(&u) || (allowed.wildcard && !allowed.denied.contains(&u));
+            let same = |a: &String| same_db_user(&entry.kind, a, &u);
+            let ok = allowed.allowed.iter().any(same)
+                || (allowed.wildcard && !allowed.denied.iter().any(same));
             if !ok {
                 return Err(ClientError::Ambiguous(format!(
                     "db user {u:?} is not allowed on {:?}; allowed: {}",
@@ -76,6 +77,39 @@ fn spec_for(
         db_name,
         db_roles: req.db_roles,
     })
+}
+
+/// Whether two db users are the same. On Redshift Serverless the db user
+/// is an IAM role, written by name or by ARN (`arn:aws:iam::ACCOUNT:role/[PATH/]NAME`);
+/// the gateway decides on the account, this only spares a useless tunnel.
+fn same_db_user(kind: &str, a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    if kind != "redshift-serverless" {
+        return false;
+    }
+    let role = |value: &str| -> Option<(Option<String>, String)> {
+        let Some(rest) = value.strip_prefix("arn:") else {
+            return Some((None, value.to_owned()));
+        };
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let [_partition, "iam", "", account, resource] = parts.as_slice() else {
+            return None;
+        };
+        let name = resource.strip_prefix("role/")?.rsplit('/').next()?;
+        Some((Some((*account).to_owned()), name.to_owned()))
+    };
+    match (role(a), role(b)) {
+        (Some((account_a, name_a)), Some((account_b, name_b))) => {
+            name_a == name_b
+                && match (account_a, account_b) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => true,
+                }
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -150,5 +184,24 @@ mod tests {
             Some("alice")
         );
         assert!(spec_for(&e, "alice", req(Some("bob"))).is_err());
+    }
+
+    #[test]
+    fn iam_roles_match_by_name_or_arn_on_redshift_serverless() {
+        let arn = "arn:aws:iam::123456789012:role/team/analyst";
+        assert!(same_db_user("redshift-serverless", "analyst", arn));
+        assert!(same_db_user("redshift-serverless", arn, "analyst"));
+        assert!(same_db_user(
+            "redshift-serverless",
+            "arn:aws:iam::123456789012:role/analyst",
+            arn
+        ));
+        assert!(!same_db_user(
+            "redshift-serverless",
+            "arn:aws:iam::999999999999:role/analyst",
+            arn
+        ));
+        assert!(!same_db_user("self-hosted", "analyst", arn));
+        assert!(!same_db_user("redshift-serverless", "analyst2", arn));
     }
 }

@@ -54,6 +54,17 @@ pub enum ClientError {
     /// The gateway answered with an error.
     #[error("{0}")]
     Gateway(String),
+    /// The account has one-time codes (TOTP) and none was given.
+    #[error(
+        "a one-time code is required: give the code from your authenticator app with --totp CODE"
+    )]
+    TotpRequired,
+    /// The browser sign-in did not finish in time.
+    #[error("the sign-in was not completed within {0}; run `postern login --sso` again")]
+    LoginTimedOut(String),
+    /// The user stopped the sign-in.
+    #[error("the sign-in was cancelled; nothing was saved")]
+    LoginCancelled,
     /// The key store failed.
     #[error("cannot use the {store} key store: {reason}")]
     KeyStore {

@@ -5,6 +5,7 @@ pub mod api;
 pub mod connect;
 pub mod error;
 pub mod keystore;
+pub mod launch;
 pub mod login;
 pub mod manager;
 pub mod ports;

@@ -18,6 +18,8 @@ pub struct LocalLogin {
     pub username: String,
     /// Password (kept only for the request).
     pub password: String,
+    /// One-time code, for accounts that have one.
+    pub totp: Option<String>,
     /// Explicit CA pin (`sha256:...`); overrides a stored one.
     pub ca_pin: Option<String>,
     /// Where to keep the private key.
@@ -60,32 +62,56 @@ pub async fn login_local(
     req: LocalLogin,
     trust: impl FnOnce(&str) -> bool,
 ) -> Result<Profile, ClientError> {
-    split_addr(&req.gateway)?;
-    let name = req
-        .profile
-        .clone()
-        .unwrap_or_else(|| profile_name_for(&req.gateway));
-    let pin = resolve_pin(home, &name, &req.gateway, req.ca_pin.as_deref(), trust).await?;
-    let client = GatewayClient::new(&req.gateway, &pin, None)?;
+    let (name, pin, client) = begin(
+        home,
+        &req.gateway,
+        req.profile.as_deref(),
+        req.ca_pin.as_deref(),
+        trust,
+    )
+    .await?;
     client.ping().await?;
 
-    let key = KeyPair::generate().map_err(|e| ClientError::Crypto(e.to_string()))?;
-    let csr_pem = CertificateParams::default()
-        .serialize_request(&key)
-        .and_then(|csr| csr.pem())
-        .map_err(|e| ClientError::Crypto(e.to_string()))?;
+    let (key, csr_pem) = new_key_and_csr()?;
     let response = client
         .login_local(&LocalLoginRequest {
             username: req.username,
             password: req.password,
             csr_pem,
+            totp: req.totp,
         })
         .await?;
     save_session(home, &name, &req.gateway, pin, req.key_store, key, response)
 }
 
+/// The first steps of every login: the profile name, the CA to trust, and a
+/// gateway client pinned to it.
+pub(crate) async fn begin(
+    home: &Home,
+    gateway: &str,
+    profile: Option<&str>,
+    ca_pin: Option<&str>,
+    trust: impl FnOnce(&str) -> bool,
+) -> Result<(String, String, GatewayClient), ClientError> {
+    split_addr(gateway)?;
+    let name = profile.map_or_else(|| profile_name_for(gateway), str::to_owned);
+    let pin = resolve_pin(home, &name, gateway, ca_pin, trust).await?;
+    let client = GatewayClient::new(gateway, &pin, None)?;
+    Ok((name, pin, client))
+}
+
+/// A fresh key pair and a certificate request for it; the key stays here.
+pub(crate) fn new_key_and_csr() -> Result<(KeyPair, String), ClientError> {
+    let key = KeyPair::generate().map_err(|e| ClientError::Crypto(e.to_string()))?;
+    let csr_pem = CertificateParams::default()
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .map_err(|e| ClientError::Crypto(e.to_string()))?;
+    Ok((key, csr_pem))
+}
+
 /// Stores a fresh session: key first, then the profile that points at it.
-fn save_session(
+pub(crate) fn save_session(
     home: &Home,
     name: &str,
     gateway: &str,

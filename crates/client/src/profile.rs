@@ -128,6 +128,27 @@ impl Home {
         }
     }
 
+    /// Makes an existing profile current (`postern profiles use NAME`).
+    pub fn use_profile(&self, name: &str) -> Result<Profile, ClientError> {
+        let profile = self.load(name)?;
+        self.set_current(name)?;
+        Ok(profile)
+    }
+
+    /// Every profile, sorted by name, the current one marked.
+    pub fn entries(&self) -> Result<Vec<ProfileEntry>, ClientError> {
+        let current = self.current_name()?;
+        self.list()?
+            .into_iter()
+            .map(|name| {
+                Ok(ProfileEntry {
+                    current: current.as_deref() == Some(name.as_str()),
+                    profile: self.load(&name)?,
+                })
+            })
+            .collect()
+    }
+
     /// Names of all profiles, sorted.
     pub fn list(&self) -> Result<Vec<String>, ClientError> {
         let dir = self.dir.join("profiles");
@@ -148,6 +169,16 @@ impl Home {
         names.sort();
         Ok(names)
     }
+}
+
+/// A profile as `postern profiles` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProfileEntry {
+    /// Whether commands without `--profile` use it.
+    pub current: bool,
+    /// The profile.
+    #[serde(flatten)]
+    pub profile: Profile,
 }
 
 /// Default profile name for a gateway address: safe as a file name.
@@ -209,6 +240,27 @@ mod tests {
             home.list().unwrap(),
             vec!["gw.example.com_3080".to_string()]
         );
+        let other = Profile {
+            name: "other".into(),
+            gateway: "other:3080".into(),
+            ..profile.clone()
+        };
+        home.save(&other).unwrap();
+        let entries = home.entries().unwrap();
+        let current: Vec<(&str, bool)> = entries
+            .iter()
+            .map(|e| (e.profile.name.as_str(), e.current))
+            .collect();
+        assert_eq!(
+            current,
+            vec![("gw.example.com_3080", true), ("other", false)]
+        );
+        assert_eq!(home.use_profile("other").unwrap().gateway, "other:3080");
+        assert_eq!(home.resolve(None).unwrap().name, "other");
+        assert!(matches!(
+            home.use_profile("nope"),
+            Err(ClientError::UnknownProfile(_))
+        ));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

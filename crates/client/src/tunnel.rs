@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use postern_api::RouteFrame;
 use postern_pgwire::{ErrorFields, StartupPacket, backend, parse_startup};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -28,6 +28,10 @@ const BUF: usize = 64 * 1024;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed to reach the gateway.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A tunnel connection to the gateway. rustls reads at most 4 KiB per call;
+/// the buffer underneath turns that into one syscall per 64 KiB.
+pub type GatewayStream = TlsStream<BufReader<TcpStream>>;
 
 /// What a tunnel connects to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +72,7 @@ impl Dialer {
     }
 
     /// Opens a tunnel connection and sends the route frame.
-    pub async fn open(&self, route: &RouteFrame) -> Result<TlsStream<TcpStream>, ClientError> {
+    pub async fn open(&self, route: &RouteFrame) -> Result<GatewayStream, ClientError> {
         let session = self.source.current().await?;
         let (name, addr) = split_addr(&self.gateway)?;
         let unreachable = |reason: String| ClientError::Unreachable {
@@ -82,7 +86,7 @@ impl Dialer {
             tcp.set_nodelay(true)
                 .map_err(|e| unreachable(e.to_string()))?;
             TlsConnector::from(session.tunnel_tls())
-                .connect(name, tcp)
+                .connect(name, BufReader::with_capacity(BUF, tcp))
                 .await
                 .map_err(|e| unreachable(format!("TLS: {e}")))
         };

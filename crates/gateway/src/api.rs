@@ -3,16 +3,22 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use postern_api::Identity;
-use postern_api::wire::{ApiError, Catalog, LocalLoginRequest, LoginResponse, Ping};
+use postern_api::wire::{
+    ApiError, Catalog, ConnectorInfo, Connectors, LocalLoginRequest, LoginResponse, Ping,
+    SsoExchangeRequest, SsoStartRequest, SsoStartResponse, error_kind,
+};
+use serde::Deserialize;
 
 use crate::audit::{AuditKind, Auditor};
-use crate::auth::local;
+use crate::auth::oidc::{OidcConnector, OidcError};
+use crate::auth::sso::{CallbackLogin, ExchangeError, SsoLogins, loopback_redirect};
+use crate::auth::{local, totp};
 use crate::ca::{Authority, unix};
 use crate::catalog;
 use crate::rbac::RoleSet;
@@ -32,6 +38,12 @@ pub struct ApiState {
     pub auditor: Auditor,
     /// Default certificate lifetime before role caps.
     pub session_ttl: Duration,
+    /// Single sign-on connectors, in configuration order.
+    pub connectors: Vec<Arc<OidcConnector>>,
+    /// Single sign-on logins in progress.
+    pub sso: SsoLogins,
+    /// One-time codes already used.
+    pub totp_replay: totp::ReplayGuard,
 }
 
 /// The identity of the TLS peer, if it presented a valid session certificate.
@@ -73,6 +85,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/ping", get(ping))
         .route("/v1/login/local", post(login_local))
+        .route("/v1/connectors", get(connectors))
+        .route("/v1/login/sso/start", post(sso_start))
+        .route("/v1/login/sso/callback", get(sso_callback))
+        .route("/v1/login/sso/exchange", post(sso_exchange))
         .route("/v1/session", get(session))
         .route("/v1/databases", get(databases))
         .with_state(state)
@@ -124,6 +140,7 @@ async fn login_local(
         username,
         password,
         csr_pem,
+        totp: code,
     } = req;
     let name = username.clone();
     // argon2 is deliberately slow: keep it off the async workers.
@@ -134,18 +151,34 @@ async fn login_local(
     .await
     .map_err(Failure::internal)?
     .map_err(Failure::internal)?;
-    let Some(user) = user else {
+    let refused = |message: &str| {
         state.auditor.record(AuditKind::Login {
-            user: username,
+            user: username.clone(),
             method: "local".into(),
             success: false,
         });
-        return Err(Failure::new(
-            StatusCode::UNAUTHORIZED,
-            "access_denied",
-            "invalid username or password",
-        ));
+        Failure::new(StatusCode::UNAUTHORIZED, error_kind::ACCESS_DENIED, message)
     };
+    let Some(user) = user else {
+        return Err(refused("invalid username or password"));
+    };
+    // The second factor is asked for only once the password is right, so a
+    // guesser learns nothing about which users have one.
+    if let Some(secret) = &user.totp {
+        let Some(code) = code.filter(|c| !c.trim().is_empty()) else {
+            return Err(Failure::new(
+                StatusCode::UNAUTHORIZED,
+                error_kind::TOTP_REQUIRED,
+                "a one-time code is required: give the code from your authenticator app with --totp CODE",
+            ));
+        };
+        let step = totp::check(&secret.0, &code, totp::now_unix()).map_err(Failure::internal)?;
+        if !step.is_some_and(|step| state.totp_replay.accept(&user.name, step)) {
+            return Err(refused(
+                "invalid username, password or one-time code (a code works once; wait for the next one)",
+            ));
+        }
+    }
     let mut identity = Identity {
         username: user.name.clone(),
         roles: user.roles.clone(),
@@ -153,27 +186,265 @@ async fn login_local(
         expires_unix: 0,
     };
     identity.traits.internal = user.traits.clone();
-    let ttl = state.session_ttl_for(&identity)?;
-    identity.expires_unix = unix(SystemTime::now() + ttl);
-    let cert_pem = state
-        .user_ca
-        .sign_session(&csr_pem, &identity)
-        .map_err(|e| {
-            Failure::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("the certificate request was refused: {e}"),
-            )
-        })?;
+    let response = state.issue(&csr_pem, identity)?;
     state.auditor.record(AuditKind::Login {
-        user: identity.username.clone(),
+        user: response.identity.username.clone(),
         method: "local".into(),
         success: true,
     });
-    Ok(Json(LoginResponse { cert_pem, identity }))
+    Ok(Json(response))
+}
+
+async fn connectors(State(state): State<Arc<ApiState>>) -> Json<Connectors> {
+    Json(Connectors {
+        connectors: state
+            .connectors
+            .iter()
+            .map(|c| ConnectorInfo {
+                name: c.name().to_owned(),
+                kind: "oidc".into(),
+            })
+            .collect(),
+    })
+}
+
+fn bad_request(message: impl Into<String>) -> Failure {
+    Failure::new(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+async fn sso_start(
+    State(state): State<Arc<ApiState>>,
+    Json(req): Json<SsoStartRequest>,
+) -> Result<Json<SsoStartResponse>, Failure> {
+    let connector = state.connector(&req.connector)?;
+    let client_redirect = loopback_redirect(&req.client_redirect).map_err(bad_request)?;
+    if req.client_challenge.len() != 43
+        || !req
+            .client_challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(bad_request(
+            "client_challenge must be base64url(sha256(verifier)) without padding",
+        ));
+    }
+    // Refuse a bad request now, not after the user has signed in.
+    rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem)
+        .map_err(|e| bad_request(format!("the certificate request was refused: {e}")))?;
+    let (auth_url, pending) = connector.begin().await.map_err(oidc_failure)?;
+    let request_id = state
+        .sso
+        .start(
+            connector.name(),
+            client_redirect,
+            req.client_challenge,
+            req.csr_pem,
+            pending,
+        )
+        .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()))?;
+    Ok(Json(SsoStartResponse {
+        request_id,
+        auth_url,
+    }))
+}
+
+/// What the identity provider appends to the redirect URI.
+#[derive(Deserialize)]
+struct CallbackQuery {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// The browser arrives here from the identity provider, and leaves for the
+/// client's loopback listener with a one-time code or an error.
+async fn sso_callback(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
+    let Some(login) = query.state.as_deref().and_then(|s| state.sso.callback(s)) else {
+        return html_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "This sign-in link is not valid: it was already used, it expired, or it did not \
+             start at this gateway. Start again with `postern login --sso`.",
+        );
+    };
+    let request_id = login.request_id.clone();
+    let mut target = login.client_redirect.clone();
+    match state.finish_sso(login, query).await {
+        Ok(response) => match state.sso.complete(&request_id, response) {
+            Some(code) => {
+                target.query_pairs_mut().append_pair("code", &code);
+            }
+            None => {
+                target
+                    .query_pairs_mut()
+                    .append_pair("error", error_kind::LOGIN_EXPIRED)
+                    .append_pair("error_description", "the sign-in expired; start again");
+            }
+        },
+        Err(failure) => {
+            state.sso.abandon(&request_id);
+            target
+                .query_pairs_mut()
+                .append_pair("error", &failure.1.kind)
+                .append_pair("error_description", &failure.1.message);
+        }
+    }
+    Redirect::to(target.as_str()).into_response()
+}
+
+async fn sso_exchange(
+    State(state): State<Arc<ApiState>>,
+    Json(req): Json<SsoExchangeRequest>,
+) -> Result<Json<LoginResponse>, Failure> {
+    state
+        .sso
+        .exchange(&req.request_id, &req.code, &req.verifier)
+        .map(Json)
+        .map_err(|e| {
+            let kind = match e {
+                ExchangeError::Expired => error_kind::LOGIN_EXPIRED,
+                ExchangeError::Mismatch => error_kind::ACCESS_DENIED,
+            };
+            Failure::new(StatusCode::FORBIDDEN, kind, e.to_string())
+        })
+}
+
+fn oidc_failure(e: OidcError) -> Failure {
+    let kind = match e {
+        OidcError::Unreachable { .. } => error_kind::IDP_UNREACHABLE,
+        OidcError::ClockSkew(_) => error_kind::CLOCK_SKEW,
+        OidcError::Provider { .. } | OidcError::InvalidToken(_) | OidcError::NoUsername(_) => {
+            error_kind::ACCESS_DENIED
+        }
+    };
+    let status = match e {
+        OidcError::Unreachable { .. } | OidcError::Provider { .. } => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::FORBIDDEN,
+    };
+    Failure::new(status, kind, e.to_string())
+}
+
+/// A minimal page for the browser; `message` is escaped.
+fn html_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let body = postern_api::html::page(title, message);
+    (status, Html(body)).into_response()
 }
 
 impl ApiState {
+    /// A connector by name; the error lists the known ones.
+    fn connector(&self, name: &str) -> Result<Arc<OidcConnector>, Failure> {
+        if let Some(c) = self.connectors.iter().find(|c| c.name() == name) {
+            return Ok(c.clone());
+        }
+        let known: Vec<&str> = self.connectors.iter().map(|c| c.name()).collect();
+        let message = if known.is_empty() {
+            "this gateway offers no single sign-on; log in with --user".to_owned()
+        } else {
+            format!(
+                "there is no single sign-on connector {name:?}; this gateway has: {}",
+                known.join(", ")
+            )
+        };
+        Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            error_kind::UNKNOWN_CONNECTOR,
+            message,
+        ))
+    }
+
+    /// Signs the session certificate for `identity`, its lifetime capped by
+    /// its roles (the same for every login method).
+    fn issue(&self, csr_pem: &str, mut identity: Identity) -> Result<LoginResponse, Failure> {
+        let ttl = self.session_ttl_for(&identity)?;
+        identity.expires_unix = unix(SystemTime::now() + ttl);
+        let cert_pem = self
+            .user_ca
+            .sign_session(csr_pem, &identity)
+            .map_err(|e| bad_request(format!("the certificate request was refused: {e}")))?;
+        Ok(LoginResponse { cert_pem, identity })
+    }
+
+    /// The provider has sent the browser back: verify, map, sign.
+    async fn finish_sso(
+        &self,
+        login: CallbackLogin,
+        query: CallbackQuery,
+    ) -> Result<LoginResponse, Failure> {
+        let connector = self.connector(&login.connector)?;
+        let audit_failure = |user: &str| {
+            self.auditor.record(AuditKind::Login {
+                user: user.to_owned(),
+                method: connector.name().to_owned(),
+                success: false,
+            })
+        };
+        if let Some(error) = query.error {
+            audit_failure("");
+            let detail: String = query
+                .error_description
+                .map(|d| d.chars().filter(|c| !c.is_control()).take(300).collect())
+                .unwrap_or_default();
+            return Err(if error == "access_denied" {
+                Failure::new(
+                    StatusCode::FORBIDDEN,
+                    error_kind::CONSENT_DENIED,
+                    "the sign-in was declined at the identity provider (consent was denied or \
+                     access refused); nothing was changed",
+                )
+            } else {
+                Failure::new(
+                    StatusCode::FORBIDDEN,
+                    error_kind::ACCESS_DENIED,
+                    format!("the identity provider refused the sign-in: {error} {detail}")
+                        .trim_end()
+                        .to_owned(),
+                )
+            });
+        }
+        let code = query.code.ok_or_else(|| {
+            audit_failure("");
+            bad_request("the identity provider sent no authorization code")
+        })?;
+        let verified = connector
+            .finish(code, login.oidc)
+            .await
+            .inspect_err(|_| audit_failure(""))
+            .map_err(oidc_failure)?;
+        if verified.roles.is_empty() {
+            audit_failure(&verified.username);
+            return Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                error_kind::NO_ROLES,
+                connector.no_role_message(&verified.claims),
+            ));
+        }
+        let mut identity = Identity {
+            username: verified.username,
+            roles: verified.roles,
+            traits: Default::default(),
+            expires_unix: 0,
+        };
+        identity.traits.external = verified.claims;
+        let username = identity.username.clone();
+        let response = self
+            .issue(&login.csr_pem, identity)
+            .inspect_err(|_| audit_failure(&username))?;
+        self.auditor.record(AuditKind::Login {
+            user: response.identity.username.clone(),
+            method: connector.name().to_owned(),
+            success: true,
+        });
+        Ok(response)
+    }
+
     /// The session lifetime: the gateway default, capped by the roles'
     /// `max_session_ttl`. Unknown roles are refused so a typo in a user
     /// record is found at login, not at connect time.

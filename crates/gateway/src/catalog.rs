@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use postern_api::wire::CatalogEntry;
 
+use crate::aws::{Aws, AwsDatabase};
 use crate::ca::Authority;
-use crate::config::{ConfigError, DatabaseConfig};
+use crate::config::{ConfigError, DatabaseConfig, DatabaseKind};
 use crate::rbac::{AccessChecker, Target};
 use crate::tunnel::upstream::Upstream;
 
@@ -14,6 +16,9 @@ use crate::tunnel::upstream::Upstream;
 pub struct CatalogDb {
     /// As configured.
     pub config: DatabaseConfig,
+    /// Labels roles match: the configured ones over the AWS tags (Redshift
+    /// Serverless).
+    pub labels: BTreeMap<String, String>,
     /// How to reach and log in to it.
     pub upstream: Arc<Upstream>,
 }
@@ -21,16 +26,23 @@ pub struct CatalogDb {
 impl CatalogDb {
     /// What RBAC matches against.
     pub fn target(&self) -> Target<'_> {
+        // Only there is a db user an IAM role, written by name or ARN.
+        let aws_account_id = match self.config.kind {
+            DatabaseKind::RedshiftServerless => {
+                self.upstream.aws().and_then(|aws| aws.account_id())
+            }
+            _ => None,
+        };
         Target {
             name: &self.config.name,
-            labels: &self.config.labels,
-            aws_account_id: None,
+            labels: &self.labels,
+            aws_account_id,
         }
     }
 
-    /// Kind shown to users.
+    /// Kind shown to users: `self-hosted`, `rds-postgres` or `redshift-serverless`.
     pub fn kind(&self) -> &'static str {
-        "self-hosted"
+        self.config.kind.as_str()
     }
 }
 
@@ -40,20 +52,86 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Builds the catalog from configuration.
-    pub fn new(configs: &[DatabaseConfig], db_ca: Arc<Authority>) -> Result<Self, ConfigError> {
+    /// Builds the catalog from configuration. AWS databases need `aws`;
+    /// `login_timeout` bounds each connection and login to a database.
+    pub fn new(
+        configs: &[DatabaseConfig],
+        db_ca: Arc<Authority>,
+        aws: Option<Arc<Aws>>,
+        login_timeout: Duration,
+    ) -> Result<Self, ConfigError> {
         let mut dbs = BTreeMap::new();
         for config in configs {
-            let upstream = Arc::new(Upstream::new(config, db_ca.clone())?);
+            let aws_db = match (config.kind.is_aws(), &aws) {
+                (false, _) => None,
+                (true, Some(aws)) => Some(Arc::new(AwsDatabase::new(config, aws.clone())?)),
+                (true, None) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "database {:?}: AWS is not set up in the gateway",
+                        config.name
+                    )));
+                }
+            };
+            let upstream = Arc::new(Upstream::new(config, db_ca.clone(), aws_db, login_timeout)?);
             dbs.insert(
                 config.name.clone(),
                 CatalogDb {
                     config: config.clone(),
+                    labels: config.labels.clone(),
                     upstream,
                 },
             );
         }
         Ok(Catalog { dbs })
+    }
+
+    /// Asks AWS for what the configuration leaves out: each Redshift
+    /// Serverless workgroup's endpoint (when there is no `uri`) and its tags,
+    /// which become labels under the configured ones. A failure is logged
+    /// and the database stays: its endpoint is asked for again at the first
+    /// connection, its tags at the next start.
+    pub async fn discover_aws(&mut self) {
+        let mut lookups = tokio::task::JoinSet::new();
+        for db in self.dbs.values() {
+            if db.config.kind != DatabaseKind::RedshiftServerless {
+                continue;
+            }
+            let Some(aws) = db.upstream.aws().cloned() else {
+                continue;
+            };
+            let name = db.config.name.clone();
+            lookups.spawn(async move { (name, aws.discover().await) });
+        }
+        while let Some(joined) = lookups.join_next().await {
+            let Ok((name, result)) = joined else {
+                continue;
+            };
+            let Some(db) = self.dbs.get_mut(&name) else {
+                continue;
+            };
+            match result {
+                Ok((info, tags)) => {
+                    if !db.upstream.has_endpoint()
+                        && let Err(e) = db.upstream.set_endpoint(&info.address, info.port)
+                    {
+                        tracing::warn!(database = %name, error = %e, "unusable workgroup endpoint");
+                    }
+                    let count = tags.len();
+                    let mut labels = tags;
+                    labels.extend(db.config.labels.clone());
+                    db.labels = labels;
+                    tracing::info!(database = %name, endpoint = %db.upstream.server_addr(), tags = count, "Redshift Serverless workgroup found");
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        database = %name,
+                        %error,
+                        "could not read the Redshift Serverless workgroup (GetWorkgroup, ListTagsForResource): \
+                         its AWS tags are not labels until the gateway restarts, and its endpoint is asked for again at the first connection"
+                    );
+                }
+            }
+        }
     }
 
     /// A database by name.

@@ -11,10 +11,11 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use crate::auth::local::hash_password;
+use crate::auth::totp;
 use crate::ca::CaKind;
 use crate::config::GatewayConfig;
 use crate::server::{self, load_ca};
-use crate::store::{SqliteStore, Store, UserRecord};
+use crate::store::{SqliteStore, Store, TotpSecret, UserRecord};
 
 /// Postern gateway: SSO and local login, session certificates, RBAC and database tunnels.
 #[derive(Parser)]
@@ -63,6 +64,10 @@ enum UsersCommand {
         /// Read the password from standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Also require a one-time code (TOTP); prints the otpauth:// URI to
+        /// add to an authenticator app.
+        #[arg(long)]
+        totp: bool,
     },
     /// Set a new password.
     Reset {
@@ -71,6 +76,9 @@ enum UsersCommand {
         /// Read the password from standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Also issue a new one-time-code (TOTP) secret; prints its otpauth:// URI.
+        #[arg(long)]
+        totp: bool,
     },
     /// Remove a user.
     Rm {
@@ -84,7 +92,8 @@ enum UsersCommand {
 /// Parses arguments and runs the command.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Keeps the log writer thread alive (and flushes it) until exit.
+    let _log = init_logging();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -94,18 +103,26 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs go to stderr through a writer thread: audit lines for every
+/// statement must not put a write syscall on the relay's path.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("POSTERN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("POSTERN_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        // Block rather than drop lines when the log cannot keep up: audit
+        // lines must not be lost.
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -193,6 +210,14 @@ fn parse_traits(raw: &[String]) -> anyhow::Result<BTreeMap<String, Vec<String>>>
     Ok(traits)
 }
 
+/// Shows the one-time-code secret once, as the URI authenticator apps import.
+fn print_totp_uri(secret: &TotpSecret, name: &str, issuer: &str) -> anyhow::Result<()> {
+    let uri = totp::provisioning_uri(&secret.0, name, issuer)?;
+    println!("one-time codes required; add this to an authenticator app (it is shown only once):");
+    println!("{uri}");
+    Ok(())
+}
+
 fn users(config: &GatewayConfig, cmd: UsersCommand) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
     match cmd {
@@ -201,6 +226,7 @@ fn users(config: &GatewayConfig, cmd: UsersCommand) -> anyhow::Result<()> {
             roles,
             traits,
             password_stdin,
+            totp,
         } => {
             if store.user(&name)?.is_some() {
                 bail!("user {name:?} already exists; use `users reset` to change the password");
@@ -211,25 +237,37 @@ fn users(config: &GatewayConfig, cmd: UsersCommand) -> anyhow::Result<()> {
             }
             let password_hash = hash_password(&read_password(password_stdin)?)
                 .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))?;
+            let totp = totp.then(|| TotpSecret(totp::generate_secret()));
             store.put_user(&UserRecord {
                 name: name.clone(),
                 password_hash,
                 roles,
                 traits: parse_traits(&traits)?,
+                totp: totp.clone(),
             })?;
             println!("user {name:?} created");
+            if let Some(secret) = totp {
+                print_totp_uri(&secret, &name, &config.cluster_name)?;
+            }
         }
         UsersCommand::Reset {
             name,
             password_stdin,
+            totp,
         } => {
             let mut user = store
                 .user(&name)?
                 .with_context(|| format!("no user {name:?}"))?;
             user.password_hash = hash_password(&read_password(password_stdin)?)
                 .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))?;
+            if totp {
+                user.totp = Some(TotpSecret(totp::generate_secret()));
+            }
             store.put_user(&user)?;
             println!("password of {name:?} changed");
+            if let (true, Some(secret)) = (totp, &user.totp) {
+                print_totp_uri(secret, &name, &config.cluster_name)?;
+            }
         }
         UsersCommand::Rm { name } => {
             if !store.delete_user(&name)? {
@@ -245,9 +283,10 @@ fn users(config: &GatewayConfig, cmd: UsersCommand) -> anyhow::Result<()> {
                     .map(|(k, v)| format!("{k}={}", v.join(",")))
                     .collect();
                 println!(
-                    "{}\troles={}\t{}",
+                    "{}\troles={}\ttotp={}\t{}",
                     user.name,
                     user.roles.join(","),
+                    if user.totp.is_some() { "on" } else { "off" },
                     traits.join(" ")
                 );
             }

@@ -64,6 +64,106 @@ pub struct GatewayConfig {
     /// Tunnel limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The gateway's address as browsers reach it, e.g. `https://postern.example.com:3080`
+    /// (the single sign-on redirect URI is `<public_url>/v1/login/sso/callback`).
+    /// Default: `https://<first public_addr>:<listen port>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Single sign-on connectors (identity providers).
+    #[serde(default)]
+    pub connectors: Vec<ConnectorConfig>,
+}
+
+/// A single sign-on connector, told apart by `type`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ConnectorConfig {
+    /// OpenID Connect: the gateway is the relying party.
+    Oidc(OidcConnectorConfig),
+}
+
+impl ConnectorConfig {
+    /// The connector's name (`postern login --sso NAME`).
+    pub fn name(&self) -> &str {
+        match self {
+            ConnectorConfig::Oidc(c) => &c.name,
+        }
+    }
+
+    /// The protocol, as `GET /v1/connectors` reports it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectorConfig::Oidc(_) => "oidc",
+        }
+    }
+}
+
+/// An OpenID Connect identity provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConnectorConfig {
+    /// Connector name.
+    pub name: String,
+    /// Issuer; `<issuer_url>/.well-known/openid-configuration` must describe it.
+    pub issuer_url: String,
+    /// The client ID registered for the gateway at the provider.
+    pub client_id: String,
+    /// File holding the client secret.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Scopes to request; `openid` is always added.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Which claims grant which Postern roles.
+    #[serde(default)]
+    pub claims_to_roles: Vec<ClaimMapping>,
+    /// Claim that becomes the Postern username (default: `preferred_username`,
+    /// then `email`, then `sub`).
+    #[serde(default)]
+    pub username_claim: Option<String>,
+    /// CA bundle for the provider's TLS certificate (default: the public web roots).
+    #[serde(default)]
+    pub ca_cert_file: Option<PathBuf>,
+}
+
+/// Grants `roles` to identities whose `claim` has a value matching `value`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimMapping {
+    /// Claim name (nested claims as `outer.inner`).
+    pub claim: String,
+    /// An exact value, or a regular expression wrapped in `^...$`.
+    pub value: String,
+    /// Postern roles to grant.
+    pub roles: Vec<String>,
+}
+
+impl OidcConnectorConfig {
+    /// Reads the client secret, if one is configured. Errors never include it.
+    pub fn client_secret(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.client_secret_file, &self.client_secret_env) {
+            (None, None) => Ok(None),
+            (Some(path), None) => std::fs::read_to_string(path)
+                .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }),
+            (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "connector {:?}: environment variable {var} is not set",
+                    self.name
+                ))
+            }),
+            (Some(_), Some(_)) => Err(ConfigError::Invalid(format!(
+                "connector {:?}: give at most one of client_secret_file or client_secret_env",
+                self.name
+            ))),
+        }
+    }
 }
 
 /// A certificate and key pair on disk, PEM.
@@ -121,14 +221,127 @@ pub struct DatabaseConfig {
     /// Wire protocol; only `postgres` today.
     #[serde(default = "default_protocol")]
     pub protocol: String,
-    /// `host:port` of the database.
-    pub uri: String,
+    /// Where the database runs, which decides how the gateway logs in.
+    #[serde(default)]
+    pub kind: DatabaseKind,
+    /// `host:port` of the database. Optional for `redshift-serverless`,
+    /// whose endpoint `GetWorkgroup` tells.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// AWS settings of `rds-postgres` and `redshift-serverless` databases.
+    #[serde(default)]
+    pub aws: Option<AwsConfig>,
     /// How the gateway verifies the database's TLS certificate.
     #[serde(default)]
     pub tls: DatabaseTls,
     /// Passwords for db users that log in with SCRAM-SHA-256 or md5.
     #[serde(default)]
     pub passwords: Vec<DbPassword>,
+    /// The database user that provisions users automatically; without it,
+    /// roles with `create_db_user_mode` other than `off` cannot connect here.
+    #[serde(default)]
+    pub admin_user: Option<AdminUser>,
+}
+
+/// Where a database runs; decides how the gateway logs in to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatabaseKind {
+    /// PostgreSQL the gateway reaches directly: client certificate or a
+    /// configured password.
+    #[default]
+    SelfHosted,
+    /// Amazon RDS for PostgreSQL: an IAM authentication token is the password.
+    RdsPostgres,
+    /// Amazon Redshift Serverless: the db user is an IAM role whose
+    /// temporary database credentials the gateway fetches.
+    RedshiftServerless,
+}
+
+impl DatabaseKind {
+    /// The name in `gateway.yaml` and in the catalog.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatabaseKind::SelfHosted => "self-hosted",
+            DatabaseKind::RdsPostgres => "rds-postgres",
+            DatabaseKind::RedshiftServerless => "redshift-serverless",
+        }
+    }
+
+    /// Whether the gateway logs in with AWS credentials.
+    pub fn is_aws(self) -> bool {
+        self != DatabaseKind::SelfHosted
+    }
+}
+
+/// The `aws` block of a database.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// AWS region, e.g. `eu-central-1` (default: taken from the uri's AWS host name).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The database's AWS account, 12 digits (default: taken from a Redshift
+    /// Serverless uri). IAM roles in `db_users` match by name or ARN within it.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// A role the gateway assumes first; every other AWS call runs as it.
+    #[serde(default)]
+    pub assume_role_arn: Option<String>,
+    /// External ID sent when assuming `assume_role_arn` (the first hop only).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Redshift Serverless settings.
+    #[serde(default)]
+    pub redshift_serverless: Option<RedshiftServerlessConfig>,
+    /// RDS settings.
+    #[serde(default)]
+    pub rds: Option<RdsConfig>,
+    /// Endpoint URLs instead of the public AWS ones (private endpoints, tests).
+    #[serde(default)]
+    pub endpoints: AwsEndpoints,
+}
+
+/// Redshift Serverless settings of a database.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedshiftServerlessConfig {
+    /// The workgroup the gateway gets credentials for.
+    pub workgroup_name: String,
+}
+
+/// RDS settings of a database.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RdsConfig {
+    /// The DB instance identifier, named in error hints.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+}
+
+/// AWS API endpoint overrides, e.g. `https://sts.eu-central-1.amazonaws.com`
+/// or a VPC endpoint's URL.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsEndpoints {
+    /// AWS STS.
+    #[serde(default)]
+    pub sts: Option<String>,
+    /// The Redshift Serverless API.
+    #[serde(default)]
+    pub redshift_serverless: Option<String>,
+}
+
+/// The database user the gateway provisions users as (needs `CREATEROLE`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    /// Database user name; it logs in like any other user (certificate or a
+    /// password from `passwords`).
+    pub name: String,
+    /// Database the admin connects to; default: the session's database.
+    #[serde(default)]
+    pub default_database: Option<String>,
 }
 
 /// TLS towards a database. There is no plaintext mode.
@@ -198,9 +411,14 @@ impl DbPassword {
 }
 
 impl DatabaseConfig {
-    /// Host and port of `uri`.
-    pub fn host_port(&self) -> Result<(String, u16), ConfigError> {
-        let uri = self.uri.trim_start_matches("postgres://");
+    /// Host and port of `uri`; None when there is no uri.
+    pub fn host_port(&self) -> Result<Option<(String, u16)>, ConfigError> {
+        let Some(uri) = &self.uri else {
+            return Ok(None);
+        };
+        let uri = uri
+            .trim_start_matches("postgres://")
+            .trim_start_matches("postgresql://");
         let (host, port) = match uri.rsplit_once(':') {
             Some((h, p)) => (
                 h,
@@ -217,8 +435,164 @@ impl DatabaseConfig {
                 self.name
             )));
         }
-        Ok((host.to_owned(), port))
+        Ok(Some((host.to_owned(), port)))
     }
+
+    /// The AWS region: `aws.region`, else the one in an AWS host name of `uri`.
+    pub fn aws_region(&self) -> Option<String> {
+        let configured = self.aws.as_ref().and_then(|aws| aws.region.clone());
+        configured.or_else(|| {
+            let host = self.host_port().ok()??.0;
+            aws_host_parts(&host).map(|(region, _)| region.to_owned())
+        })
+    }
+
+    /// The AWS account: `aws.account_id`, else the one in a Redshift
+    /// Serverless host name of `uri`.
+    pub fn aws_account_id(&self) -> Option<String> {
+        let configured = self.aws.as_ref().and_then(|aws| aws.account_id.clone());
+        configured.or_else(|| {
+            let host = self.host_port().ok()??.0;
+            aws_host_parts(&host).and_then(|(_, account)| account.map(str::to_owned))
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |why: &str| ConfigError::Invalid(format!("database {:?}: {why}", self.name));
+        if self.protocol != "postgres" {
+            return Err(invalid(&format!(
+                "protocol {:?} is not supported (use postgres)",
+                self.protocol
+            )));
+        }
+        let has_uri = self.host_port()?.is_some();
+        if let Some(admin) = &self.admin_user
+            && (admin.name.is_empty() || admin.default_database.as_deref() == Some(""))
+        {
+            return Err(invalid(
+                "admin_user.name and admin_user.default_database must not be empty",
+            ));
+        }
+        let Some(aws) = &self.aws else {
+            return match self.kind {
+                DatabaseKind::SelfHosted if has_uri => Ok(()),
+                DatabaseKind::SelfHosted => Err(invalid("uri is required")),
+                kind => Err(invalid(&format!(
+                    "kind {} needs an aws block (region, account_id, ...)",
+                    kind.as_str()
+                ))),
+            };
+        };
+        if !self.kind.is_aws() {
+            return Err(invalid(
+                "the aws block needs kind: rds-postgres or redshift-serverless",
+            ));
+        }
+        // Temporary passwords go to the server: it must be the real one.
+        if self.tls.mode == TlsMode::Insecure {
+            return Err(invalid(&format!(
+                "tls mode insecure would send AWS credentials to an unverified server; kind {} needs verify-full or verify-ca",
+                self.kind.as_str()
+            )));
+        }
+        if self.aws_region().is_none() {
+            return Err(invalid("aws.region is required"));
+        }
+        if let Some(account) = &aws.account_id
+            && (account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(invalid(&format!(
+                "aws.account_id {account:?} must be 12 digits"
+            )));
+        }
+        if let Some(arn) = &aws.assume_role_arn
+            && !is_role_arn(arn)
+        {
+            return Err(invalid(&format!(
+                "aws.assume_role_arn {arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+            )));
+        }
+        if aws.external_id.is_some() && aws.assume_role_arn.is_none() {
+            return Err(invalid(
+                "aws.external_id is sent when assuming aws.assume_role_arn; set that too",
+            ));
+        }
+        for (what, url) in [
+            ("sts", &aws.endpoints.sts),
+            ("redshift_serverless", &aws.endpoints.redshift_serverless),
+        ] {
+            if let Some(url) = url {
+                let parsed = url::Url::parse(url).map_err(|e| {
+                    invalid(&format!("aws.endpoints.{what} {url:?} is not a URL: {e}"))
+                })?;
+                if !matches!(parsed.scheme(), "https" | "http") {
+                    return Err(invalid(&format!(
+                        "aws.endpoints.{what} {url:?} must be an http(s) URL"
+                    )));
+                }
+            }
+        }
+        match self.kind {
+            DatabaseKind::SelfHosted => unreachable!("checked above"),
+            DatabaseKind::RdsPostgres => {
+                if !has_uri {
+                    return Err(invalid("uri (the RDS endpoint host:port) is required"));
+                }
+                if aws.redshift_serverless.is_some() {
+                    return Err(invalid(
+                        "aws.redshift_serverless belongs to kind redshift-serverless",
+                    ));
+                }
+            }
+            DatabaseKind::RedshiftServerless => {
+                let Some(rs) = &aws.redshift_serverless else {
+                    return Err(invalid(
+                        "aws.redshift_serverless.workgroup_name is required",
+                    ));
+                };
+                if rs.workgroup_name.is_empty() {
+                    return Err(invalid("aws.redshift_serverless.workgroup_name is empty"));
+                }
+                if aws.rds.is_some() {
+                    return Err(invalid("aws.rds belongs to kind rds-postgres"));
+                }
+                if self.aws_account_id().is_none() {
+                    return Err(invalid(
+                        "aws.account_id is required (IAM role names in db_users are resolved in it)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Region and (for Redshift Serverless) account in an AWS endpoint host name:
+/// `NAME.ID.REGION.rds.amazonaws.com`,
+/// `WORKGROUP.ACCOUNT.REGION.redshift-serverless.amazonaws.com`.
+fn aws_host_parts(host: &str) -> Option<(&str, Option<&str>)> {
+    let host = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let labels: Vec<&str> = host.split('.').collect();
+    match labels.as_slice() {
+        [.., account, region, "redshift-serverless"] => Some((region, Some(account))),
+        [.., region, "rds"] => Some((region, None)),
+        _ => None,
+    }
+}
+
+/// Whether `value` has the shape `arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`.
+pub fn is_role_arn(value: &str) -> bool {
+    let parts: Vec<&str> = value.splitn(6, ':').collect();
+    matches!(
+        parts.as_slice(),
+        ["arn", partition, "iam", "", account, resource]
+            if !partition.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource.strip_prefix("role/").is_some_and(|r| !r.is_empty() && !r.ends_with('/'))
+    )
 }
 
 impl GatewayConfig {
@@ -252,6 +626,14 @@ impl GatewayConfig {
             fix(&mut pair.cert_file);
             fix(&mut pair.key_file);
         }
+        for ConnectorConfig::Oidc(c) in &mut self.connectors {
+            for f in [&mut c.client_secret_file, &mut c.ca_cert_file]
+                .into_iter()
+                .flatten()
+            {
+                fix(f);
+            }
+        }
         for db in &mut self.databases {
             if let Some(ca) = &mut db.tls.ca_cert_file {
                 fix(ca);
@@ -274,15 +656,90 @@ impl GatewayConfig {
                     db.name
                 )));
             }
-            if db.protocol != "postgres" {
+            db.validate()?;
+        }
+        self.validate_sso()
+    }
+
+    fn validate_sso(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url).map_err(|e| {
+                ConfigError::Invalid(format!("public_url {url:?} is not a URL: {e}"))
+            })?;
+            if parsed.scheme() != "https" || parsed.host().is_none() {
                 return Err(ConfigError::Invalid(format!(
-                    "database {:?}: protocol {:?} is not supported (use postgres)",
-                    db.name, db.protocol
+                    "public_url {url:?} must be https://HOST[:PORT] (the gateway port speaks TLS)"
                 )));
             }
-            db.host_port()?;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for connector in &self.connectors {
+            let name = connector.name();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "connector name {name:?} must be letters, digits, '-', '_' or '.'"
+                )));
+            }
+            if !names.insert(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "connector {name:?} is defined twice"
+                )));
+            }
+            let ConnectorConfig::Oidc(oidc) = connector;
+            let issuer = url::Url::parse(&oidc.issuer_url).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "connector {name:?}: issuer_url {:?} is not a URL: {e}",
+                    oidc.issuer_url
+                ))
+            })?;
+            // Plain HTTP only to a provider on this machine (development, tests).
+            let loopback = match issuer.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if issuer.scheme() != "https" && !(issuer.scheme() == "http" && loopback) {
+                return Err(ConfigError::Invalid(format!(
+                    "connector {name:?}: issuer_url {:?} must be https:// (http:// only on loopback)",
+                    oidc.issuer_url
+                )));
+            }
+            for mapping in &oidc.claims_to_roles {
+                if mapping.value.starts_with('^') && mapping.value.ends_with('$') {
+                    regex::Regex::new(&mapping.value).map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "connector {name:?}: claims_to_roles value {:?} is not a valid regular expression: {e}",
+                            mapping.value
+                        ))
+                    })?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The URL browsers use to reach this gateway, once it listens on `port`.
+    pub fn public_url_for(&self, port: u16) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let host = self
+                    .public_addrs
+                    .first()
+                    .map_or("localhost", String::as_str);
+                // A bare IPv6 address needs brackets in a URL.
+                if host.contains(':') && !host.starts_with('[') {
+                    format!("https://[{host}]:{port}")
+                } else {
+                    format!("https://{host}:{port}")
+                }
+            }
+        }
     }
 }
 
@@ -300,6 +757,11 @@ fn default_session_ttl() -> Duration {
 }
 fn default_protocol() -> String {
     "postgres".into()
+}
+fn default_scopes() -> Vec<String> {
+    // `groups` is not a standard scope and some providers refuse unknown
+    // scopes outright; add it where the provider offers it.
+    vec!["openid".into(), "profile".into(), "email".into()]
 }
 
 #[cfg(test)]
@@ -324,6 +786,7 @@ databases:
     tls: { mode: verify-full, ca_cert_file: pg-ca.pem }
     passwords:
       - { db_user: scramuser, password_env: APP_PW }
+    admin_user: { name: postern_admin, default_database: postgres }
 "#,
         )
         .unwrap();
@@ -331,8 +794,154 @@ databases:
         assert_eq!(config.data_dir, dir.path().join("state"));
         assert_eq!(config.session_ttl, Duration::from_secs(7200));
         let db = &config.databases[0];
-        assert_eq!(db.host_port().unwrap(), ("localhost".to_string(), 5432u16));
+        assert_eq!(
+            db.host_port().unwrap(),
+            Some(("localhost".to_string(), 5432u16))
+        );
+        assert_eq!(db.kind, DatabaseKind::SelfHosted);
         assert_eq!(db.tls.ca_cert_file, Some(dir.path().join("pg-ca.pem")));
+        let admin = db.admin_user.as_ref().unwrap();
+        assert_eq!(admin.name, "postern_admin");
+        assert_eq!(admin.default_database.as_deref(), Some("postgres"));
+    }
+
+    #[test]
+    fn connectors_parse_and_public_url_defaults_to_the_listen_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &path,
+            r#"
+listen: 127.0.0.1:0
+data_dir: state
+public_addrs: [gw.example.com]
+connectors:
+  - name: corp
+    type: oidc
+    issuer_url: https://idp.example.com
+    client_id: postern
+    client_secret_file: corp.secret
+    claims_to_roles:
+      - { claim: groups, value: dba, roles: [dba] }
+      - { claim: groups, value: "^eng-.*$", roles: [dev] }
+"#,
+        )
+        .unwrap();
+        let config = GatewayConfig::load(&path).unwrap();
+        let ConnectorConfig::Oidc(corp) = &config.connectors[0];
+        assert_eq!(corp.name, "corp");
+        assert_eq!(corp.scopes, vec!["openid", "profile", "email"]);
+        assert_eq!(
+            corp.client_secret_file,
+            Some(dir.path().join("corp.secret"))
+        );
+        assert_eq!(config.public_url_for(3080), "https://gw.example.com:3080");
+
+        let bad = |yaml: &str| {
+            let config: GatewayConfig = serde_yaml_ng::from_str(yaml).unwrap();
+            config.validate().unwrap_err().to_string()
+        };
+        let twice = "data_dir: x\nconnectors:\n  - { name: a, type: oidc, issuer_url: 'https://i', client_id: c }\n  - { name: a, type: oidc, issuer_url: 'https://i', client_id: c }\n";
+        assert!(bad(twice).contains("defined twice"));
+        let regex = "data_dir: x\nconnectors:\n  - { name: a, type: oidc, issuer_url: 'https://i', client_id: c, claims_to_roles: [{ claim: g, value: '^(a$', roles: [r] }] }\n";
+        assert!(bad(regex).contains("regular expression"));
+        assert!(bad("data_dir: x\npublic_url: http://gw:3080\n").contains("https"));
+        let plain = "data_dir: x\nconnectors:\n  - { name: a, type: oidc, issuer_url: 'http://idp.example.com', client_id: c }\n";
+        assert!(bad(plain).contains("https"));
+        let unknown = "data_dir: x\nconnectors:\n  - { name: a, type: saml, issuer_url: 'https://i', client_id: c }\n";
+        assert!(serde_yaml_ng::from_str::<GatewayConfig>(unknown).is_err());
+    }
+
+    #[test]
+    fn aws_kinds_parse_and_are_checked() {
+        let parse = |yaml: &str| -> Result<GatewayConfig, String> {
+            let config: GatewayConfig = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())?;
+            Ok(config)
+        };
+        let config = parse(
+            r#"
+data_dir: x
+databases:
+  - name: warehouse
+    kind: redshift-serverless
+    aws:
+      region: eu-central-1
+      account_id: "123456789012"
+      assume_role_arn: arn:aws:iam::123456789012:role/postern-gateway
+      external_id: corp-7
+      redshift_serverless: { workgroup_name: analytics }
+      endpoints: { sts: "http://127.0.0.1:5000", redshift_serverless: "http://127.0.0.1:5001" }
+  - name: orders
+    kind: rds-postgres
+    uri: orders.c9akciq32.eu-west-1.rds.amazonaws.com:5432
+    aws: { rds: { instance_id: orders } }
+  - name: found
+    kind: redshift-serverless
+    uri: wg.210987654321.us-east-1.redshift-serverless.amazonaws.com:5439
+    aws: { redshift_serverless: { workgroup_name: wg } }
+"#,
+        )
+        .unwrap();
+        let [warehouse, orders, found] = &config.databases[..] else {
+            panic!("three databases")
+        };
+        assert_eq!(warehouse.kind, DatabaseKind::RedshiftServerless);
+        assert_eq!(warehouse.host_port().unwrap(), None);
+        assert_eq!(warehouse.aws_account_id().as_deref(), Some("123456789012"));
+        assert_eq!(orders.kind.as_str(), "rds-postgres");
+        assert_eq!(orders.aws_region().as_deref(), Some("eu-west-1"));
+        assert_eq!(found.aws_region().as_deref(), Some("us-east-1"));
+        assert_eq!(found.aws_account_id().as_deref(), Some("210987654321"));
+
+        let bad = |db: &str| parse(&format!("data_dir: x\ndatabases:\n  - {db}\n")).unwrap_err();
+        for (db, why) in [
+            ("{ name: a }", "uri is required"),
+            (
+                "{ name: a, kind: rds-postgres, uri: 'h:1' }",
+                "needs an aws block",
+            ),
+            ("{ name: a, uri: 'h:1', aws: { region: r } }", "needs kind"),
+            (
+                "{ name: a, kind: rds-postgres, uri: 'h:1', aws: {} }",
+                "aws.region is required",
+            ),
+            ("{ name: a, kind: rds-postgres, aws: { region: r } }", "uri"),
+            (
+                "{ name: a, kind: redshift-serverless, aws: { region: r, account_id: '123456789012' } }",
+                "workgroup_name is required",
+            ),
+            (
+                "{ name: a, kind: redshift-serverless, aws: { region: r, redshift_serverless: { workgroup_name: w } } }",
+                "account_id is required",
+            ),
+            (
+                "{ name: a, kind: redshift-serverless, aws: { region: r, account_id: '12', redshift_serverless: { workgroup_name: w } } }",
+                "12 digits",
+            ),
+            (
+                "{ name: a, kind: rds-postgres, uri: 'h:1', aws: { region: r, external_id: x } }",
+                "set that too",
+            ),
+            (
+                "{ name: a, kind: rds-postgres, uri: 'h:1', aws: { region: r, assume_role_arn: 'role/x' } }",
+                "not an IAM role ARN",
+            ),
+            (
+                "{ name: a, kind: rds-postgres, uri: 'h:1', tls: { mode: insecure }, aws: { region: r } }",
+                "unverified server",
+            ),
+            (
+                "{ name: a, kind: rds-postgres, uri: 'h:1', aws: { region: r, endpoints: { sts: 'ftp://x' } } }",
+                "http(s) URL",
+            ),
+        ] {
+            let error = bad(db);
+            assert!(error.contains(why), "{db}: {error}");
+        }
+        assert!(is_role_arn("arn:aws:iam::123456789012:role/team/x"));
+        assert!(!is_role_arn("arn:aws:iam::123456789012:user/x"));
+        assert!(!is_role_arn("arn:aws:iam::123456789012:role/"));
     }
 
     #[test]

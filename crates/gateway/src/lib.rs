@@ -4,10 +4,12 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod aws;
 pub mod ca;
 pub mod catalog;
 pub mod cmd;
 pub mod config;
+pub mod provisioning;
 pub mod rbac;
 pub mod server;
 pub mod store;

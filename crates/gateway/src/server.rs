@@ -10,7 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use postern_api::ALPN_TUNNEL;
 use postern_pgwire::{ErrorFields, backend};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -19,12 +19,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState, Peer};
 use crate::audit::Auditor;
+use crate::auth::oidc::OidcConnector;
+use crate::aws::{Aws, AwsIdentity};
 use crate::ca::{Authority, CaKind, CaMaterial, Leaf, fingerprint, pem_certs, pem_key};
 use crate::catalog::Catalog;
-use crate::config::{GatewayConfig, KeyPairFiles};
+use crate::config::{ConnectorConfig, GatewayConfig, KeyPairFiles};
 use crate::rbac::RoleSet;
 use crate::store::{SqliteStore, Store};
 use crate::tls::{identity_from_cert, server_config};
+use crate::tunnel::upstream::READ_BUFFER;
 use crate::tunnel::{self, TunnelContext};
 
 /// Why the gateway could not start.
@@ -45,6 +48,9 @@ pub enum StartError {
     /// Roles could not be loaded.
     #[error(transparent)]
     Roles(#[from] crate::rbac::RbacError),
+    /// A single sign-on connector could not be set up.
+    #[error(transparent)]
+    Connector(#[from] crate::auth::oidc::SetupError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -114,8 +120,24 @@ fn load_pair(files: &KeyPairFiles) -> Result<CaMaterial, StartError> {
     })
 }
 
+/// What the gateway takes from its surroundings, for embedding and tests.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// Where the gateway's own AWS credentials come from (default: the
+    /// standard chain).
+    pub aws_identity: AwsIdentity,
+}
+
 /// Starts the gateway described by `config` and returns once it listens.
 pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
+    start_with(config, StartOptions::default()).await
+}
+
+/// Like [`start`], with `options`.
+pub async fn start_with(
+    config: GatewayConfig,
+    options: StartOptions,
+) -> Result<Running, StartError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
     let cluster = &config.cluster_name;
     let user_ca = Arc::new(load_ca(store.as_ref(), CaKind::User, cluster)?);
@@ -146,26 +168,36 @@ pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
         }
     };
     let roles = Arc::new(RoleSet::load_paths(&config.roles)?);
-    let catalog = Arc::new(Catalog::new(&config.databases, db_ca)?);
+    // Only a gateway with AWS databases sets up the SDK; the region of the
+    // first is the region of the credential chain's own STS calls.
+    let aws = match config
+        .databases
+        .iter()
+        .find_map(|db| db.kind.is_aws().then(|| db.aws_region()).flatten())
+    {
+        Some(region) => Some(Arc::new(
+            Aws::load(
+                options.aws_identity,
+                &region,
+                config.limits.upstream_timeout,
+            )
+            .await,
+        )),
+        None => None,
+    };
+    let mut catalog = Catalog::new(
+        &config.databases,
+        db_ca,
+        aws,
+        config.limits.upstream_timeout,
+    )?;
+    catalog.discover_aws().await;
+    let catalog = Arc::new(catalog);
     let (auditor, _writer) = Auditor::start(store.clone());
     let tls = TlsAcceptor::from(server_config(leaf, user_ca.cert_der())?);
 
-    let api_state = Arc::new(ApiState {
-        store: store.clone(),
-        user_ca,
-        roles: roles.clone(),
-        catalog: catalog.clone(),
-        auditor: auditor.clone(),
-        session_ttl: config.session_ttl,
-    });
-    let router = api::router(api_state);
-    let tunnels = Arc::new(TunnelContext::new(
-        catalog,
-        roles,
-        auditor,
-        config.limits.clone(),
-    ));
-
+    // Bound before the API is built: the default public URL (the SSO
+    // redirect URI) names the real port.
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -176,6 +208,26 @@ pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
         addr: config.listen,
         source,
     })?;
+    let api_state = Arc::new(ApiState {
+        store: store.clone(),
+        user_ca,
+        roles: roles.clone(),
+        catalog: catalog.clone(),
+        auditor: auditor.clone(),
+        session_ttl: config.session_ttl,
+        connectors: sso_connectors(&config, &roles, addr.port())?,
+        sso: Default::default(),
+        totp_replay: Default::default(),
+    });
+    let router = api::router(api_state);
+    let tunnels = Arc::new(TunnelContext::new(
+        catalog,
+        roles,
+        auditor,
+        store.clone(),
+        config.limits.clone(),
+    ));
+
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let limits = config.limits.clone();
@@ -196,6 +248,30 @@ pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
         shutdown,
         tracker,
     })
+}
+
+/// The configured connectors, their `claims_to_roles` checked against the
+/// role files so a typo is found at start, not at someone's login.
+fn sso_connectors(
+    config: &GatewayConfig,
+    roles: &RoleSet,
+    port: u16,
+) -> Result<Vec<Arc<OidcConnector>>, StartError> {
+    let redirect = format!("{}/v1/login/sso/callback", config.public_url_for(port));
+    let mut connectors = Vec::new();
+    for ConnectorConfig::Oidc(oidc) in &config.connectors {
+        let connector = OidcConnector::new(oidc, &redirect)?;
+        if let Some(missing) = connector.mapped_roles().find(|r| roles.get(r).is_none()) {
+            return Err(crate::config::ConfigError::Invalid(format!(
+                "connector {:?}: claims_to_roles grants role {missing:?}, which no role file defines",
+                oidc.name
+            ))
+            .into());
+        }
+        tracing::info!(connector = %oidc.name, %redirect, "single sign-on connector ready");
+        connectors.push(Arc::new(connector));
+    }
+    Ok(connectors)
 }
 
 async fn accept_loop(
@@ -254,7 +330,12 @@ async fn connection(
     if !starts_with_tls(&tcp, timeout).await {
         return refuse_plain(tcp).await;
     }
-    let stream = match tokio::time::timeout(timeout, tls.accept(tcp)).await {
+    let stream = match tokio::time::timeout(
+        timeout,
+        tls.accept(BufReader::with_capacity(READ_BUFFER, tcp)),
+    )
+    .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");

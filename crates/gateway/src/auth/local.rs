@@ -44,6 +44,7 @@ mod tests {
             password_hash: hash_password("correct horse").unwrap(),
             roles: vec![],
             traits: Default::default(),
+            totp: None,
         };
         assert!(verify(Some(&user), "correct horse").is_some());
         assert!(verify(Some(&user), "wrong").is_none());

@@ -2,3 +2,6 @@
 //! user CA signs into a session certificate.
 
 pub mod local;
+pub mod oidc;
+pub mod sso;
+pub mod totp;

@@ -1,4 +1,4 @@
-//! Gateway state: users, CA material and audit events.
+//! Gateway state: users, CA material, audit events and leases.
 //!
 //! The gateway talks to its state only through [`Store`], so the embedded
 //! SQLite file can be swapped for a shared PostgreSQL store when several
@@ -7,6 +7,7 @@
 mod sqlite;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,20 @@ pub struct UserRecord {
     pub roles: Vec<String>,
     /// `internal.*` traits.
     pub traits: BTreeMap<String, Vec<String>>,
+    /// Secret for one-time codes (TOTP); logins then need a code too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<TotpSecret>,
+}
+
+/// A TOTP secret, base32 as authenticator apps show it. Never logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TotpSecret(pub String);
+
+impl std::fmt::Debug for TotpSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpSecret(..)")
+    }
 }
 
 /// Persistent gateway state.
@@ -55,8 +70,15 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the stored CA of this kind, storing `fresh` first if none exists
     /// (so concurrent first starts agree on one CA).
     fn ca_or_insert(&self, kind: CaKind, fresh: &CaMaterial) -> Result<CaMaterial, StoreError>;
-    /// Appends audit events in one transaction.
-    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Appends audit events, each a JSON-encoded [`AuditEvent`], in one transaction.
+    fn append_audit(&self, lines: &[String]) -> Result<(), StoreError>;
     /// The most recent audit events, newest last.
     fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Takes the lease `key` for `holder` until `ttl` has passed; false when
+    /// another holder's lease has not expired yet. Leases serialize work
+    /// (user provisioning) across gateway replicas sharing the store; the
+    /// expiry frees a lease whose holder died.
+    fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Gives back a lease; does nothing unless `holder` holds it.
+    fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError>;
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -28,6 +29,11 @@ CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
 ";
 
 impl SqliteStore {
@@ -53,6 +59,13 @@ impl SqliteStore {
         // are atomic), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 #[cfg(unix)]
@@ -122,16 +135,39 @@ impl Store for SqliteStore {
         )?)
     }
 
-    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    fn append_audit(&self, lines: &[String]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached("INSERT INTO audit (event) VALUES (?1)")?;
-            for event in events {
-                stmt.execute([serde_json::to_string(event)?])?;
+            for line in lines {
+                stmt.execute([line])?;
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        // One statement, so concurrent takers (other processes on the same
+        // file) cannot both win: the row is inserted, or taken over when
+        // expired, or left alone.
+        let changed = self.conn().execute(
+            "INSERT INTO leases (key, holder, expires_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms
+             WHERE leases.expires_ms <= ?4 OR leases.holder = excluded.holder",
+            params![key, holder, expires, now],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM leases WHERE key = ?1 AND holder = ?2",
+            params![key, holder],
+        )?;
         Ok(())
     }
 
@@ -162,6 +198,7 @@ mod tests {
             password_hash: "$argon2id$...".into(),
             roles: vec!["dev".into()],
             traits: BTreeMap::from([("db_names".into(), vec!["app".into()])]),
+            totp: None,
         };
         store.put_user(&user).unwrap();
         assert_eq!(store.user("alice").unwrap(), Some(user.clone()));
@@ -194,5 +231,24 @@ mod tests {
                 .cert_pem,
             "first"
         );
+    }
+
+    #[test]
+    fn a_lease_has_one_holder_until_released_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let long = Duration::from_secs(60);
+        assert!(store.try_lease("pg/alice", "a", long).unwrap());
+        assert!(!store.try_lease("pg/alice", "b", long).unwrap());
+        assert!(store.try_lease("pg/bob", "b", long).unwrap());
+        // Releasing someone else's lease does nothing.
+        store.release_lease("pg/alice", "b").unwrap();
+        assert!(!store.try_lease("pg/alice", "b", long).unwrap());
+        store.release_lease("pg/alice", "a").unwrap();
+        assert!(store.try_lease("pg/alice", "b", long).unwrap());
+        // An expired lease (its holder died) can be taken over.
+        assert!(store.try_lease("pg/carol", "a", Duration::ZERO).unwrap());
+        assert!(store.try_lease("pg/carol", "b", long).unwrap());
+        assert!(!store.try_lease("pg/carol", "a", long).unwrap());
     }
 }

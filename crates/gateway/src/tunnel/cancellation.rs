@@ -130,7 +130,15 @@ mod tests {
             .unwrap();
         let config: DatabaseConfig =
             serde_yaml_ng::from_str("name: pg\nuri: localhost:5432\n").unwrap();
-        Arc::new(Upstream::new(&config, Arc::new(ca)).unwrap())
+        Arc::new(
+            Upstream::new(
+                &config,
+                Arc::new(ca),
+                None,
+                std::time::Duration::from_secs(5),
+            )
+            .unwrap(),
+        )
     }
 
     #[test]

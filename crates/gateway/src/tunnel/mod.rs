@@ -15,10 +15,18 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::audit::{AuditKind, Auditor};
 use crate::catalog::Catalog;
-use crate::config::Limits;
-use crate::rbac::RoleSet;
+use crate::config::{DatabaseKind, Limits};
+use crate::provisioning::{Grants, Provisioner, Request};
+use crate::rbac::{AutoUserMode, RoleSet};
+use crate::store::Store;
 use cancellation::{CancelDecision, CancelMap};
 use error::TunnelError;
+
+/// The RDS role that lets a user log in with an IAM authentication token.
+const RDS_IAM_ROLE: &str = "rds_iam";
+
+/// The database Redshift Serverless creates in every namespace.
+const REDSHIFT_DEFAULT_DB: &str = "dev";
 
 /// Everything a tunnel connection needs from the gateway.
 pub struct TunnelContext {
@@ -32,6 +40,8 @@ pub struct TunnelContext {
     pub auditor: Auditor,
     /// Limits and timeouts.
     pub limits: Limits,
+    /// Automatic database-user provisioning.
+    pub provisioner: Provisioner,
     next_session: AtomicU64,
 }
 
@@ -41,12 +51,14 @@ impl TunnelContext {
         catalog: Arc<Catalog>,
         roles: Arc<RoleSet>,
         auditor: Auditor,
+        store: Arc<dyn Store>,
         limits: Limits,
     ) -> Self {
         TunnelContext {
             catalog,
             roles,
             cancels: CancelMap::new(limits.cancels_per_second),
+            provisioner: Provisioner::new(store, auditor.clone(), limits.upstream_timeout),
             auditor,
             limits,
             next_session: AtomicU64::new(1),
@@ -75,19 +87,17 @@ where
             database,
             db_user,
             db_name,
-            db_roles: _,
+            db_roles,
             params,
         } => {
-            let result = session(
-                &mut conn,
-                ctx,
-                &identity,
-                &database,
-                db_user.as_deref(),
-                db_name.as_deref(),
-                &params,
-            )
-            .await;
+            let route = SessionRoute {
+                database: &database,
+                db_user: db_user.as_deref(),
+                db_name: db_name.as_deref(),
+                db_roles: &db_roles,
+                params: &params,
+            };
+            let result = session(&mut conn, ctx, &identity, route).await;
             if let Err(e) = result {
                 ctx.auditor.record(AuditKind::SessionRejected {
                     user: identity.username.clone(),
@@ -118,18 +128,31 @@ async fn fail<S: AsyncWrite + Unpin>(conn: &mut S, error: &TunnelError) {
     let _ = conn.shutdown().await;
 }
 
+/// What a session route frame asks for.
+struct SessionRoute<'a> {
+    database: &'a str,
+    db_user: Option<&'a str>,
+    db_name: Option<&'a str>,
+    db_roles: &'a [String],
+    params: &'a std::collections::BTreeMap<String, String>,
+}
+
 async fn session<S>(
     conn: &mut S,
     ctx: &TunnelContext,
     identity: &Identity,
-    database: &str,
-    db_user: Option<&str>,
-    db_name: Option<&str>,
-    params: &std::collections::BTreeMap<String, String>,
+    route: SessionRoute<'_>,
 ) -> Result<(), TunnelError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let SessionRoute {
+        database,
+        db_user,
+        db_name,
+        db_roles,
+        params,
+    } = route;
     let db = ctx
         .catalog
         .get(database)
@@ -147,17 +170,83 @@ where
             )));
         }
     };
+    // Redshift's default database is `dev`, not one named after the user.
+    let db_name = match db_name {
+        None if db.config.kind == DatabaseKind::RedshiftServerless => Some(REDSHIFT_DEFAULT_DB),
+        other => other,
+    };
     checker
         .check(&target, &db_user, db_name)
         .map_err(|e| TunnelError::Denied(e.to_string()))?;
     let db_name = db_name.unwrap_or(&db_user).to_owned();
 
-    let established = tokio::time::timeout(
-        ctx.limits.upstream_timeout,
+    let mode = checker.auto_user_mode(&target);
+    if mode != AutoUserMode::Off && db.config.kind == DatabaseKind::RedshiftServerless {
+        // There the db user is an IAM role, which Postern cannot create.
+        return Err(TunnelError::Denied(format!(
+            "your roles create database users automatically (create_db_user_mode: {}), which Redshift Serverless database {database:?} does not support; an administrator must set create_db_user_mode: off in the roles that select it",
+            mode.as_str()
+        )));
+    }
+    let activated = if mode == AutoUserMode::Off {
+        if !db_roles.is_empty() {
+            return Err(TunnelError::Denied(format!(
+                "database {database:?} does not create database users automatically, so db roles cannot be chosen there"
+            )));
+        }
+        None
+    } else {
+        let mut grants = Grants::choose(&checker, &target, db_roles)?;
+        // On RDS the user logs in with an IAM token, which needs rds_iam.
+        if db.config.kind == DatabaseKind::RdsPostgres
+            && let Grants::Roles(roles) = &mut grants
+            && !roles.iter().any(|r| r == RDS_IAM_ROLE)
+        {
+            roles.push(RDS_IAM_ROLE.to_owned());
+        }
+        let request = Request {
+            db,
+            user: &db_user,
+            db_name: &db_name,
+            mode,
+            grants,
+        };
+        Some(ctx.provisioner.activate(request).await?)
+    };
+
+    // Each AWS call and each login attempt has its own timeout (with its
+    // own error); this one only backs them up.
+    let login = tokio::time::timeout(
+        ctx.limits.upstream_timeout * 5,
         db.upstream.login(&db_user, &db_name, params),
     )
     .await
-    .map_err(|_| TunnelError::Timeout("connecting to the database"))??;
+    .map_err(|_| TunnelError::Timeout("connecting to the database"))
+    .and_then(|login| login);
+    let (established, live_user) = match (login, activated) {
+        (Ok(established), activated) => {
+            let live = activated.map(|a| a.connected(established.key.0));
+            (established, live)
+        }
+        (Err(e), None) => return Err(e),
+        (Err(e), Some(activated)) => {
+            let e = match e {
+                TunnelError::UpstreamRefused(fields)
+                    if fields.code == "42501"
+                        && fields.message.contains("permission denied for database") =>
+                {
+                    TunnelError::UserNoConnect {
+                        user: db_user.clone(),
+                        db_name: db_name.clone(),
+                        roles: activated.roles().to_vec(),
+                    }
+                }
+                e => e,
+            };
+            activated.abandon().await;
+            return Err(e);
+        }
+    };
 
     let guard = ctx
         .cancels
@@ -167,8 +256,20 @@ where
     let tail = reply.split_off(established.key_at);
     backend::backend_key_data(pid, secret, &mut reply);
     reply.unsplit(tail);
-    conn.write_all(&reply).await?;
-    conn.flush().await?;
+    let greeted = async {
+        conn.write_all(&reply).await?;
+        conn.flush().await
+    }
+    .await;
+    if let Err(e) = greeted {
+        // The client left before the session began; the user it was
+        // provisioned for must not stay enabled.
+        drop(guard);
+        if let Some(live_user) = live_user {
+            live_user.end().await;
+        }
+        return Err(e.into());
+    }
 
     let session = ctx.next_session.fetch_add(1, Ordering::Relaxed);
     ctx.auditor.record(AuditKind::SessionStart {
@@ -200,6 +301,9 @@ where
         bytes_in: counts.bytes_in,
         bytes_out: counts.bytes_out,
     });
+    if let Some(live_user) = live_user {
+        live_user.end().await;
+    }
     Ok(())
 }
 
