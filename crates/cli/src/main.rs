@@ -185,7 +185,13 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: a personal tunnel carries one person's connections, and
+    // without worker threads to wake and steal work, each relayed chunk
+    // costs fewer context switches.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("postern: cannot start: {e}");
