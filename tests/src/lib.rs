@@ -17,6 +17,7 @@
 
 pub mod aws;
 pub mod certs;
+pub mod desktop;
 pub mod idp;
 pub mod pg;
 pub mod stack;

@@ -1,0 +1,417 @@
+//! The Tauri shell: forwards each command to `postern-desktop-core`, sends
+//! its events to the window, notifications and the tray, and owns the window
+//! lifecycle. Closing the window destroys the webview (its WebKit processes
+//! exit, so an idle app is only this process and the tray); tunnels keep
+//! running until Quit.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postern_client::profile::Home;
+use postern_desktop_core::bindings::EVENT_NAME;
+use postern_desktop_core::views::*;
+use postern_desktop_core::{App, AppOptions, CommandError};
+use tauri::image::Image;
+use tauri::menu::{Menu, MenuBuilder, MenuItem, PredefinedMenuItem, SubmenuBuilder};
+use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
+use tauri::{AppHandle, Emitter, Manager, RunEvent, WebviewUrl, WebviewWindowBuilder};
+use tauri_plugin_clipboard_manager::ClipboardExt;
+use tauri_plugin_notification::NotificationExt;
+
+const WINDOW: &str = "main";
+const TRAY: &str = "main";
+const ICON_IDLE: &[u8] = include_bytes!("../../icons/tray.png");
+const ICON_ACTIVE: &[u8] = include_bytes!("../../icons/tray-active.png");
+
+type State<'a> = tauri::State<'a, Arc<App>>;
+
+/// One Tauri command per core handler, same name, same types.
+macro_rules! forward {
+    ($($name:ident($($args:ty)?) -> $ret:ty;)*) => {
+        $(
+            #[tauri::command]
+            async fn $name(app: State<'_>, $(args: $args)?) -> Result<$ret, CommandError> {
+                app.$name($({ let a: $args = args; a })?).await
+            }
+        )*
+    };
+}
+
+forward! {
+    app_state() -> AppState;
+    gateway_info(GatewayArgs) -> GatewayInfo;
+    login_local(LoginLocalArgs) -> SessionView;
+    login_sso(LoginSsoArgs) -> SessionView;
+    cancel_sso() -> ();
+    use_profile(ProfileArgs) -> AppState;
+    sign_out() -> AppState;
+    databases() -> Vec<DatabaseView>;
+    suggest_port(PortArgs) -> PortSuggestion;
+    start_tunnel(StartTunnelArgs) -> TunnelView;
+    tunnels() -> Vec<TunnelView>;
+    stop_tunnel(TunnelArgs) -> ();
+    set_favourite(FavouriteArgs) -> TunnelView;
+    queries(TunnelArgs) -> Vec<QueryView>;
+    cancel_query(CancelArgs) -> CancelResult;
+    set_guard(GuardArgs) -> TunnelView;
+    open_pgadmin(TunnelArgs) -> LaunchResult;
+    open_psql(TunnelArgs) -> LaunchResult;
+    write_service(TunnelArgs) -> LaunchResult;
+}
+
+/// The clipboard belongs to the shell (the tray copies too).
+#[tauri::command]
+async fn copy_text(handle: AppHandle, args: CopyArgs) -> Result<(), CommandError> {
+    handle.clipboard().write_text(args.text).map_err(|e| {
+        CommandError::new(
+            postern_desktop_core::ErrorKind::Local,
+            format!("Cannot use the clipboard: {e}."),
+        )
+    })
+}
+
+/// Shows the window, creating it (and its webview) when it was closed.
+fn open_window(handle: &AppHandle) {
+    if let Some(w) = handle.get_webview_window(WINDOW) {
+        let _ = w.unminimize();
+        let _ = w.show();
+        let _ = w.set_focus();
+        return;
+    }
+    let built = WebviewWindowBuilder::new(handle, WINDOW, WebviewUrl::App("index.html".into()))
+        .title("Postern")
+        .inner_size(1040.0, 700.0)
+        .min_inner_size(760.0, 520.0)
+        .build();
+    if let Err(e) = built {
+        tracing::error!(error = %e, "cannot open the window");
+    }
+}
+
+fn notify(handle: &AppHandle, title: &str, body: &str) {
+    if let Err(e) = handle
+        .notification()
+        .builder()
+        .title(title)
+        .body(body)
+        .show()
+    {
+        tracing::debug!(error = %e, "notification not shown");
+    }
+}
+
+/// Sends an event to the window and, where a person should know even with
+/// the window closed, a notification; keeps the tray current.
+fn on_event(handle: &AppHandle, event: AppEvent) {
+    match &event {
+        AppEvent::Guard {
+            action, message, ..
+        } => {
+            let title = match action {
+                GuardAction::Warned => "Long-running statement",
+                GuardAction::Cancelled => "Statement cancelled",
+                GuardAction::Failed => "Runaway guard",
+            };
+            notify(handle, title, message);
+        }
+        AppEvent::SessionExpiring { .. } => notify(
+            handle,
+            "Postern session ends soon",
+            "Sign in again to keep your tunnels working; they stay on their ports.",
+        ),
+        AppEvent::RestoreFailed { database, message } => notify(
+            handle,
+            &format!("Tunnel to {database} did not reopen"),
+            message,
+        ),
+        AppEvent::TunnelsChanged | AppEvent::SessionChanged => refresh_tray(handle.clone()),
+        AppEvent::SsoStarted { .. } => {}
+    }
+    if let Err(e) = handle.emit(EVENT_NAME, &event) {
+        tracing::debug!(error = %e, "event not delivered");
+    }
+}
+
+/// What the tray last showed, so it is rebuilt only on a change.
+#[derive(Default)]
+struct TrayShown(Mutex<String>);
+
+fn tunnel_label(t: &TunnelView) -> String {
+    let who = match (&t.db_user, &t.db_name) {
+        (Some(u), Some(d)) => format!(" — {u}@{d}"),
+        (Some(u), None) => format!(" — {u}"),
+        (None, Some(d)) => format!(" — {d}"),
+        (None, None) => String::new(),
+    };
+    format!("{}{who}  :{}", t.database, t.port)
+}
+
+fn tray_menu(
+    handle: &AppHandle,
+    tunnels: &[TunnelView],
+    signed_in: bool,
+) -> tauri::Result<Menu<tauri::Wry>> {
+    let mut menu = MenuBuilder::new(handle);
+    if tunnels.is_empty() {
+        menu = menu.item(&MenuItem::with_id(
+            handle,
+            "none",
+            "No tunnels",
+            false,
+            None::<&str>,
+        )?);
+    }
+    for t in tunnels {
+        let id = t.id;
+        let conns = match t.connections {
+            1 => "1 connection".to_owned(),
+            n => format!("{n} connections"),
+        };
+        let sub = SubmenuBuilder::new(handle, format!("● {}", tunnel_label(t)))
+            .item(&MenuItem::with_id(
+                handle,
+                format!("t:{id}:info"),
+                format!("Listening on {} · {conns}", t.address),
+                false,
+                None::<&str>,
+            )?)
+            .separator()
+            .text(format!("t:{id}:uri"), "Copy connection URI")
+            .text(format!("t:{id}:psql"), "Copy psql command")
+            .text(format!("t:{id}:pgadmin"), "Open in pgAdmin")
+            .separator()
+            .text(format!("t:{id}:stop"), "Stop tunnel")
+            .build()?;
+        menu = menu.item(&sub);
+    }
+    menu = menu
+        .item(&PredefinedMenuItem::separator(handle)?)
+        .text("open", "Open Postern")
+        .item(&MenuItem::with_id(
+            handle,
+            "signout",
+            "Sign out",
+            signed_in,
+            None::<&str>,
+        )?)
+        .item(&PredefinedMenuItem::separator(handle)?)
+        .text("quit", "Quit Postern");
+    menu.build()
+}
+
+/// Rebuilds the tray menu and icon when tunnels or the session changed.
+fn refresh_tray(handle: AppHandle) {
+    tauri::async_runtime::spawn(async move {
+        let app = handle.state::<Arc<App>>().inner().clone();
+        let tunnels = app.tunnels().await.unwrap_or_default();
+        let signed_in = matches!(app.session().await, Ok(Some(s)) if !s.expired);
+        let shown = format!(
+            "{signed_in}|{}",
+            tunnels
+                .iter()
+                .map(|t| format!("{}:{}:{}", t.id, t.port, t.connections))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        {
+            let state = handle.state::<TrayShown>();
+            let mut last = state.0.lock().unwrap();
+            if *last == shown {
+                return;
+            }
+            *last = shown;
+        }
+        let Some(tray) = handle.tray_by_id(TRAY) else {
+            return;
+        };
+        match tray_menu(&handle, &tunnels, signed_in) {
+            Ok(menu) => {
+                let _ = tray.set_menu(Some(menu));
+            }
+            Err(e) => tracing::warn!(error = %e, "tray menu"),
+        }
+        let (icon, tip) = if tunnels.is_empty() {
+            (ICON_IDLE, "Postern — no tunnels".to_owned())
+        } else {
+            (
+                ICON_ACTIVE,
+                format!("Postern — {} tunnel(s) active", tunnels.len()),
+            )
+        };
+        if let Ok(image) = Image::from_bytes(icon) {
+            let _ = tray.set_icon(Some(image));
+        }
+        let _ = tray.set_tooltip(Some(tip));
+    });
+}
+
+fn on_tray_menu(handle: &AppHandle, id: &str) {
+    let app = handle.state::<Arc<App>>().inner().clone();
+    let handle = handle.clone();
+    let id = id.to_owned();
+    tauri::async_runtime::spawn(async move {
+        match id.as_str() {
+            "open" => open_window(&handle),
+            "quit" => {
+                app.stop_all().await;
+                handle.exit(0);
+            }
+            "signout" => {
+                if let Err(e) = app.sign_out().await {
+                    notify(&handle, "Sign out failed", &e.message);
+                }
+            }
+            other => {
+                let mut parts = other.split(':');
+                let (Some("t"), Some(tid), Some(action)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return;
+                };
+                let Ok(tid) = tid.parse::<u32>() else { return };
+                let Some(t) = app
+                    .tunnels()
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|t| t.id == tid)
+                else {
+                    return;
+                };
+                let args = TunnelArgs { id: tid };
+                let result = match action {
+                    "uri" => handle
+                        .clipboard()
+                        .write_text(t.uri)
+                        .map_err(|e| e.to_string()),
+                    "psql" => handle
+                        .clipboard()
+                        .write_text(t.psql)
+                        .map_err(|e| e.to_string()),
+                    "pgadmin" => app
+                        .open_pgadmin(args)
+                        .await
+                        .map(|r| notify(&handle, "pgAdmin", &r.message))
+                        .map_err(|e| e.message),
+                    "stop" => app.stop_tunnel(args).await.map_err(|e| e.message),
+                    _ => Ok(()),
+                };
+                if let Err(message) = result {
+                    notify(&handle, "Postern", &message);
+                }
+            }
+        }
+    });
+}
+
+fn build_tray(handle: &AppHandle) -> tauri::Result<TrayIcon> {
+    let menu = tray_menu(handle, &[], false)?;
+    TrayIconBuilder::with_id(TRAY)
+        .icon(Image::from_bytes(ICON_IDLE)?)
+        .tooltip("Postern")
+        .menu(&menu)
+        .show_menu_on_left_click(false)
+        .on_menu_event(|handle, event| on_tray_menu(handle, event.id().as_ref()))
+        .on_tray_icon_event(|tray, event| {
+            if let TrayIconEvent::Click {
+                button: MouseButton::Left,
+                button_state: MouseButtonState::Up,
+                ..
+            } = event
+            {
+                open_window(tray.app_handle());
+            }
+        })
+        .build(handle)
+}
+
+/// Runs the app. `--tray` starts with only the tray (no window).
+pub fn run() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let start_hidden = std::env::args().any(|a| a == "--tray");
+    // For automation (the e2e test): closing the window ends the app.
+    let exit_on_close = std::env::var_os("POSTERN_EXIT_ON_CLOSE").is_some();
+
+    let home = match Home::from_env() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("postern-desktop: {e}");
+            std::process::exit(1);
+        }
+    };
+
+    let app = tauri::Builder::default()
+        // First: a second start only shows the running app's window.
+        .plugin(tauri_plugin_single_instance::init(|handle, _args, _cwd| {
+            open_window(handle)
+        }))
+        .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_clipboard_manager::init())
+        .manage(TrayShown::default())
+        .setup(move |tauri_app| {
+            let handle = tauri_app.handle().clone();
+            let sink_handle = handle.clone();
+            let core = App::new(
+                home,
+                AppOptions::from_env(),
+                Arc::new(move |event| on_event(&sink_handle, event)),
+            );
+            tauri_app.manage(core.clone());
+            build_tray(&handle)?;
+            tauri::async_runtime::spawn(async move {
+                core.spawn_background(Duration::from_secs(30));
+                core.restore_favourites().await;
+                // Connection counts change without events: look now and then.
+                loop {
+                    refresh_tray(handle.clone());
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
+            if !start_hidden {
+                open_window(tauri_app.handle());
+            }
+            Ok(())
+        })
+        .invoke_handler(tauri::generate_handler![
+            app_state,
+            gateway_info,
+            login_local,
+            login_sso,
+            cancel_sso,
+            use_profile,
+            sign_out,
+            databases,
+            suggest_port,
+            start_tunnel,
+            tunnels,
+            stop_tunnel,
+            set_favourite,
+            queries,
+            cancel_query,
+            set_guard,
+            open_pgadmin,
+            open_psql,
+            write_service,
+            copy_text,
+        ])
+        .build(tauri::generate_context!())
+        .expect("the Tauri app builds");
+
+    app.run(move |_handle, event| {
+        // Closing the last window only destroys the webview; the tray and
+        // the tunnels live on until Quit (which exits with a code).
+        if let RunEvent::ExitRequested {
+            code: None, api, ..
+        } = event
+            && !exit_on_close
+        {
+            api.prevent_exit();
+        }
+    });
+}
