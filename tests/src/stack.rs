@@ -18,6 +18,9 @@ use tokio::process::{Child, Command};
 
 use crate::pg::PgServer;
 
+/// The password of every test user.
+pub const PASSWORD: &str = "correct horse battery";
+
 /// Roles most tests use: `dev` reaches the `env: dev` database as any of the
 /// three test users, never as `postgres`.
 pub const DEFAULT_ROLES: &str = r#"
@@ -169,6 +172,17 @@ databases:
 }
 
 impl Stack {
+    /// A stack with [`DEFAULT_ROLES`] where each of `users` has role `dev`,
+    /// [`PASSWORD`], and is logged in with the CLI.
+    pub async fn with_dev_users(users: &[&str]) -> Stack {
+        let stack = Stack::start(DEFAULT_ROLES).await;
+        for u in users {
+            stack.add_user(u, PASSWORD, &["dev"]);
+            stack.login(u, PASSWORD).await;
+        }
+        stack
+    }
+
     /// Creates a local user directly in the gateway's store.
     pub fn add_user(&self, name: &str, password: &str, roles: &[&str]) {
         self.gateway
@@ -355,10 +369,32 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Runs one statement through the tunnel with psql (`conninfo` as for
+    /// [`Proxy::psql`]) and returns success, stdout and stderr, trimmed.
+    pub async fn query(&self, conninfo: &str, sql: &str) -> (bool, String, String) {
+        let mut cmd = self.psql(conninfo);
+        cmd.args(["-c", sql]);
+        output(cmd).await
+    }
+
     /// psql against the tunnel, with `conninfo` appended (e.g. `user=x dbname=y`).
     pub fn psql(&self, conninfo: &str) -> Command {
         psql(self.port, conninfo)
     }
+}
+
+/// Runs a command to completion (at most a minute) and returns success,
+/// stdout and stderr, trimmed.
+pub async fn output(mut cmd: Command) -> (bool, String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("command finished in time")
+        .expect("command ran");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
 }
 
 /// psql against a loopback port: no password, no psqlrc, unaligned output.

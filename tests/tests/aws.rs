@@ -12,7 +12,7 @@ use postern_tests::aws::{
 };
 use postern_tests::stack::{Proxy, Stack, StackConfig};
 
-const PW: &str = "correct horse battery";
+use postern_tests::stack::PASSWORD as PW;
 
 /// Alice may use IAM roles by name and by ARN on databases tagged (in AWS)
 /// `team: data`.
@@ -93,26 +93,11 @@ async fn world(lifetime: Duration, databases: &str, identity: Option<AwsIdentity
     }
 }
 
-async fn output(mut cmd: tokio::process::Command) -> (bool, String, String) {
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("command finished in time")
-        .expect("command ran");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-    )
-}
-
 /// `select current_user, count(*) from items` through `proxy`.
 async fn whoami(proxy: &Proxy) -> Result<String, String> {
-    let (ok, out, err) = output({
-        let mut c = proxy.psql("user=anything");
-        c.args(["-c", "select current_user, count(*) from items"]);
-        c
-    })
-    .await;
+    let (ok, out, err) = proxy
+        .query("user=anything", "select current_user, count(*) from items")
+        .await;
     if ok { Ok(out) } else { Err(err) }
 }
 
@@ -151,15 +136,12 @@ async fn iam_roles_by_name_and_by_arn_log_in_as_iamr_users_through_the_tunnel() 
     // workgroup (whose endpoint GetWorkgroup told) and logs in over TLS.
     let by_name = proxy(&world, "warehouse", "my-redshift-role", "app").await;
     assert_eq!(whoami(&by_name).await.unwrap(), "IAMR:my-redshift-role|3");
-    let (_, ssl, _) = output({
-        let mut c = by_name.psql("");
-        c.args([
-            "-c",
+    let (_, ssl, _) = by_name
+        .query(
+            "",
             "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
-        ]);
-        c
-    })
-    .await;
+        )
+        .await;
     assert_eq!(ssl, "t", "the hop to the database is TLS");
 
     // By ARN, allowed by the name entry: the same role, so the same

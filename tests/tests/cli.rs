@@ -3,7 +3,7 @@
 use postern_tests::stack::{DEFAULT_ROLES, Stack};
 use tokio::io::AsyncWriteExt;
 
-const PW: &str = "correct horse battery";
+use postern_tests::stack::PASSWORD as PW;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -15,7 +15,7 @@ use postern_desktop_core::views::*;
 use postern_desktop_core::{App, AppOptions, ErrorKind};
 use postern_tests::stack::{DEFAULT_ROLES, Stack, psql};
 
-const PW: &str = "correct horse battery";
+use postern_tests::stack::PASSWORD as PW;
 
 fn app(home: &Path, service_file: &Path) -> (Arc<App>, Arc<Mutex<Vec<AppEvent>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));

@@ -15,7 +15,7 @@ use std::time::Duration;
 use postern_tests::desktop::{By, Display, Driver, WebDriver};
 use postern_tests::stack::{DEFAULT_ROLES, Stack, bin, psql};
 
-const PW: &str = "correct horse battery";
+use postern_tests::stack::PASSWORD as PW;
 const WIDTH: u32 = 1040;
 const HEIGHT: u32 = 700;
 const WAIT: Duration = Duration::from_secs(30);

@@ -11,7 +11,7 @@ use postern_client::profile::{Home, profile_name_for};
 use postern_desktop_core::views::TunnelView;
 use postern_tests::stack::{DEFAULT_ROLES, Stack, psql};
 
-const PW: &str = "correct horse battery";
+use postern_tests::stack::PASSWORD as PW;
 
 /// Where scripts/install-test-deps puts the pgAdmin venv.
 fn pgadmin_venv() -> PathBuf {

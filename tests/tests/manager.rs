@@ -9,7 +9,7 @@ use postern_client::profile::{Home, profile_name_for};
 use postern_client::queries::{GuardEvent, GuardPolicy};
 use postern_tests::stack::{DEFAULT_ROLES, Stack, psql};
 
-const PW: &str = "correct horse battery";
+use postern_tests::stack::PASSWORD as PW;
 
 fn request(stack: &Stack, db_user: &str) -> TunnelRequest {
     TunnelRequest {

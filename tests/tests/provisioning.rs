@@ -7,7 +7,7 @@ use postern_tests::pg::PgServer;
 use postern_tests::stack::{DEFAULT_ROLES, Proxy, Stack, StackConfig};
 use tokio_postgres::NoTls;
 
-const PW: &str = "correct horse battery";
+use postern_tests::stack::PASSWORD as PW;
 
 /// Roles for each mode, besides the `dev` role (mode off) of DEFAULT_ROLES.
 const AUTO_ROLES: &str = r#"

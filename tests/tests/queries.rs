@@ -4,20 +4,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use postern_tests::stack::{DEFAULT_ROLES, Proxy, Stack};
+use postern_tests::stack::{Proxy, Stack};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
-
-const PW: &str = "correct horse battery";
-
-async fn stack_with(users: &[&str]) -> Stack {
-    let stack = Stack::start(DEFAULT_ROLES).await;
-    for u in users {
-        stack.add_user(u, PW, &["dev"]);
-        stack.login(u, PW).await;
-    }
-    stack
-}
 
 /// Starts `sql` through the proxy in the background, as psql would for a user.
 fn start_statement(proxy: &Proxy, sql: &str) -> Child {
@@ -82,7 +71,7 @@ async fn wait_listed(stack: &Stack, who: &str, db_user: &str, marker: &str) -> s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_statement_is_listed_and_cancelled() {
-    let stack = stack_with(&["alice"]).await;
+    let stack = Stack::with_dev_users(&["alice"]).await;
     let proxy = stack
         .proxy(
             "alice",
@@ -157,7 +146,7 @@ async fn a_running_statement_is_listed_and_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_ends_the_backend() {
-    let stack = stack_with(&["alice"]).await;
+    let stack = Stack::with_dev_users(&["alice"]).await;
     let proxy = stack
         .proxy(
             "alice",
@@ -200,7 +189,7 @@ async fn terminate_ends_the_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_users_statement_cannot_be_cancelled() {
-    let stack = stack_with(&["alice", "bob"]).await;
+    let stack = Stack::with_dev_users(&["alice", "bob"]).await;
     let bob = stack
         .proxy("bob", &["pg", "--db-user", "scramuser", "--db-name", "app"])
         .await;
@@ -237,7 +226,7 @@ async fn another_users_statement_cannot_be_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runaway_guard_cancels_long_statements_and_spares_short_ones() {
-    let stack = stack_with(&["alice"]).await;
+    let stack = Stack::with_dev_users(&["alice"]).await;
     let mut proxy = stack
         .proxy(
             "alice",

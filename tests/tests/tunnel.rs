@@ -7,32 +7,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use postern_pgwire::{BackendMessage, frontend, parse_message};
 use postern_tests::pg::PgServer;
-use postern_tests::stack::{DEFAULT_ROLES, Stack, psql};
+use postern_tests::stack::{DEFAULT_ROLES, Stack, output};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const PW: &str = "correct horse battery";
-
-async fn stack_with(users: &[&str]) -> Stack {
-    let stack = Stack::start(DEFAULT_ROLES).await;
-    for u in users {
-        stack.add_user(u, PW, &["dev"]);
-        stack.login(u, PW).await;
-    }
-    stack
-}
-
-async fn output(mut cmd: tokio::process::Command) -> (bool, String, String) {
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("command finished in time")
-        .expect("command ran");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-    )
-}
+use postern_tests::stack::PASSWORD as PW;
 
 /// Polls `pg_stat_activity` until a statement matching `like` runs (or not).
 async fn wait_activity(pg: &PgServer, like: &str, present: bool) -> Option<i32> {
@@ -60,37 +39,31 @@ async fn wait_activity(pg: &PgServer, like: &str, present: bool) -> Option<i32> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_logs_in_through_the_tunnel_with_every_upstream_auth_method() {
-    let stack = stack_with(&["alice"]).await;
+    let stack = Stack::with_dev_users(&["alice"]).await;
     for user in ["certuser", "scramuser", "md5user"] {
         let proxy = stack
             .proxy("alice", &["pg", "--db-user", user, "--db-name", "app"])
             .await;
         // Any client user name and no password: the tunnel decides.
-        let (ok, out, err) = output({
-            let mut c = proxy.psql("user=whoever");
-            c.args(["-c", "select current_user, count(*) from items"]);
-            c
-        })
-        .await;
+        let (ok, out, err) = proxy
+            .query("user=whoever", "select current_user, count(*) from items")
+            .await;
         assert!(ok, "{user}: {err}");
         assert_eq!(out, format!("{user}|3"), "{user} via tunnel");
         // The gateway encrypted the hop to PostgreSQL.
-        let (_, ssl, err) = output({
-            let mut c = proxy.psql("");
-            c.args([
-                "-c",
+        let (_, ssl, err) = proxy
+            .query(
+                "",
                 "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
-            ]);
-            c
-        })
-        .await;
+            )
+            .await;
         assert_eq!(ssl, "t", "{user}: upstream must be TLS ({err})");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_in_psql_cancels_the_query_through_the_tunnel() {
-    let stack = stack_with(&["alice"]).await;
+    let stack = Stack::with_dev_users(&["alice"]).await;
     let proxy = stack
         .proxy(
             "alice",
@@ -124,7 +97,7 @@ async fn ctrl_c_in_psql_cancels_the_query_through_the_tunnel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_through_the_tunnel() {
-    let stack = stack_with(&["alice"]).await;
+    let stack = Stack::with_dev_users(&["alice"]).await;
     let init = std::process::Command::new("pgbench")
         .args(["-i", "-q", "-s", "1", "-h"])
         .arg(stack.pg.socket_dir())
@@ -179,27 +152,19 @@ async fn pgbench_runs_through_the_tunnel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_user_name_and_database_get_a_clear_error() {
-    let stack = stack_with(&["alice"]).await;
+    let stack = Stack::with_dev_users(&["alice"]).await;
     // A tunnel without a fixed user takes the client's, so the gateway decides.
     let proxy = stack.proxy("alice", &["pg"]).await;
-    let (ok, _, err) = output({
-        let mut c = proxy.psql("user=postgres dbname=app");
-        c.args(["-c", "select 1"]);
-        c
-    })
-    .await;
+    let (ok, _, err) = proxy.query("user=postgres dbname=app", "select 1").await;
     assert!(!ok);
     assert!(
         err.contains("postern:") && err.contains("\"postgres\""),
         "{err}"
     );
 
-    let (ok, _, err) = output({
-        let mut c = proxy.psql("user=certuser dbname=postgres");
-        c.args(["-c", "select 1"]);
-        c
-    })
-    .await;
+    let (ok, _, err) = proxy
+        .query("user=certuser dbname=postgres", "select 1")
+        .await;
     assert!(!ok);
     assert!(
         err.contains("postern:") && err.contains("db name \"postgres\""),
@@ -219,12 +184,12 @@ async fn denied_user_name_and_database_get_a_clear_error() {
     assert!(err.contains("\"pg-prod\" is not available to you"), "{err}");
 
     // And a valid request on the same tunnel still works.
-    let (ok, out, err) = output({
-        let mut c = proxy.psql("user=scramuser dbname=analytics");
-        c.args(["-c", "select current_database()"]);
-        c
-    })
-    .await;
+    let (ok, out, err) = proxy
+        .query(
+            "user=scramuser dbname=analytics",
+            "select current_database()",
+        )
+        .await;
     assert!(ok, "{err}");
     assert_eq!(out, "analytics");
 }
@@ -279,7 +244,7 @@ async fn send_cancel(port: u16, key: (i32, i32)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_with_another_identitys_key_does_nothing() {
-    let stack = stack_with(&["alice", "bob"]).await;
+    let stack = Stack::with_dev_users(&["alice", "bob"]).await;
     let bob = stack
         .proxy("bob", &["pg", "--db-user", "certuser", "--db-name", "app"])
         .await;
@@ -345,7 +310,7 @@ async fn expect_error_response(mut tcp: TcpStream, payload: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversize_startup_packets_are_refused_while_others_carry_on() {
-    let stack = stack_with(&["alice"]).await;
+    let stack = Stack::with_dev_users(&["alice"]).await;
     let proxy = stack
         .proxy(
             "alice",
@@ -400,12 +365,7 @@ async fn an_expired_session_gets_a_clear_message_not_a_disconnect() {
         .proxy("eve", &["pg", "--db-user", "certuser", "--db-name", "app"])
         .await;
     tokio::time::sleep(Duration::from_secs(11)).await;
-    let (ok, _, err) = output({
-        let mut c = proxy.psql("");
-        c.args(["-c", "select 1"]);
-        c
-    })
-    .await;
+    let (ok, _, err) = proxy.query("", "select 1").await;
     assert!(!ok);
     assert!(
         err.contains("postern: your Postern session expired"),
@@ -414,9 +374,7 @@ async fn an_expired_session_gets_a_clear_message_not_a_disconnect() {
 
     // A fresh login is picked up by the running tunnel, on the same port.
     stack.login("eve", PW).await;
-    let mut again = psql(proxy.port, "");
-    again.args(["-c", "select 1"]);
-    let (ok, out, err) = output(again).await;
+    let (ok, out, err) = proxy.query("", "select 1").await;
     assert!(ok, "{err}");
     assert_eq!(out, "1");
 }
