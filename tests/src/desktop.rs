@@ -17,6 +17,44 @@ use crate::free_port;
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// The names (`comm`) of the processes below `pid`, at any depth.
+pub fn descendants(pid: u32) -> Vec<String> {
+    let mut parents = vec![pid];
+    let mut names = Vec::new();
+    // Parents before children is not guaranteed in /proc: repeat until no
+    // new descendant turns up.
+    loop {
+        let before = parents.len();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if parents.contains(&child) {
+                continue;
+            }
+            // `pid (comm) state ppid ...`; comm may hold spaces and ')'.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+            if ppid.is_some_and(|p| parents.contains(&p)) {
+                parents.push(child);
+                names.push(head.split_once('(').map_or("", |(_, n)| n).to_owned());
+            }
+        }
+        if parents.len() == before {
+            return names;
+        }
+    }
+}
+
 /// A child process stopped with SIGTERM (then SIGKILL) when dropped.
 pub struct Guarded {
     child: Child,
@@ -100,6 +138,61 @@ impl Display {
         panic!("no X display could be started");
     }
 
+    /// Asks the app's window to close, as a person clicking its close
+    /// button does: the window manager sends the window `WM_DELETE_WINDOW`.
+    /// Xvfb has no window manager, so this sends it to each visible
+    /// top-level window of process `pid`; returns how many there were.
+    pub fn close_windows_of(&self, pid: u32) -> usize {
+        use x11rb::connection::Connection as _;
+        use x11rb::protocol::xproto::{
+            AtomEnum, ClientMessageEvent, ConnectionExt as _, EventMask, MapState,
+        };
+
+        let (conn, screen) = x11rb::connect(Some(&self.name)).expect("connect to Xvfb");
+        let atom = |name: &str| {
+            conn.intern_atom(false, name.as_bytes())
+                .unwrap()
+                .reply()
+                .unwrap()
+                .atom
+        };
+        let (protocols, delete, net_wm_pid) = (
+            atom("WM_PROTOCOLS"),
+            atom("WM_DELETE_WINDOW"),
+            atom("_NET_WM_PID"),
+        );
+        let root = conn.setup().roots[screen].root;
+        let mut closed = 0;
+        // Without a window manager top-level windows are the root's children.
+        for window in conn.query_tree(root).unwrap().reply().unwrap().children {
+            let owner = conn
+                .get_property(false, window, net_wm_pid, AtomEnum::CARDINAL, 0, 1)
+                .unwrap()
+                .reply()
+                .ok()
+                .and_then(|p| p.value32().and_then(|mut v| v.next()));
+            // GTK's hidden client-leader window carries the pid too.
+            let visible = conn
+                .get_window_attributes(window)
+                .unwrap()
+                .reply()
+                .is_ok_and(|a| a.map_state == MapState::VIEWABLE);
+            if owner == Some(pid) && visible {
+                let event = ClientMessageEvent::new(
+                    32,
+                    window,
+                    protocols,
+                    [delete, x11rb::CURRENT_TIME, 0, 0, 0],
+                );
+                conn.send_event(false, window, EventMask::NO_EVENT, event)
+                    .unwrap();
+                closed += 1;
+            }
+        }
+        conn.flush().unwrap();
+        closed
+    }
+
     /// A PNG of the whole screen, as `import -window root` takes it,
     /// cropped to `width`x`height` and reduced to keep the file small.
     pub async fn screenshot(&self, path: &Path, width: u32, height: u32) {
@@ -141,6 +234,8 @@ impl Display {
 pub struct Driver {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The session bus the app is started on (see [`crate::tray`]).
+    pub bus_address: String,
     _driver: Guarded,
     _bus: Guarded,
 }
@@ -162,6 +257,7 @@ impl Driver {
             .expect("dbus-daemon prints its address")
             .unwrap()
             .expect("dbus address");
+        let address = address.trim().to_owned();
         let bus = Guarded::new(bus, "dbus-daemon");
 
         let port = free_port();
@@ -174,7 +270,7 @@ impl Driver {
             &native.to_string(),
         ])
         .env("DISPLAY", &display.name)
-        .env("DBUS_SESSION_BUS_ADDRESS", address.trim())
+        .env("DBUS_SESSION_BUS_ADDRESS", &address)
         .env_remove("WAYLAND_DISPLAY")
         // Software rendering: Xvfb has no GPU.
         .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
@@ -199,6 +295,7 @@ impl Driver {
         }
         Driver {
             url,
+            bus_address: address,
             _driver: driver,
             _bus: bus,
         }
@@ -350,15 +447,29 @@ impl WebDriver {
         }
     }
 
-    /// Clicks an element.
+    /// Clicks an element. While something covers it (the app's toasts stack
+    /// over the bottom right for a few seconds) the click is tried again, as
+    /// a person waits for the toast to go.
     pub async fn click(&self, e: &Element) {
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{}/click", e.0),
-            Some(json!({})),
-        )
-        .await
-        .expect("click");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self
+                .cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{}/click", e.0),
+                    Some(json!({})),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(err)
+                    if err.contains("element click intercepted") && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+                Err(err) => panic!("click: {err}"),
+            }
+        }
     }
 
     /// Types into an element, as keystrokes.

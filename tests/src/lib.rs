@@ -9,6 +9,8 @@
 //!   loopback, whose database is the test PostgreSQL.
 //! - [`certs`]: throwaway certificate authorities and leaf certificates made
 //!   with `rcgen` at test time (no key is ever committed).
+//! - [`desktop`], [`tray`]: the desktop app under Xvfb and WebDriver, and a
+//!   stand-in desktop shell (tray host, notifications) on its session bus.
 //! - [`free_port`]: a loopback port that was free a moment ago.
 //!
 //! nextest runs every test in its own process, so nothing here shares state
@@ -21,6 +23,7 @@ pub mod desktop;
 pub mod idp;
 pub mod pg;
 pub mod stack;
+pub mod tray;
 
 use std::net::{Ipv4Addr, TcpListener};
 

@@ -1,7 +1,11 @@
 //! The real desktop app under Xvfb, driven through tauri-driver and
 //! WebKitWebDriver: sign in against a real gateway (trusting its CA on first
 //! contact), connect a database, run a query through the tunnel with psql,
-//! cancel a pg_sleep from the running-queries view, and stop the tunnel.
+//! cancel a pg_sleep from the running-queries view, have the runaway guard
+//! warn and cancel, and stop the tunnel. Then, as a person who closes the
+//! window: the tunnel keeps working, and the tray (read and clicked over
+//! D-Bus, as a panel does: `postern_tests::tray`) lists it, stops it and
+//! quits the app.
 //!
 //! Ignored by default (it needs the app built, Xvfb, tauri-driver and
 //! WebKitWebDriver); `scripts/test` runs it. With `POSTERN_SCREENSHOTS=DIR`
@@ -12,13 +16,16 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use postern_tests::desktop::{By, Display, Driver, WebDriver};
+use postern_tests::desktop::{By, Display, Driver, WebDriver, descendants};
 use postern_tests::stack::{DEFAULT_ROLES, Stack, bin, psql};
+use postern_tests::tray::{DesktopShell, MenuEntry};
 
 use postern_tests::stack::PASSWORD as PW;
 const WIDTH: u32 = 1040;
 const HEIGHT: u32 = 700;
 const WAIT: Duration = Duration::from_secs(30);
+/// WebKitWebProcess, as /proc shows it (`comm` is cut at 15 bytes).
+const WEB_PROCESS: &str = "WebKitWebProces";
 
 struct Shots {
     dir: Option<PathBuf>,
@@ -38,7 +45,7 @@ impl Shots {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "drives the real app under Xvfb; scripts/test runs it after scripts/install-test-deps"]
-async fn the_app_signs_in_connects_cancels_a_query_and_stops_the_tunnel() {
+async fn the_app_signs_in_connects_cancels_queries_and_keeps_tunnels_in_the_tray() {
     let app_bin = bin("postern-desktop");
     let shots = Shots {
         dir: std::env::var_os("POSTERN_SCREENSHOTS").map(PathBuf::from),
@@ -59,14 +66,19 @@ async fn the_app_signs_in_connects_cancels_a_query_and_stops_the_tunnel() {
         &[
             ("POSTERN_HOME", home.as_path()),
             ("POSTERN_KEY_STORE", Path::new("file")),
-            ("POSTERN_EXIT_ON_CLOSE", Path::new("1")),
             ("PGSERVICEFILE", service_file.as_path()),
             ("XDG_CONFIG_HOME", scratch.path()),
             ("XDG_DATA_HOME", scratch.path()),
+            // The tray icon's image file goes here, not in a shared /tmp.
+            ("XDG_RUNTIME_DIR", scratch.path()),
         ],
     )
     .await;
+    // The panel is there before the app, as on a desktop.
+    let shell = DesktopShell::start(&driver.bus_address).await;
     let wd = WebDriver::start_app(&driver, &app_bin).await;
+    let tray = shell.tray_item(WAIT).await;
+    let app_pid = tray.pid().await;
 
     // Sign in: a new gateway's CA is shown and must be trusted first.
     let gateway = wd.wait(By::Css("input[name=gateway]"), WAIT).await;
@@ -97,38 +109,48 @@ async fn the_app_signs_in_connects_cancels_a_query_and_stops_the_tunnel() {
             .is_none()
     );
     shots.take(&display, "databases").await;
-
-    // Connect dialog: choose the db user and name.
-    wd.click(
-        &wd.wait(By::Css("li[data-database=pg] button[name=connect]"), WAIT)
-            .await,
-    )
+    // Signed in, no tunnel yet: the tray says so.
+    tray.wait_menu("no tunnels, signed in", WAIT, |m| {
+        m.find("No tunnels").is_some_and(|e| !e.enabled)
+            && m.find("Sign out").is_some_and(|e| e.enabled)
+    })
     .await;
-    let db_user = wd.wait(By::Css("select[name=db_user]"), WAIT).await;
-    wd.select(&db_user, "certuser").await;
-    let db_name = wd.wait(By::Css("select[name=db_name]"), WAIT).await;
-    wd.select(&db_name, "app").await;
-    shots.take(&display, "connect").await;
-    wd.click(&wd.wait(By::Css("button[name=start]"), WAIT).await)
-        .await;
+    tray.wait_icon(&icon("tray.png"), WAIT).await;
 
-    // Tunnels: the address is shown; psql works through it.
-    let card = wd.wait(By::Css("li.tunnel"), WAIT).await;
-    let port: u16 = wd
-        .attr(&card, "data-port")
-        .await
-        .expect("data-port")
-        .parse()
-        .unwrap();
-    let mut q = psql(port, "");
-    q.args(["-c", "select current_user, current_database()"]);
-    let out = q.output().await.unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "certuser|app",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // Connect dialog: choose the db user and name; psql works through it.
+    let port = connect(&wd, &display, &shots).await;
+    assert_psql_works(port).await;
+
+    // The tray lists the tunnel with its port, and what can be done with it;
+    // its icon says tunnels are active.
+    let menu = tray
+        .wait_menu(&format!("a tunnel on :{port}"), WAIT, |m| {
+            m.find(&format!(":{port}")).is_some()
+        })
+        .await;
+    let entry = menu.find(&format!(":{port}")).unwrap();
+    assert!(entry.label.contains("pg — certuser@app"), "{entry:#?}");
+    let items = entry.labels();
+    // (The connection count follows psql, polled every few seconds.)
+    assert!(
+        items[0].starts_with(&format!("Listening on 127.0.0.1:{port} · ")),
+        "{items:?}"
     );
+    assert_eq!(
+        items[1..],
+        [
+            "Copy connection URI",
+            "Copy psql command",
+            "Open in pgAdmin",
+            "Stop tunnel",
+        ],
+    );
+    assert_eq!(
+        menu.labels()[1..],
+        ["Open Postern", "Sign out", "Quit Postern"],
+        "{menu:#?}"
+    );
+    tray.wait_icon(&icon("tray-active.png"), WAIT).await;
 
     // A long statement, seen live and cancelled from the running-queries view.
     let mut sleeper = psql(port, "");
@@ -169,6 +191,44 @@ async fn the_app_signs_in_connects_cancels_a_query_and_stops_the_tunnel() {
     .await;
     wd.wait_gone(By::XPath(row), WAIT).await;
 
+    // The runaway guard: a notification after 1 s, a cancel after 3 s.
+    wd.type_text(&wd.wait(By::Css("input[name=warn_after]"), WAIT).await, "1")
+        .await;
+    wd.type_text(
+        &wd.wait(By::Css("input[name=cancel_after]"), WAIT).await,
+        "3",
+    )
+    .await;
+    wd.click(&wd.wait(By::Css("button[name=save_guard]"), WAIT).await)
+        .await;
+    wd.wait(By::XPath("//*[contains(., 'Runaway guard saved.')]"), WAIT)
+        .await;
+    let mut runaway = psql(port, "");
+    runaway
+        .args(["-c", "select pg_sleep(120)"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let runaway = runaway.spawn().unwrap();
+    let warned = shell.notification("Long-running statement", WAIT).await;
+    assert!(
+        warned.body.contains("A statement on pg has run for"),
+        "{warned:?}"
+    );
+    let cancelled = shell.notification("Statement cancelled", WAIT).await;
+    assert!(
+        cancelled.body.contains("Cancelled a statement on pg after"),
+        "{cancelled:?}"
+    );
+    let out = tokio::time::timeout(WAIT, runaway.wait_with_output())
+        .await
+        .expect("the guard ends the statement")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("canceling statement due to user request"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Session screen.
     wd.click(
         &wd.wait(By::XPath("//nav//button[contains(., 'Session')]"), WAIT)
@@ -191,11 +251,113 @@ async fn the_app_signs_in_connects_cancels_a_query_and_stops_the_tunnel() {
     wd.click(&wd.wait(By::Css("button[name=stop]"), WAIT).await)
         .await;
     wd.wait_gone(By::Css("li.tunnel"), WAIT).await;
+    assert_refused(port).await;
+    // The tray follows.
+    tray.wait_menu("no tunnels", WAIT, |m| m.find("No tunnels").is_some())
+        .await;
+    tray.wait_icon(&icon("tray.png"), WAIT).await;
+
+    // Connect again, then close the window: the webview goes (its web
+    // process exits), the app and the tunnel stay. (WebKit's network process
+    // stays too: on Linux Tauri keeps the web context for the app's lifetime,
+    // tauri-apps/tauri#14626.)
+    wd.click(
+        &wd.wait(By::XPath("//nav//button[contains(., 'Databases')]"), WAIT)
+            .await,
+    )
+    .await;
+    let port = connect(&wd, &display, &Shots { dir: None }).await;
+    let web_process = || descendants(app_pid).iter().any(|p| p == WEB_PROCESS);
+    assert!(web_process(), "{:?}", descendants(app_pid));
+    assert_eq!(display.close_windows_of(app_pid), 1, "one window to close");
+    wait_for("the webview's process to exit", || async { !web_process() }).await;
+    assert!(tray.alive().await, "closing the window ended the app");
+    assert_psql_works(port).await;
+    let menu = tray
+        .wait_menu(&format!("the tunnel on :{port}"), WAIT, |m| {
+            m.find(&format!(":{port}")).is_some()
+        })
+        .await;
+
+    // Stop it from the tray.
+    tray.click(stop_item(&menu, port)).await;
+    tray.wait_menu("no tunnels", WAIT, |m| m.find("No tunnels").is_some())
+        .await;
+    assert_refused(port).await;
+    tray.wait_icon(&icon("tray.png"), WAIT).await;
+
+    // Quit from the tray ends the app.
+    let menu = tray.menu().await;
+    tray.click(menu.find("Quit Postern").unwrap()).await;
+    wait_for("Quit to end the app", || async { !tray.alive().await }).await;
+    wd.quit().await;
+}
+
+/// Connects `pg` as certuser to `app` from the Databases screen; returns the
+/// tunnel's port.
+async fn connect(wd: &WebDriver, display: &Display, shots: &Shots) -> u16 {
+    wd.click(
+        &wd.wait(By::Css("li[data-database=pg] button[name=connect]"), WAIT)
+            .await,
+    )
+    .await;
+    let db_user = wd.wait(By::Css("select[name=db_user]"), WAIT).await;
+    wd.select(&db_user, "certuser").await;
+    let db_name = wd.wait(By::Css("select[name=db_name]"), WAIT).await;
+    wd.select(&db_name, "app").await;
+    shots.take(display, "connect").await;
+    wd.click(&wd.wait(By::Css("button[name=start]"), WAIT).await)
+        .await;
+    // Tunnels: the address is shown.
+    let card = wd.wait(By::Css("li.tunnel"), WAIT).await;
+    wd.attr(&card, "data-port")
+        .await
+        .expect("data-port")
+        .parse()
+        .unwrap()
+}
+
+async fn assert_psql_works(port: u16) {
+    let mut q = psql(port, "");
+    q.args(["-c", "select current_user, current_database()"]);
+    let out = q.output().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "certuser|app",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn assert_refused(port: u16) {
     let mut refused = psql(port, "");
     refused.args(["-c", "select 1"]).stderr(Stdio::null());
     assert!(!refused.output().await.unwrap().status.success());
+}
 
-    wd.quit().await;
+/// "Stop tunnel" in the tray entry of the tunnel on `port`.
+fn stop_item(menu: &MenuEntry, port: u16) -> &MenuEntry {
+    menu.find(&format!(":{port}"))
+        .and_then(|t| t.find("Stop tunnel"))
+        .unwrap_or_else(|| panic!("no Stop for :{port} in {menu:#?}"))
+}
+
+/// One of the app's tray icons, as drawn in icons/.
+fn icon(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../icons")
+        .join(name)
+}
+
+async fn wait_for<F: Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn element(e: &postern_tests::desktop::Element) -> serde_json::Value {
