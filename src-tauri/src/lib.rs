@@ -335,8 +335,16 @@ pub fn run() {
         .with_writer(std::io::stderr)
         .try_init();
     let start_hidden = std::env::args().any(|a| a == "--tray");
-    // For automation (the e2e test): closing the window ends the app.
-    let exit_on_close = std::env::var_os("POSTERN_EXIT_ON_CLOSE").is_some();
+
+    // One worker thread carries one person's tunnels (the CLI runs them on a
+    // single thread); Tauri's default runtime has a worker per core, each
+    // with its own stack and malloc arena, which an idle tray app pays for.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("the async runtime starts");
+    tauri::async_runtime::set(runtime.handle().clone());
 
     let home = match Home::from_env() {
         Ok(h) => h,
@@ -409,7 +417,6 @@ pub fn run() {
         if let RunEvent::ExitRequested {
             code: None, api, ..
         } = event
-            && !exit_on_close
         {
             api.prevent_exit();
         }
