@@ -17,6 +17,62 @@ use crate::free_port;
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// Asks the windows of process `pid` on X display `display` to close, as a
+/// person clicking a window's close button does: the window manager sends
+/// the window `WM_DELETE_WINDOW`. Xvfb has no window manager, so this sends
+/// it to each visible top-level window of the process; returns how many
+/// there were.
+pub fn close_windows_of(display: &str, pid: u32) -> usize {
+    use x11rb::connection::Connection as _;
+    use x11rb::protocol::xproto::{
+        AtomEnum, ClientMessageEvent, ConnectionExt as _, EventMask, MapState,
+    };
+
+    let (conn, screen) = x11rb::connect(Some(display)).expect("connect to Xvfb");
+    let atom = |name: &str| {
+        conn.intern_atom(false, name.as_bytes())
+            .unwrap()
+            .reply()
+            .unwrap()
+            .atom
+    };
+    let (protocols, delete, net_wm_pid) = (
+        atom("WM_PROTOCOLS"),
+        atom("WM_DELETE_WINDOW"),
+        atom("_NET_WM_PID"),
+    );
+    let root = conn.setup().roots[screen].root;
+    let mut closed = 0;
+    // Without a window manager top-level windows are the root's children.
+    for window in conn.query_tree(root).unwrap().reply().unwrap().children {
+        let owner = conn
+            .get_property(false, window, net_wm_pid, AtomEnum::CARDINAL, 0, 1)
+            .unwrap()
+            .reply()
+            .ok()
+            .and_then(|p| p.value32().and_then(|mut v| v.next()));
+        // GTK's hidden client-leader window carries the pid too.
+        let visible = conn
+            .get_window_attributes(window)
+            .unwrap()
+            .reply()
+            .is_ok_and(|a| a.map_state == MapState::VIEWABLE);
+        if owner == Some(pid) && visible {
+            let event = ClientMessageEvent::new(
+                32,
+                window,
+                protocols,
+                [delete, x11rb::CURRENT_TIME, 0, 0, 0],
+            );
+            conn.send_event(false, window, EventMask::NO_EVENT, event)
+                .unwrap();
+            closed += 1;
+        }
+    }
+    conn.flush().unwrap();
+    closed
+}
+
 /// The names (`comm`) of the processes below `pid`, at any depth.
 pub fn descendants(pid: u32) -> Vec<String> {
     let mut parents = vec![pid];
@@ -138,59 +194,9 @@ impl Display {
         panic!("no X display could be started");
     }
 
-    /// Asks the app's window to close, as a person clicking its close
-    /// button does: the window manager sends the window `WM_DELETE_WINDOW`.
-    /// Xvfb has no window manager, so this sends it to each visible
-    /// top-level window of process `pid`; returns how many there were.
+    /// Asks the windows of process `pid` to close: see [`close_windows_of`].
     pub fn close_windows_of(&self, pid: u32) -> usize {
-        use x11rb::connection::Connection as _;
-        use x11rb::protocol::xproto::{
-            AtomEnum, ClientMessageEvent, ConnectionExt as _, EventMask, MapState,
-        };
-
-        let (conn, screen) = x11rb::connect(Some(&self.name)).expect("connect to Xvfb");
-        let atom = |name: &str| {
-            conn.intern_atom(false, name.as_bytes())
-                .unwrap()
-                .reply()
-                .unwrap()
-                .atom
-        };
-        let (protocols, delete, net_wm_pid) = (
-            atom("WM_PROTOCOLS"),
-            atom("WM_DELETE_WINDOW"),
-            atom("_NET_WM_PID"),
-        );
-        let root = conn.setup().roots[screen].root;
-        let mut closed = 0;
-        // Without a window manager top-level windows are the root's children.
-        for window in conn.query_tree(root).unwrap().reply().unwrap().children {
-            let owner = conn
-                .get_property(false, window, net_wm_pid, AtomEnum::CARDINAL, 0, 1)
-                .unwrap()
-                .reply()
-                .ok()
-                .and_then(|p| p.value32().and_then(|mut v| v.next()));
-            // GTK's hidden client-leader window carries the pid too.
-            let visible = conn
-                .get_window_attributes(window)
-                .unwrap()
-                .reply()
-                .is_ok_and(|a| a.map_state == MapState::VIEWABLE);
-            if owner == Some(pid) && visible {
-                let event = ClientMessageEvent::new(
-                    32,
-                    window,
-                    protocols,
-                    [delete, x11rb::CURRENT_TIME, 0, 0, 0],
-                );
-                conn.send_event(false, window, EventMask::NO_EVENT, event)
-                    .unwrap();
-                closed += 1;
-            }
-        }
-        conn.flush().unwrap();
-        closed
+        close_windows_of(&self.name, pid)
     }
 
     /// A PNG of the whole screen, as `import -window root` takes it,
