@@ -347,12 +347,13 @@ impl TrayItem {
 
     /// Polls until the icon shown has the pixels of `expected`.
     pub async fn wait_icon(&self, expected: &Path, timeout: Duration) {
-        let want = rgba(expected);
+        let want = rgba(expected).unwrap_or_else(|| panic!("{}", expected.display()));
         let deadline = Instant::now() + timeout;
         loop {
             let shown = self.icon().await;
-            // The file is replaced on each change: read what is there now.
-            if shown.exists() && rgba(&shown) == want {
+            // Each change writes a new file and deletes the one before: this
+            // one may be gone by the time it is read; then look again.
+            if rgba(&shown).as_ref() == Some(&want) {
                 return;
             }
             assert!(
@@ -382,15 +383,16 @@ impl TrayItem {
 }
 
 /// A PNG's pixels as 8-bit RGBA, whatever its encoding (the app's icons are
-/// paletted; the file appindicator is given is RGBA).
-fn rgba(path: &Path) -> (u32, u32, Vec<u8>) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+/// paletted; the file appindicator is given is RGBA); `None` when it cannot
+/// be read.
+fn rgba(path: &Path) -> Option<(u32, u32, Vec<u8>)> {
+    let bytes = std::fs::read(path).ok()?;
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::ALPHA | png::Transformations::STRIP_16);
-    let mut reader = decoder.read_info().expect("a PNG");
-    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut pixels).expect("PNG pixels");
+    let mut reader = decoder.read_info().ok()?;
+    let mut pixels = vec![0; reader.output_buffer_size()?];
+    let info = reader.next_frame(&mut pixels).ok()?;
     assert_eq!(info.color_type, png::ColorType::Rgba, "{}", path.display());
     pixels.truncate(info.buffer_size());
-    (info.width, info.height, pixels)
+    Some((info.width, info.height, pixels))
 }

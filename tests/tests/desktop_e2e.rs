@@ -273,9 +273,12 @@ async fn the_app_signs_in_connects_cancels_queries_and_keeps_tunnels_in_the_tray
     wait_for("the webview's process to exit", || async { !web_process() }).await;
     assert!(tray.alive().await, "closing the window ended the app");
     assert_psql_works(port).await;
+    // Each change rebuilds the menu with new ids: wait until psql's
+    // connection is counted out, so the entry clicked is still there.
     let menu = tray
-        .wait_menu(&format!("the tunnel on :{port}"), WAIT, |m| {
-            m.find(&format!(":{port}")).is_some()
+        .wait_menu(&format!("the tunnel on :{port}, idle"), WAIT, |m| {
+            m.find(&format!("127.0.0.1:{port} · 0 connections"))
+                .is_some()
         })
         .await;
 
