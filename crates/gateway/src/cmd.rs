@@ -113,7 +113,12 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         // Block rather than drop lines when the log cannot keep up: audit
         // lines must not be lost.
         .lossy(false)
-        .finish(std::io::stderr());
+        // Lines queued together (a batch of audit events) leave in one
+        // write: the worker flushes whenever its queue runs dry.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -145,7 +150,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn start(config: GatewayConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
+    // Connections run on the server's own worker threads; this thread only
+    // accepts them and waits for a signal.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let running = server::start(config).await?;
         println!("postern gateway listening on {}", running.addr);

@@ -192,6 +192,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// CancelRequests one identity may send per second.
     pub cancels_per_second: u32,
+    /// Threads that serve connections (default: one per core).
+    pub workers: Option<usize>,
 }
 
 impl Default for Limits {
@@ -202,6 +204,7 @@ impl Default for Limits {
             upstream_timeout: Duration::from_secs(15),
             max_message_bytes: 256 << 20,
             cancels_per_second: 10,
+            workers: None,
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::store::{SqliteStore, Store};
 use crate::tls::{identity_from_cert, server_config};
 use crate::tunnel::upstream::READ_BUFFER;
 use crate::tunnel::{self, TunnelContext};
+use crate::workers::Workers;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,9 @@ pub enum StartError {
         /// Error.
         source: std::io::Error,
     },
+    /// The connection worker threads could not be started.
+    #[error("cannot start the connection workers: {0}")]
+    Workers(std::io::Error),
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -79,6 +83,9 @@ pub struct Running {
     pub store: Arc<dyn Store>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Its worker threads stop when the gateway has stopped and this is
+    /// dropped.
+    _serving: Arc<Serving>,
 }
 
 impl Running {
@@ -230,13 +237,23 @@ pub async fn start_with(
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let limits = config.limits.clone();
-    tracker.spawn(accept_loop(
-        listener,
+    let workers = Workers::start(
+        config
+            .limits
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+    )
+    .map_err(StartError::Workers)?;
+    let serving = Arc::new(Serving {
         tls,
         router,
         tunnels,
-        limits,
+        limits: config.limits.clone(),
+        workers,
+    });
+    tracker.spawn(accept_loop(
+        listener,
+        serving.clone(),
         shutdown.clone(),
         tracker.clone(),
     ));
@@ -247,6 +264,7 @@ pub async fn start_with(
         store,
         shutdown,
         tracker,
+        _serving: serving,
     })
 }
 
@@ -274,16 +292,22 @@ fn sso_connectors(
     Ok(connectors)
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every connection is served with.
+struct Serving {
     tls: TlsAcceptor,
     router: axum::Router,
     tunnels: Arc<TunnelContext>,
     limits: crate::config::Limits,
+    workers: Workers,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    serving: Arc<Serving>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let permits = Arc::new(Semaphore::new(serving.limits.max_connections));
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -303,36 +327,30 @@ async fn accept_loop(
                 }
             },
         };
-        let tls = tls.clone();
-        let router = router.clone();
-        let tunnels = tunnels.clone();
-        let timeout = limits.handshake_timeout;
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
+        let serving_it = serving.clone();
+        serving.workers.spawn(&tracker, tcp, move |tcp| async move {
             let _permit = permit;
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = connection(tcp, tls, router, &tunnels, timeout) => {}
+                _ = connection(tcp, &serving_it) => {}
             }
             tracing::trace!(%peer, "connection closed");
         });
     }
 }
 
-async fn connection(
-    tcp: TcpStream,
-    tls: TlsAcceptor,
-    router: axum::Router,
-    tunnels: &TunnelContext,
-    timeout: Duration,
-) {
+async fn connection(tcp: TcpStream, serving: &Serving) {
+    let timeout = serving.limits.handshake_timeout;
     let _ = tcp.set_nodelay(true);
     if !starts_with_tls(&tcp, timeout).await {
         return refuse_plain(tcp).await;
     }
     let stream = match tokio::time::timeout(
         timeout,
-        tls.accept(BufReader::with_capacity(READ_BUFFER, tcp)),
+        serving
+            .tls
+            .accept(BufReader::with_capacity(READ_BUFFER, tcp)),
     )
     .await
     {
@@ -356,9 +374,9 @@ async fn connection(
             tracing::debug!("tunnel refused: TLS 1.3 required");
             return;
         }
-        return tunnel::serve(stream, identity, tunnels).await;
+        return tunnel::serve(stream, identity, &serving.tunnels).await;
     }
-    let service = TowerToHyperService::new(router.layer(Extension(Peer(identity))));
+    let service = TowerToHyperService::new(serving.router.clone().layer(Extension(Peer(identity))));
     if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(stream), service)
         .await
