@@ -153,12 +153,7 @@ async fn the_app_signs_in_connects_cancels_queries_and_keeps_tunnels_in_the_tray
     tray.wait_icon(&icon("tray-active.png"), WAIT).await;
 
     // A long statement, seen live and cancelled from the running-queries view.
-    let mut sleeper = psql(port, "");
-    sleeper
-        .args(["-c", "select pg_sleep(120)"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let sleeper = sleeper.spawn().unwrap();
+    let sleeper = long_statement(port);
     wd.wait(
         By::XPath("//dd[@data-stat='connections'][normalize-space()='1']"),
         WAIT,
@@ -175,15 +170,7 @@ async fn the_app_signs_in_connects_cancels_queries_and_keeps_tunnels_in_the_tray
             .await,
     )
     .await;
-    let out = tokio::time::timeout(WAIT, sleeper.wait_with_output())
-        .await
-        .expect("the statement ends once cancelled")
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("canceling statement due to user request"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    expect_cancelled(sleeper, "the statement ends once cancelled").await;
     wd.wait(
         By::XPath("//*[contains(., 'Cancelled the statement of process')]"),
         WAIT,
@@ -203,12 +190,7 @@ async fn the_app_signs_in_connects_cancels_queries_and_keeps_tunnels_in_the_tray
         .await;
     wd.wait(By::XPath("//*[contains(., 'Runaway guard saved.')]"), WAIT)
         .await;
-    let mut runaway = psql(port, "");
-    runaway
-        .args(["-c", "select pg_sleep(120)"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let runaway = runaway.spawn().unwrap();
+    let runaway = long_statement(port);
     let warned = shell.notification("Long-running statement", WAIT).await;
     assert!(
         warned.body.contains("A statement on pg has run for"),
@@ -219,15 +201,7 @@ async fn the_app_signs_in_connects_cancels_queries_and_keeps_tunnels_in_the_tray
         cancelled.body.contains("Cancelled a statement on pg after"),
         "{cancelled:?}"
     );
-    let out = tokio::time::timeout(WAIT, runaway.wait_with_output())
-        .await
-        .expect("the guard ends the statement")
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("canceling statement due to user request"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    expect_cancelled(runaway, "the guard ends the statement").await;
 
     // Session screen.
     wd.click(
@@ -318,6 +292,29 @@ async fn connect(wd: &WebDriver, display: &Display, shots: &Shots) -> u16 {
         .expect("data-port")
         .parse()
         .unwrap()
+}
+
+/// psql running `select pg_sleep(120)` through the tunnel on `port`.
+fn long_statement(port: u16) -> tokio::process::Child {
+    let mut sleeper = psql(port, "");
+    sleeper
+        .args(["-c", "select pg_sleep(120)"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    sleeper.spawn().unwrap()
+}
+
+/// Waits for a [`long_statement`] to end, cancelled by the database.
+async fn expect_cancelled(psql: tokio::process::Child, why: &str) {
+    let out = tokio::time::timeout(WAIT, psql.wait_with_output())
+        .await
+        .expect(why)
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("canceling statement due to user request"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 async fn assert_psql_works(port: u16) {
