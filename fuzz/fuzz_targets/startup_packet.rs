@@ -14,10 +14,12 @@ fuzz_target!(|data: &[u8]| {
 
     let mut buf = BytesMut::new();
     match &packet {
+        // Parsed names and values never hold NUL, so they always encode.
         StartupPacket::Startup { params } => frontend::startup_message(
             params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             &mut buf,
-        ),
+        )
+        .expect("parsed parameters encode"),
         StartupPacket::Cancel { pid, secret } => frontend::cancel_request(*pid, *secret, &mut buf),
         StartupPacket::SslRequest => frontend::ssl_request(&mut buf),
         // No encoder: a proxy never sends GSSENCRequest.

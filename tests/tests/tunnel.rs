@@ -199,7 +199,7 @@ async fn denied_user_name_and_database_get_a_clear_error() {
 async fn raw_session(port: u16) -> (TcpStream, (i32, i32)) {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut out = BytesMut::new();
-    frontend::startup_message([("user", "x"), ("database", "app")], &mut out);
+    frontend::startup_message([("user", "x"), ("database", "app")], &mut out).unwrap();
     tcp.write_all(&out).await.unwrap();
     let mut buf = BytesMut::new();
     let mut key = None;

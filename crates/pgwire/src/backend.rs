@@ -5,19 +5,20 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::ErrorFields;
-use crate::writer::{cstr, tagged};
+use crate::writer::{EncodeError, cstr, display_text, tagged, try_tagged};
 
 /// `AuthenticationOk`: the client is authenticated.
 pub fn authentication_ok(buf: &mut BytesMut) {
     tagged(b'R', buf, |buf| buf.put_i32(0));
 }
 
-/// `ParameterStatus`: reports a run-time parameter such as `server_version`.
-pub fn parameter_status(name: &str, value: &str, buf: &mut BytesMut) {
-    tagged(b'S', buf, |buf| {
-        cstr(name.as_bytes(), buf);
-        cstr(value.as_bytes(), buf);
-    });
+/// `ParameterStatus`: reports a run-time parameter such as `server_version`;
+/// a name or value with NUL is refused.
+pub fn parameter_status(name: &str, value: &str, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    try_tagged(b'S', buf, |buf| {
+        cstr(name.as_bytes(), buf)?;
+        cstr(value.as_bytes(), buf)
+    })
 }
 
 /// `BackendKeyData`: the key the client will present in a `CancelRequest`.
@@ -47,7 +48,7 @@ pub fn notice_response(fields: &ErrorFields, buf: &mut BytesMut) {
 fn error_fields(fields: &ErrorFields, buf: &mut BytesMut) {
     let mut field = |kind: u8, value: &str| {
         buf.put_u8(kind);
-        cstr(value.as_bytes(), buf);
+        display_text(value, buf);
     };
     // Clients read `S` for display and newer ones `V` for logic; we never
     // localize, so both carry the same text.

@@ -412,7 +412,7 @@ mod tests {
             .with_hint("run `postern login`");
         let mut buf = BytesMut::new();
         backend::authentication_ok(&mut buf);
-        backend::parameter_status("server_version", "15.4", &mut buf);
+        backend::parameter_status("server_version", "15.4", &mut buf).unwrap();
         backend::backend_key_data(7, -8, &mut buf);
         backend::error_response(&fields, &mut buf);
         backend::notice_response(&ErrorFields::error("01000", "note"), &mut buf);
@@ -479,6 +479,10 @@ mod tests {
         let Ok(BackendMessage::ErrorResponse(fields)) = decode(&buf) else {
             panic!("not an error");
         };
-        assert_eq!((fields.message.as_str(), fields.hint), ("denied", None));
+        // Shown, never cut, and no field can be smuggled in.
+        assert_eq!(
+            (fields.message.as_str(), fields.hint),
+            ("denied\u{fffd}Hinjected", None)
+        );
     }
 }

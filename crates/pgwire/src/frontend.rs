@@ -5,7 +5,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::startup::{CANCEL_REQUEST_CODE, PROTOCOL_3_0, SSL_REQUEST_CODE};
-use crate::writer::{cstr, tagged, untagged};
+use crate::writer::{EncodeError, cstr, tagged, try_tagged, try_untagged, untagged};
 
 /// `SSLRequest`: asks the server to switch to TLS.
 pub fn ssl_request(buf: &mut BytesMut) {
@@ -22,33 +22,47 @@ pub fn cancel_request(pid: i32, secret: i32, buf: &mut BytesMut) {
 }
 
 /// `StartupMessage` for protocol 3.0 with the given parameters, in order.
+///
+/// A name or value containing NUL is refused and nothing is written: the
+/// server must read exactly the parameters the caller passed.
 pub fn startup_message<'a>(
     params: impl IntoIterator<Item = (&'a str, &'a str)>,
     buf: &mut BytesMut,
-) {
-    untagged(buf, |buf| {
+) -> Result<(), EncodeError> {
+    try_untagged(buf, |buf| {
         buf.put_i32(PROTOCOL_3_0);
         for (name, value) in params {
-            cstr(name.as_bytes(), buf);
-            cstr(value.as_bytes(), buf);
+            // An empty name would end the list: what follows would be lost.
+            if name.is_empty() {
+                return Err(EncodeError::EmptyName);
+            }
+            cstr(name.as_bytes(), buf)?;
+            cstr(value.as_bytes(), buf)?;
         }
         buf.put_u8(0);
-    });
+        Ok(())
+    })
 }
 
-/// `PasswordMessage` carrying a cleartext password or an MD5 hash.
-pub fn password_message(password: &[u8], buf: &mut BytesMut) {
-    tagged(b'p', buf, |buf| cstr(password, buf));
+/// `PasswordMessage` carrying a cleartext password or an MD5 hash; a
+/// password containing NUL is refused.
+pub fn password_message(password: &[u8], buf: &mut BytesMut) -> Result<(), EncodeError> {
+    try_tagged(b'p', buf, |buf| cstr(password, buf))
 }
 
 /// `SASLInitialResponse`: the chosen mechanism and the client-first message.
-pub fn sasl_initial_response(mechanism: &str, data: &[u8], buf: &mut BytesMut) {
-    tagged(b'p', buf, |buf| {
-        cstr(mechanism.as_bytes(), buf);
+pub fn sasl_initial_response(
+    mechanism: &str,
+    data: &[u8],
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    try_tagged(b'p', buf, |buf| {
+        cstr(mechanism.as_bytes(), buf)?;
         // Bounded by the caller's SCRAM message, far below i32::MAX.
         buf.put_i32(i32::try_from(data.len()).expect("SASL message larger than 2 GiB"));
         buf.put_slice(data);
-    });
+        Ok(())
+    })
 }
 
 /// `SASLResponse`: the client-final message.
@@ -75,7 +89,7 @@ mod tests {
     #[test]
     fn password_message_layout() {
         let mut buf = BytesMut::new();
-        password_message(b"md5abc", &mut buf);
+        password_message(b"md5abc", &mut buf).unwrap();
         assert_eq!(&buf[..], b"p\0\0\0\x0bmd5abc\0");
         assert_eq!(only_message(&buf).body, b"md5abc\0");
     }
@@ -83,7 +97,7 @@ mod tests {
     #[test]
     fn sasl_messages_layout() {
         let mut buf = BytesMut::new();
-        sasl_initial_response("SCRAM-SHA-256", b"n,,n=,r=x", &mut buf);
+        sasl_initial_response("SCRAM-SHA-256", b"n,,n=,r=x", &mut buf).unwrap();
         assert_eq!(&buf[..], b"p\0\0\0\x1fSCRAM-SHA-256\0\0\0\0\x09n,,n=,r=x");
         only_message(&buf);
 
@@ -97,6 +111,29 @@ mod tests {
         let mut buf = BytesMut::new();
         terminate(&mut buf);
         assert_eq!(&buf[..], b"X\0\0\0\x04");
+    }
+
+    #[test]
+    fn nul_is_refused_not_cut_and_leaves_nothing_behind() {
+        let mut buf = BytesMut::from(&b"prefix"[..]);
+        for params in [
+            [("database\0", "postgres")],
+            [("database", "shop\0postgres")],
+            [("user\0x", "postgres")],
+        ] {
+            assert_eq!(startup_message(params, &mut buf), Err(EncodeError::Nul));
+            assert_eq!(&buf[..], b"prefix", "{params:?}");
+        }
+        assert_eq!(
+            startup_message([("", "x")], &mut buf),
+            Err(EncodeError::EmptyName)
+        );
+        assert_eq!(password_message(b"pw\0", &mut buf), Err(EncodeError::Nul));
+        assert_eq!(
+            sasl_initial_response("SCRAM\0", b"", &mut buf),
+            Err(EncodeError::Nul)
+        );
+        assert_eq!(&buf[..], b"prefix");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub use error::ProtocolError;
 pub use message::{Message, parse_message};
 pub use scanner::{FrontendEvent, FrontendScanner};
 pub use startup::{StartupPacket, parse_startup};
+pub use writer::EncodeError;
 
 /// Hard limit on a startup-phase packet, length field included.
 ///

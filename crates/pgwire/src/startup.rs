@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(StartupPacket::SslRequest.param("user"), None);
 
         let mut buf = BytesMut::new();
-        frontend::startup_message([("user", "alice"), ("database", "shop")], &mut buf);
+        frontend::startup_message([("user", "alice"), ("database", "shop")], &mut buf).unwrap();
         assert_eq!(&buf[..], bytes);
     }
 
@@ -215,7 +215,7 @@ mod tests {
             ("database", ""),
         ];
         let mut buf = BytesMut::new();
-        frontend::startup_message(params, &mut buf);
+        frontend::startup_message(params, &mut buf).unwrap();
         let StartupPacket::Startup { params: parsed } = parse_whole(&buf) else {
             panic!("not a startup message");
         };
@@ -230,7 +230,7 @@ mod tests {
     fn consumes_one_packet_and_leaves_the_rest() {
         let mut buf = BytesMut::new();
         frontend::ssl_request(&mut buf);
-        frontend::startup_message([("user", "a")], &mut buf);
+        frontend::startup_message([("user", "a")], &mut buf).unwrap();
         let (packet, consumed) = parse_startup(&buf).unwrap().unwrap();
         assert_eq!((packet, consumed), (StartupPacket::SslRequest, 8));
         let (packet, _) = parse_startup(&buf[consumed..]).unwrap().unwrap();
@@ -272,7 +272,7 @@ mod tests {
     fn largest_allowed_packet_parses() {
         let value = "v".repeat(MAX_STARTUP_PACKET - 8 - "user\0".len() - 2);
         let mut buf = BytesMut::new();
-        frontend::startup_message([("user", value.as_str())], &mut buf);
+        frontend::startup_message([("user", value.as_str())], &mut buf).unwrap();
         assert_eq!(buf.len(), MAX_STARTUP_PACKET);
         assert_eq!(parse_startup(&buf).unwrap().unwrap().1, MAX_STARTUP_PACKET);
     }

@@ -8,6 +8,36 @@ pub(crate) fn tagged(tag: u8, buf: &mut BytesMut, body: impl FnOnce(&mut BytesMu
     untagged(buf, body);
 }
 
+/// Like [`tagged`] for a body that can be refused: on error nothing is
+/// left in `buf`, so a half-written message is never sent.
+pub(crate) fn try_tagged(
+    tag: u8,
+    buf: &mut BytesMut,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    let start = buf.len();
+    let mut result = Ok(());
+    tagged(tag, buf, |buf| result = body(buf));
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result
+}
+
+/// Like [`untagged`] for a body that can be refused; nothing is left on error.
+pub(crate) fn try_untagged(
+    buf: &mut BytesMut,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    let start = buf.len();
+    let mut result = Ok(());
+    untagged(buf, |buf| result = body(buf));
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result
+}
+
 /// Writes a length-prefixed packet without a tag (startup phase).
 ///
 /// # Panics
@@ -23,10 +53,39 @@ pub(crate) fn untagged(buf: &mut BytesMut, body: impl FnOnce(&mut BytesMut)) {
 
 /// Writes a NUL-terminated string.
 ///
-/// PostgreSQL strings cannot contain NUL, so anything from the first NUL on is
-/// dropped: a value can then never end a field early and smuggle in another.
-pub(crate) fn cstr(s: &[u8], buf: &mut BytesMut) {
-    let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
-    buf.put_slice(&s[..end]);
+/// PostgreSQL strings cannot contain NUL. A value with one is refused, as
+/// `postgres-protocol` does, rather than cut: cutting would make the server
+/// read a different value from the one the caller checked (`database\0`
+/// would arrive as `database`), and the rest could become another field.
+pub(crate) fn cstr(s: &[u8], buf: &mut BytesMut) -> Result<(), EncodeError> {
+    if s.contains(&0) {
+        return Err(EncodeError::Nul);
+    }
+    buf.put_slice(s);
     buf.put_u8(0);
+    Ok(())
+}
+
+/// Writes human-readable text (the fields of an ErrorResponse or a
+/// NoticeResponse) as a NUL-terminated string. An error report must always
+/// reach the client, so a NUL in it is shown as U+FFFD instead of refusing
+/// the message; it can still never end the field early.
+pub(crate) fn display_text(s: &str, buf: &mut BytesMut) {
+    if !s.contains('\0') {
+        buf.put_slice(s.as_bytes());
+    } else {
+        buf.put_slice(s.replace('\0', "\u{fffd}").as_bytes());
+    }
+    buf.put_u8(0);
+}
+
+/// A value the PostgreSQL protocol cannot carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// A string holds a NUL byte, which would end the field early.
+    #[error("a string sent to a PostgreSQL peer contains a NUL byte, which the protocol cannot carry")]
+    Nul,
+    /// A startup parameter without a name, which would end the list early.
+    #[error("a startup parameter has an empty name, which would end the parameter list")]
+    EmptyName,
 }
