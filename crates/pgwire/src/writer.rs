@@ -83,7 +83,9 @@ pub(crate) fn display_text(s: &str, buf: &mut BytesMut) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     /// A string holds a NUL byte, which would end the field early.
-    #[error("a string sent to a PostgreSQL peer contains a NUL byte, which the protocol cannot carry")]
+    #[error(
+        "a string sent to a PostgreSQL peer contains a NUL byte, which the protocol cannot carry"
+    )]
     Nul,
     /// A startup parameter without a name, which would end the list early.
     #[error("a startup parameter has an empty name, which would end the parameter list")]

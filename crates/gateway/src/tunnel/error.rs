@@ -12,6 +12,9 @@ pub enum TunnelError {
     /// The route frame was missing, oversized or malformed.
     #[error("bad route frame: {0}")]
     BadRoute(String),
+    /// A session route frame carried a value no honest client sends.
+    #[error("refused route frame: {0}")]
+    RefusedRoute(#[from] super::route::RouteRefusal),
     /// The catalog has no such database (or the caller may not see it).
     #[error("unknown database {0:?}")]
     UnknownDatabase(String),
@@ -232,6 +235,7 @@ impl TunnelError {
                 "08P01",
                 "postern: the tunnel sent an invalid request; update the postern client",
             ),
+            RefusedRoute(why) => ErrorFields::fatal("08P01", format!("postern: {why}")),
             UnknownDatabase(name) => ErrorFields::fatal(
                 "3D000",
                 format!("postern: database {name:?} is not in the catalog or not available to you"),

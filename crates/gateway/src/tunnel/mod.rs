@@ -3,6 +3,7 @@
 pub mod cancellation;
 pub mod error;
 pub mod relay;
+pub mod route;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::rbac::{AutoUserMode, RoleSet};
 use crate::store::Store;
 use cancellation::{CancelDecision, CancelMap};
 use error::TunnelError;
+use route::SessionRequest;
 
 /// The RDS role that lets a user log in with an IAM authentication token.
 const RDS_IAM_ROLE: &str = "rds_iam";
@@ -90,14 +92,11 @@ where
             db_roles,
             params,
         } => {
-            let route = SessionRoute {
-                database: &database,
-                db_user: db_user.as_deref(),
-                db_name: db_name.as_deref(),
-                db_roles: &db_roles,
-                params: &params,
-            };
-            let result = session(&mut conn, ctx, &identity, route).await;
+            let result =
+                match SessionRequest::new(database.clone(), db_user, db_name, db_roles, params) {
+                    Ok(request) => session(&mut conn, ctx, &identity, request).await,
+                    Err(refusal) => Err(TunnelError::RefusedRoute(refusal)),
+                };
             if let Err(e) = result {
                 ctx.auditor.record(AuditKind::SessionRejected {
                     user: identity.username.clone(),
@@ -128,31 +127,25 @@ async fn fail<S: AsyncWrite + Unpin>(conn: &mut S, error: &TunnelError) {
     let _ = conn.shutdown().await;
 }
 
-/// What a session route frame asks for.
-struct SessionRoute<'a> {
-    database: &'a str,
-    db_user: Option<&'a str>,
-    db_name: Option<&'a str>,
-    db_roles: &'a [String],
-    params: &'a std::collections::BTreeMap<String, String>,
-}
-
 async fn session<S>(
     conn: &mut S,
     ctx: &TunnelContext,
     identity: &Identity,
-    route: SessionRoute<'_>,
+    request: SessionRequest,
 ) -> Result<(), TunnelError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let SessionRoute {
+    let SessionRequest {
         database,
         db_user,
         db_name,
         db_roles,
         params,
-    } = route;
+    } = request;
+    let database = database.as_str();
+    let db_roles = db_roles.as_slice();
+    let db_name = db_name.as_deref();
     let db = ctx
         .catalog
         .get(database)
@@ -163,7 +156,7 @@ where
         .map_err(|e| TunnelError::BadIdentity(e.to_string()))?;
     let target = db.target();
     let db_user = match db_user {
-        Some(u) => u.to_owned(),
+        Some(u) => u,
         None => {
             return Err(TunnelError::Denied(format!(
                 "no database user was given for database {database:?}; start the tunnel with --db-user"
@@ -218,7 +211,7 @@ where
     // own error); this one only backs them up.
     let login = tokio::time::timeout(
         ctx.limits.upstream_timeout * 5,
-        db.upstream.login(&db_user, &db_name, params),
+        db.upstream.login(&db_user, &db_name, &params),
     )
     .await
     .map_err(|_| TunnelError::Timeout("connecting to the database"))

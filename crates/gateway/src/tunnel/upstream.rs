@@ -1,6 +1,6 @@
 //! Connecting and logging in to a database on a user's behalf.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +15,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::error::TunnelError;
+use super::route::StartupParams;
 use crate::aws::{AwsDatabase, AwsError};
 use crate::ca::Authority;
 use crate::config::{ConfigError, DatabaseConfig, DatabaseKind, TlsMode};
@@ -384,7 +385,7 @@ impl Upstream {
         &self,
         db_user: &str,
         db_name: &str,
-        params: &BTreeMap<String, String>,
+        params: &StartupParams,
     ) -> Result<Established, TunnelError> {
         let mut credentials = self.credentials(db_user, db_name).await?;
         let mut retried = false;
@@ -444,21 +445,19 @@ impl Upstream {
         &self,
         credentials: &LoginCredentials,
         db_name: &str,
-        params: &BTreeMap<String, String>,
+        params: &StartupParams,
     ) -> Result<Established, TunnelError> {
         let db_user = credentials.user.as_str();
         let mut stream = self.connect_tls(credentials.certificate_user()).await?;
         let mut out = BytesMut::with_capacity(256);
-        let passthrough = params
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication"))
-            .map(|(k, v)| (k.as_str(), v.as_str()));
+        // `params` holds no reserved name, so these two are the only ones.
         frontend::startup_message(
             [("user", db_user), ("database", db_name)]
                 .into_iter()
-                .chain(passthrough),
+                .chain(params.iter()),
             &mut out,
-        );
+        )
+        .map_err(|e| TunnelError::Internal(e.to_string()))?;
         send(&mut stream, &mut out).await?;
 
         let mut inbuf = BytesMut::with_capacity(8192);
@@ -538,14 +537,15 @@ impl Upstream {
             BackendMessage::Authentication(AuthRequest::Ok) => Step::Forward,
             BackendMessage::Authentication(AuthRequest::CleartextPassword) => {
                 // Only ever sent inside TLS to a verified server.
-                frontend::password_message(password()?.as_bytes(), out);
+                frontend::password_message(password()?.as_bytes(), out).map_err(unsendable)?;
                 Step::Reply
             }
             BackendMessage::Authentication(AuthRequest::Md5Password { salt }) => {
                 frontend::password_message(
                     md5_password(db_user, password()?, salt).as_bytes(),
                     out,
-                );
+                )
+                .map_err(unsendable)?;
                 Step::Reply
             }
             BackendMessage::Authentication(AuthRequest::Sasl { mechanisms }) => {
@@ -557,7 +557,8 @@ impl Upstream {
                     });
                 }
                 let client = ScramClient::new(password()?);
-                frontend::sasl_initial_response(client.mechanism(), client.initial_message(), out);
+                frontend::sasl_initial_response(client.mechanism(), client.initial_message(), out)
+                    .map_err(unsendable)?;
                 *scram = Some(client);
                 Step::Reply
             }
@@ -636,6 +637,12 @@ fn redshift_refusal(
     } else {
         TunnelError::UpstreamRefused(fields)
     }
+}
+
+/// A login message that cannot be encoded (a configured password with a
+/// NUL): a configuration problem, told without the secret.
+fn unsendable(error: postern_pgwire::EncodeError) -> TunnelError {
+    TunnelError::Internal(format!("a login message could not be sent: {error}"))
 }
 
 enum Step {
