@@ -11,6 +11,8 @@
 //!   with `rcgen` at test time (no key is ever committed).
 //! - [`desktop`], [`tray`]: the desktop app under Xvfb and WebDriver, and a
 //!   stand-in desktop shell (tray host, notifications) on its session bus.
+//! - [`raw`]: a hostile client with a person's real session certificate:
+//!   hand-written route frames, resumed TLS sessions, raw HTTP.
 //! - [`free_port`]: a loopback port that was free a moment ago.
 //!
 //! nextest runs every test in its own process, so nothing here shares state
@@ -22,6 +24,7 @@ pub mod certs;
 pub mod desktop;
 pub mod idp;
 pub mod pg;
+pub mod raw;
 pub mod stack;
 pub mod tray;
 

@@ -322,6 +322,31 @@ impl PgServer {
                 )
             })
     }
+
+    /// Polls `pg_stat_activity` until an active statement matching `like`
+    /// runs (`present`) or no longer runs; returns its backend pid.
+    pub async fn wait_activity(&self, like: &str, present: bool) -> Option<i32> {
+        let admin = self.admin("postgres").await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let rows = admin
+                .query(
+                    "select pid from pg_stat_activity where state = 'active' and query like $1 and pid <> pg_backend_pid()",
+                    &[&like],
+                )
+                .await
+                .unwrap();
+            let pid = rows.first().map(|r| r.get::<_, i32>(0));
+            if pid.is_some() == present {
+                return pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "statement {like:?} present={present} never observed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for PgServer {

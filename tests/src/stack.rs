@@ -213,6 +213,42 @@ impl Stack {
         secret
     }
 
+    /// Waits for an audit event of `kind` matching `matches` in the store
+    /// and returns it as JSON.
+    pub async fn wait_audit(
+        &self,
+        kind: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let events = self.gateway.store.recent_audit(1000).unwrap();
+            if let Some(event) = events
+                .iter()
+                .map(|e| serde_json::to_value(e).unwrap())
+                .find(|e| e["event"] == kind && matches(e))
+            {
+                return event;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {kind} audit event: {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs `postern-gateway --config <this stack's config> ARGS...` to its end.
+    pub async fn gateway_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = Command::new(bin("postern-gateway"));
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env_remove("POSTERN_GATEWAY_CONFIG")
+            .kill_on_drop(true);
+        output(cmd).await
+    }
+
     /// The gateway's configuration file.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("gateway.yaml")

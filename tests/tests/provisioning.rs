@@ -142,30 +142,6 @@ fn locked() -> Option<DbUser> {
     })
 }
 
-/// Waits for an audit event of `kind` matching `matches` and returns it.
-async fn wait_audit(
-    stack: &Stack,
-    kind: &str,
-    matches: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let events = stack.gateway.store.recent_audit(1000).unwrap();
-        if let Some(event) = events
-            .iter()
-            .map(|e| serde_json::to_value(e).unwrap())
-            .find(|e| e["event"] == kind && matches(e))
-        {
-            return event;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {kind} audit event: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn audit_count(stack: &Stack, kind: &str) -> usize {
     let events = stack.gateway.store.recent_audit(1000).unwrap();
     events
@@ -278,7 +254,7 @@ async fn keep_creates_the_user_with_its_roles_and_locks_it_after_the_session() {
     .await;
     assert!(ok, "{err}");
     assert_eq!(out, format!("alice|3\nalice,{GROUP},reader,writer"));
-    let provisioned = wait_audit(&stack, "user_provisioned", |_| true).await;
+    let provisioned = stack.wait_audit("user_provisioned", |_| true).await;
     assert_eq!(provisioned["user"], "alice");
     assert_eq!(provisioned["database"], "pg");
     assert_eq!(
@@ -288,7 +264,7 @@ async fn keep_creates_the_user_with_its_roles_and_locks_it_after_the_session() {
 
     // After the session: still there, but locked and without its roles.
     wait_db_user(&stack.pg, "alice", locked()).await;
-    let deactivated = wait_audit(&stack, "user_deactivated", |_| true).await;
+    let deactivated = stack.wait_audit("user_deactivated", |_| true).await;
     assert_eq!(deactivated["action"], "locked");
 
     // Next time it is re-enabled, now with just the chosen subset.
@@ -327,7 +303,7 @@ async fn best_effort_drop_removes_the_user_after_the_session() {
     assert!(ok, "{err}");
     assert_eq!(out, format!("UPDATE 1\nbob,{GROUP},writer"));
     wait_db_user(&stack.pg, "bob", None).await;
-    let deactivated = wait_audit(&stack, "user_deactivated", |_| true).await;
+    let deactivated = stack.wait_audit("user_deactivated", |_| true).await;
     assert_eq!(deactivated["user"], "bob");
     assert_eq!(deactivated["action"], "dropped");
 }
@@ -369,7 +345,7 @@ async fn db_permissions_grant_table_privileges_for_the_session() {
     .await;
     assert!(ok, "{err}");
     assert_eq!(out, format!("t|f|3\ndave,{GROUP}"));
-    let provisioned = wait_audit(&stack, "user_provisioned", |_| true).await;
+    let provisioned = stack.wait_audit("user_provisioned", |_| true).await;
     assert_eq!(
         provisioned["permissions"],
         serde_json::json!(["SELECT ON public.items"])
@@ -411,7 +387,7 @@ async fn two_sessions_keep_the_user_until_the_last_one_ends() {
     wait_audit_count(&stack, "user_provisioned", 2).await;
 
     drop(first);
-    wait_audit(&stack, "session_end", |_| true).await;
+    stack.wait_audit("session_end", |_| true).await;
     // The gateway decides right after the end; give it that moment, then
     // the other session must still have its user and roles.
     for _ in 0..10 {
@@ -507,7 +483,7 @@ async fn a_user_owning_objects_is_locked_instead_of_dropped() {
     assert!(ok, "{err}");
 
     wait_db_user(&stack.pg, "bob", locked()).await;
-    let deactivated = wait_audit(&stack, "user_deactivated", |_| true).await;
+    let deactivated = stack.wait_audit("user_deactivated", |_| true).await;
     assert_eq!(deactivated["action"], "kept_with_dependents");
     // The table is intact, and bob comes back to it next time.
     let (ok, out, err) = psql(

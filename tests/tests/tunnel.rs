@@ -6,36 +6,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postern_pgwire::{BackendMessage, frontend, parse_message};
-use postern_tests::pg::PgServer;
 use postern_tests::stack::{DEFAULT_ROLES, Stack, output};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use postern_tests::stack::PASSWORD as PW;
-
-/// Polls `pg_stat_activity` until a statement matching `like` runs (or not).
-async fn wait_activity(pg: &PgServer, like: &str, present: bool) -> Option<i32> {
-    let admin = pg.admin("postgres").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let rows = admin
-            .query(
-                "select pid from pg_stat_activity where state = 'active' and query like $1 and pid <> pg_backend_pid()",
-                &[&like],
-            )
-            .await
-            .unwrap();
-        let pid = rows.first().map(|r| r.get::<_, i32>(0));
-        if pid.is_some() == present {
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "statement {like:?} present={present} never observed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_logs_in_through_the_tunnel_with_every_upstream_auth_method() {
@@ -75,7 +50,7 @@ async fn ctrl_c_in_psql_cancels_the_query_through_the_tunnel() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
-    wait_activity(&stack.pg, "select pg_sleep(60)%", true).await;
+    stack.pg.wait_activity("select pg_sleep(60)%", true).await;
     let started = Instant::now();
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().unwrap().to_string()])
@@ -92,7 +67,7 @@ async fn ctrl_c_in_psql_cancels_the_query_through_the_tunnel() {
         "psql said: {stderr}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
-    wait_activity(&stack.pg, "select pg_sleep(60)%", false).await;
+    stack.pg.wait_activity("select pg_sleep(60)%", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,15 +236,24 @@ async fn a_cancel_with_another_identitys_key_does_nothing() {
     q.extend_from_slice(&((sql.len() + 4) as i32).to_be_bytes());
     q.extend_from_slice(sql);
     session.write_all(&q).await.unwrap();
-    wait_activity(&stack.pg, "select pg_sleep(30) /* bob */%", true).await;
+    stack
+        .pg
+        .wait_activity("select pg_sleep(30) /* bob */%", true)
+        .await;
 
     // Alice holds bob's key (say she read it off his screen): nothing happens.
     send_cancel(alice.port, key).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    wait_activity(&stack.pg, "select pg_sleep(30) /* bob */%", true).await;
+    stack
+        .pg
+        .wait_activity("select pg_sleep(30) /* bob */%", true)
+        .await;
     // Nor does a key nobody was given.
     send_cancel(bob.port, (key.0 ^ 1, key.1)).await;
-    wait_activity(&stack.pg, "select pg_sleep(30) /* bob */%", true).await;
+    stack
+        .pg
+        .wait_activity("select pg_sleep(30) /* bob */%", true)
+        .await;
 
     // Bob's own cancel works.
     send_cancel(bob.port, key).await;

@@ -100,6 +100,10 @@ pub mod error_kind {
     pub const LOGIN_EXPIRED: &str = "login_expired";
     /// Wrong credentials or a refused login.
     pub const ACCESS_DENIED: &str = "access_denied";
+    /// The session certificate has expired: log in again.
+    pub const SESSION_EXPIRED: &str = "session_expired";
+    /// An administrator locked the user; the message says why.
+    pub const LOCKED: &str = "locked";
 }
 
 /// A signed session certificate.

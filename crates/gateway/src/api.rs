@@ -22,6 +22,7 @@ use crate::auth::{local, totp};
 use crate::ca::{Authority, unix};
 use crate::catalog;
 use crate::rbac::RoleSet;
+use crate::revocation::{Revocations, Revoked};
 use crate::store::Store;
 
 /// State shared by API handlers.
@@ -44,6 +45,8 @@ pub struct ApiState {
     pub sso: SsoLogins,
     /// One-time codes already used.
     pub totp_replay: totp::ReplayGuard,
+    /// Expiry and locks, checked on every call.
+    pub revocations: Arc<Revocations>,
 }
 
 /// The identity of the TLS peer, if it presented a valid session certificate.
@@ -100,25 +103,52 @@ async fn ping() -> Json<Ping> {
     })
 }
 
-fn require(peer: Peer) -> Result<Identity, Failure> {
-    peer.0.ok_or_else(|| {
+/// The caller's identity, checked on every call: the TLS handshake verified
+/// the certificate only when it was made, and a resumed TLS session (or a
+/// long keep-alive connection) carries it on unchecked.
+fn require(state: &ApiState, peer: Peer) -> Result<Identity, Failure> {
+    let identity = peer.0.ok_or_else(|| {
         Failure::new(
             StatusCode::UNAUTHORIZED,
             "no_session",
             "no valid session certificate; run `postern login`",
         )
-    })
+    })?;
+    state.revocations.check(&identity).map_err(revoked)?;
+    Ok(identity)
 }
 
-async fn session(Extension(peer): Extension<Peer>) -> Result<Json<Identity>, Failure> {
-    Ok(Json(require(peer)?))
+/// The answer to a revoked identity, or to a login of a locked user.
+fn revoked(why: Revoked) -> Failure {
+    match why {
+        Revoked::Expired => Failure::new(
+            StatusCode::UNAUTHORIZED,
+            error_kind::SESSION_EXPIRED,
+            "your Postern session expired; run `postern login` again",
+        ),
+        Revoked::Locked { .. } => {
+            Failure::new(StatusCode::FORBIDDEN, error_kind::LOCKED, why.to_string())
+        }
+        Revoked::Unknown => Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            why.to_string(),
+        ),
+    }
+}
+
+async fn session(
+    State(state): State<Arc<ApiState>>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Json<Identity>, Failure> {
+    Ok(Json(require(&state, peer)?))
 }
 
 async fn databases(
     State(state): State<Arc<ApiState>>,
     Extension(peer): Extension<Peer>,
 ) -> Result<Json<Catalog>, Failure> {
-    let identity = require(peer)?;
+    let identity = require(&state, peer)?;
     let checker = state.roles.checker(&identity).map_err(|e| {
         Failure::new(
             StatusCode::FORBIDDEN,
@@ -162,6 +192,14 @@ async fn login_local(
     let Some(user) = user else {
         return Err(refused("invalid username or password"));
     };
+    state.revocations.check_user(&user.name).map_err(|why| {
+        state.auditor.record(AuditKind::Login {
+            user: user.name.clone(),
+            method: "local".into(),
+            success: false,
+        });
+        revoked(why)
+    })?;
     // The second factor is asked for only once the password is right, so a
     // guesser learns nothing about which users have one.
     if let Some(secret) = &user.totp {
@@ -425,6 +463,10 @@ impl ApiState {
                 error_kind::NO_ROLES,
                 connector.no_role_message(&verified.claims),
             ));
+        }
+        if let Err(why) = self.revocations.check_user(&verified.username) {
+            audit_failure(&verified.username);
+            return Err(revoked(why));
         }
         let mut identity = Identity {
             username: verified.username,

@@ -62,6 +62,10 @@ pub enum AuditKind {
         bytes_in: u64,
         /// Bytes to the client.
         bytes_out: u64,
+        /// Why the gateway ended it (a lock, the certificate's expiry);
+        /// absent when the client or the database closed it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A statement sent through a session (Query or Parse).
     Query {
@@ -97,6 +101,24 @@ pub enum AuditKind {
         /// locked instead of dropped) or `failed` (see the gateway log).
         action: String,
     },
+    /// An administrator locked a user.
+    LockAdded {
+        /// The lock's id.
+        id: String,
+        /// The locked Postern user.
+        user: String,
+        /// The administrator's message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// When it stops applying (milliseconds since the Unix epoch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_ms: Option<i64>,
+    },
+    /// An administrator removed a lock.
+    LockRemoved {
+        /// The lock's id.
+        id: String,
+    },
     /// A CancelRequest arrived.
     Cancel {
         /// Postern user who sent it.
@@ -104,6 +126,32 @@ pub enum AuditKind {
         /// Whether it was forwarded to the database.
         forwarded: bool,
     },
+}
+
+impl AuditEvent {
+    /// The event, happening now.
+    pub fn now(what: AuditKind) -> Self {
+        AuditEvent {
+            time_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            what,
+        }
+    }
+
+    /// The JSON line stored and logged.
+    fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("audit events serialize")
+    }
+}
+
+/// Stores and logs one event at once, for the administration commands,
+/// which run outside the gateway process and its [`Auditor`].
+pub fn record_now(store: &dyn Store, what: AuditKind) -> Result<(), crate::store::StoreError> {
+    let line = AuditEvent::now(what).to_line();
+    tracing::info!(target: "audit", "{line}");
+    store.append_audit(&[line])
 }
 
 /// How long the writer gathers events before one store transaction.
@@ -173,14 +221,7 @@ impl Auditor {
     /// wake-up per statement (a futex call and a context switch) cost more
     /// than the relay itself.
     pub fn record(&self, what: AuditKind) {
-        let event = AuditEvent {
-            time_ms: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
-            what,
-        };
-        let line = serde_json::to_string(&event).expect("audit events serialize");
+        let line = AuditEvent::now(what).to_line();
         let shared = &self.shared.0;
         let mut queue = shared.lock();
         queue.lines.push(line);

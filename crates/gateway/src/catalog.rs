@@ -24,6 +24,16 @@ pub struct CatalogDb {
 }
 
 impl CatalogDb {
+    /// What `checker` may do here, or `None` when this database is hidden from it.
+    fn entry(&self, checker: &AccessChecker) -> Option<CatalogEntry> {
+        checker.catalog_entry(
+            &self.target(),
+            &self.config.description,
+            &self.config.protocol,
+            self.kind(),
+        )
+    }
+
     /// What RBAC matches against.
     pub fn target(&self) -> Target<'_> {
         // Only there is a db user an IAM role, written by name or ARN.
@@ -143,14 +153,14 @@ impl Catalog {
     pub fn visible(&self, checker: &AccessChecker) -> Vec<CatalogEntry> {
         self.dbs
             .values()
-            .filter_map(|db| {
-                checker.catalog_entry(
-                    &db.target(),
-                    &db.config.description,
-                    &db.config.protocol,
-                    db.kind(),
-                )
-            })
+            .filter_map(|db| db.entry(checker))
             .collect()
+    }
+
+    /// A database the caller may see in [`Catalog::visible`]; `None` both
+    /// for one that does not exist and for one the caller's roles hide, so
+    /// the two cannot be told apart.
+    pub fn reachable(&self, name: &str, checker: &AccessChecker) -> Option<&CatalogDb> {
+        self.get(name).filter(|db| db.entry(checker).is_some())
     }
 }

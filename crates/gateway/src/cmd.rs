@@ -14,6 +14,7 @@ use crate::auth::local::hash_password;
 use crate::auth::totp;
 use crate::ca::CaKind;
 use crate::config::GatewayConfig;
+use crate::revocation::{add_lock, remove_lock};
 use crate::server::{self, load_ca};
 use crate::store::{SqliteStore, Store, TotpSecret, UserRecord};
 
@@ -41,6 +42,9 @@ enum Command {
     /// Manage local users.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Lock users out: refuses new connections and API calls at once and ends live sessions.
+    #[command(subcommand)]
+    Locks(LocksCommand),
     /// Print a CA certificate (PEM): `db` is what databases must trust for cert logins.
     Ca {
         /// Which CA: user, host or db.
@@ -89,6 +93,29 @@ enum UsersCommand {
     Ls,
 }
 
+#[derive(Subcommand)]
+enum LocksCommand {
+    /// Lock a user: their certificates open nothing and their live sessions end within seconds.
+    Add {
+        /// The Postern username to lock.
+        #[arg(long)]
+        user: String,
+        /// How long the lock applies, e.g. `1h`, `30m` (default: until removed).
+        #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// Shown to the locked person, e.g. the reason or whom to ask.
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// List the locks that apply now.
+    Ls,
+    /// Remove a lock.
+    Rm {
+        /// The lock's id (`lock-...`, from `locks ls`).
+        id: String,
+    },
+}
+
 /// Parses arguments and runs the command.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -135,6 +162,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Start => start(config),
         Command::Users(cmd) => users(&config, cmd),
+        Command::Locks(cmd) => locks(&config, cmd),
         Command::Ca { kind } => {
             let kind = match kind.as_str() {
                 "user" => CaKind::User,
@@ -227,6 +255,51 @@ fn print_totp_uri(secret: &TotpSecret, name: &str, issuer: &str) -> anyhow::Resu
     Ok(())
 }
 
+fn locks(config: &GatewayConfig, cmd: LocksCommand) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&config.data_dir)?;
+    match cmd {
+        LocksCommand::Add { user, ttl, message } => {
+            let lock = add_lock(&store, &user, ttl, message)?;
+            println!(
+                "{}: {user:?} is locked until {}; their live sessions end within seconds",
+                lock.id,
+                show_time(lock.expires_ms)
+            );
+        }
+        LocksCommand::Ls => {
+            let locks = store.locks(None)?;
+            if locks.is_empty() {
+                println!("no locks");
+            }
+            for lock in locks {
+                println!(
+                    "{}\tuser={}\tuntil={}\tcreated={}\tmessage={}",
+                    lock.id,
+                    lock.user,
+                    show_time(lock.expires_ms),
+                    show_time(Some(lock.created_ms)),
+                    lock.message.as_deref().unwrap_or("")
+                );
+            }
+        }
+        LocksCommand::Rm { id } => {
+            if !remove_lock(&store, &id)? {
+                bail!("no lock {id:?} applies; see `postern-gateway locks ls`");
+            }
+            println!("{id} removed");
+        }
+    }
+    Ok(())
+}
+
+/// A time in milliseconds since the epoch as RFC 3339 (UTC); `None` is "removed".
+fn show_time(ms: Option<i64>) -> String {
+    match ms.and_then(chrono::DateTime::from_timestamp_millis) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => "removed".into(),
+    }
+}
+
 fn users(config: &GatewayConfig, cmd: UsersCommand) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
     match cmd {
@@ -239,6 +312,14 @@ fn users(config: &GatewayConfig, cmd: UsersCommand) -> anyhow::Result<()> {
         } => {
             if store.user(&name)?.is_some() {
                 bail!("user {name:?} already exists; use `users reset` to change the password");
+            }
+            for lock in store.locks(Some(&name))? {
+                println!(
+                    "note: {} locks {name:?} until {}; remove it with `postern-gateway locks rm {}` to let the new user in",
+                    lock.id,
+                    show_time(lock.expires_ms),
+                    lock.id
+                );
             }
             let known = crate::rbac::RoleSet::load_paths(&config.roles)?;
             if let Some(missing) = roles.iter().find(|r| known.get(r).is_none()) {
@@ -274,6 +355,10 @@ fn users(config: &GatewayConfig, cmd: UsersCommand) -> anyhow::Result<()> {
             }
             store.put_user(&user)?;
             println!("password of {name:?} changed");
+            println!(
+                "certificates issued before stay valid until they expire; to end them now: postern-gateway locks add --user {name} --ttl {}",
+                humantime_serde::re::humantime::format_duration(config.session_ttl)
+            );
             if let (true, Some(secret)) = (totp, &user.totp) {
                 print_totp_uri(secret, &name, &config.cluster_name)?;
             }
@@ -282,7 +367,19 @@ fn users(config: &GatewayConfig, cmd: UsersCommand) -> anyhow::Result<()> {
             if !store.delete_user(&name)? {
                 bail!("no user {name:?}");
             }
-            println!("user {name:?} removed");
+            // Certificates already issued would work until they expire:
+            // lock the name for as long as any of them can live.
+            let lock = add_lock(
+                store.as_ref(),
+                &name,
+                Some(config.session_ttl),
+                Some("the user was removed".into()),
+            )?;
+            println!(
+                "user {name:?} removed; {} ends their sessions and refuses their certificates until {}",
+                lock.id,
+                show_time(lock.expires_ms)
+            );
         }
         UsersCommand::Ls => {
             for user in store.users()? {

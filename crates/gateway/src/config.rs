@@ -194,6 +194,11 @@ pub struct Limits {
     pub cancels_per_second: u32,
     /// Threads that serve connections (default: one per core).
     pub workers: Option<usize>,
+    /// How often live sessions look for new locks in the store: a lock
+    /// ends its user's sessions within about this time. New connections
+    /// and API calls read the locks themselves, at once.
+    #[serde(with = "humantime_serde")]
+    pub lock_poll: Duration,
 }
 
 impl Default for Limits {
@@ -205,6 +210,7 @@ impl Default for Limits {
             max_message_bytes: 256 << 20,
             cancels_per_second: 10,
             workers: None,
+            lock_poll: Duration::from_secs(1),
         }
     }
 }

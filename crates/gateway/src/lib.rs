@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod config;
 pub mod provisioning;
 pub mod rbac;
+pub mod revocation;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -25,6 +25,7 @@ use crate::ca::{Authority, CaKind, CaMaterial, Leaf, fingerprint, pem_certs, pem
 use crate::catalog::Catalog;
 use crate::config::{ConnectorConfig, GatewayConfig, KeyPairFiles};
 use crate::rbac::RoleSet;
+use crate::revocation::Revocations;
 use crate::store::{SqliteStore, Store};
 use crate::tls::{identity_from_cert, server_config};
 use crate::tunnel::upstream::READ_BUFFER;
@@ -215,6 +216,8 @@ pub async fn start_with(
         addr: config.listen,
         source,
     })?;
+    let shutdown = CancellationToken::new();
+    let revocations = Revocations::start(store.clone(), config.limits.lock_poll, shutdown.clone());
     let api_state = Arc::new(ApiState {
         store: store.clone(),
         user_ca,
@@ -225,6 +228,7 @@ pub async fn start_with(
         connectors: sso_connectors(&config, &roles, addr.port())?,
         sso: Default::default(),
         totp_replay: Default::default(),
+        revocations: revocations.clone(),
     });
     let router = api::router(api_state);
     let tunnels = Arc::new(TunnelContext::new(
@@ -232,10 +236,10 @@ pub async fn start_with(
         roles,
         auditor,
         store.clone(),
+        revocations,
         config.limits.clone(),
     ));
 
-    let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let workers = Workers::start(
         config

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod backend;
 mod backend_message;
+mod boundaries;
 mod error;
 pub mod frontend;
 mod message;
@@ -21,6 +22,7 @@ mod startup;
 mod writer;
 
 pub use backend_message::{AuthRequest, BackendMessage, ErrorFields};
+pub use boundaries::Boundaries;
 pub use error::ProtocolError;
 pub use message::{Message, parse_message};
 pub use scanner::{FrontendEvent, FrontendScanner};

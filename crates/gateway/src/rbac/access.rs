@@ -140,6 +140,7 @@ struct ExpandedRole {
     name: String,
     mode: AutoUserMode,
     max_session_ttl: Option<Duration>,
+    disconnect_expired_cert: bool,
     allow: Conditions,
     deny: Conditions,
 }
@@ -160,6 +161,7 @@ impl AccessChecker {
                 name: role.name.clone(),
                 mode: role.options.create_db_user_mode,
                 max_session_ttl: role.options.max_session_ttl,
+                disconnect_expired_cert: role.options.disconnect_expired_cert,
                 allow: Conditions::expand(&role.allow, traits),
                 deny: Conditions::expand(&role.deny, traits),
             })
@@ -189,6 +191,12 @@ impl AccessChecker {
     /// The shortest `max_session_ttl` among the roles, if any sets one.
     pub fn max_session_ttl(&self) -> Option<Duration> {
         self.roles.iter().filter_map(|r| r.max_session_ttl).min()
+    }
+
+    /// Whether live sessions end at the certificate's expiry: when any role
+    /// says so (the strictest wins, as with every limit).
+    pub fn disconnect_expired_cert(&self) -> bool {
+        self.roles.iter().any(|r| r.disconnect_expired_cert)
     }
 
     /// Effective auto-provisioning mode for the database: the strongest mode

@@ -37,6 +37,9 @@ pub struct RoleOptions {
     /// Cap on the session certificate's lifetime (e.g. `8h`).
     #[serde(with = "humantime_serde")]
     pub max_session_ttl: Option<Duration>,
+    /// End live sessions when their certificate expires (Teleport's
+    /// option; by default a session that began in time runs on).
+    pub disconnect_expired_cert: bool,
 }
 
 /// Automatic database-user provisioning, weakest first (the strongest mode
@@ -354,6 +357,7 @@ spec:
             options: RoleOptions {
                 create_db_user_mode: AutoUserMode::Keep,
                 max_session_ttl: Some(Duration::from_secs(8 * 3600)),
+                disconnect_expired_cert: false,
             },
             allow: RoleConditions {
                 db_labels: [("env".to_string(), strings(&["staging", "^prod-.*$"]))].into(),

@@ -57,6 +57,22 @@ impl std::fmt::Debug for TotpSecret {
     }
 }
 
+/// An administrator's lock on a Postern user: while it applies, the user's
+/// certificates open nothing and their live sessions end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// Identifier for `locks rm` (`lock-` and random hex).
+    pub id: String,
+    /// The Postern username it applies to.
+    pub user: String,
+    /// The administrator's words, shown to the locked person.
+    pub message: Option<String>,
+    /// When it was added, in milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// When it stops applying; `None` until removed.
+    pub expires_ms: Option<i64>,
+}
+
 /// Persistent gateway state.
 pub trait Store: Send + Sync + 'static {
     /// A user by name.
@@ -74,6 +90,12 @@ pub trait Store: Send + Sync + 'static {
     fn append_audit(&self, lines: &[String]) -> Result<(), StoreError>;
     /// The most recent audit events, newest last.
     fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Adds a lock.
+    fn add_lock(&self, lock: &Lock) -> Result<(), StoreError>;
+    /// The locks that apply now, of one user or of everyone, oldest first.
+    fn locks(&self, user: Option<&str>) -> Result<Vec<Lock>, StoreError>;
+    /// Removes a lock; false when there was none with that id.
+    fn remove_lock(&self, id: &str) -> Result<bool, StoreError>;
     /// Takes the lease `key` for `holder` until `ttl` has passed; false when
     /// another holder's lease has not expired yet. Leases serialize work
     /// (user provisioning) across gateway replicas sharing the store; the

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Store, StoreError, UserRecord};
+use super::{Lock, Store, StoreError, UserRecord};
 use crate::audit::AuditEvent;
 use crate::ca::{CaKind, CaMaterial};
 
@@ -29,6 +29,14 @@ CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS locks (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    message TEXT,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS locks_by_user ON locks (user);
 CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
@@ -171,6 +179,44 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn add_lock(&self, lock: &Lock) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO locks (id, user, message, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![lock.id, lock.user, lock.message, lock.created_ms, lock.expires_ms],
+        )?;
+        Ok(())
+    }
+
+    fn locks(&self, user: Option<&str>) -> Result<Vec<Lock>, StoreError> {
+        let conn = self.conn();
+        // Expired locks are left in the table (`locks ls` never shows them)
+        // and swept when a lock is added.
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, user, message, created_ms, expires_ms FROM locks
+             WHERE (?1 IS NULL OR user = ?1) AND (expires_ms IS NULL OR expires_ms > ?2)
+             ORDER BY created_ms, id",
+        )?;
+        let rows = stmt.query_map(params![user, now_ms()], |r| {
+            Ok(Lock {
+                id: r.get(0)?,
+                user: r.get(1)?,
+                message: r.get(2)?,
+                created_ms: r.get(3)?,
+                expires_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn remove_lock(&self, id: &str) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM locks WHERE expires_ms IS NOT NULL AND expires_ms <= ?1",
+            [now_ms()],
+        )?;
+        Ok(conn.execute("DELETE FROM locks WHERE id = ?1", [id])? > 0)
+    }
+
     fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT event FROM audit ORDER BY id DESC LIMIT ?1")?;
@@ -231,6 +277,52 @@ mod tests {
                 .cert_pem,
             "first"
         );
+    }
+
+    #[test]
+    fn locks_apply_until_removed_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let now = now_ms();
+        let lock = |id: &str, user: &str, expires_ms| Lock {
+            id: id.into(),
+            user: user.into(),
+            message: Some("incident".into()),
+            created_ms: now,
+            expires_ms,
+        };
+        store.add_lock(&lock("lock-a", "alice", None)).unwrap();
+        store
+            .add_lock(&lock("lock-b", "bob", Some(now + 60_000)))
+            .unwrap();
+        store
+            .add_lock(&lock("lock-c", "alice", Some(now - 1)))
+            .unwrap();
+        let ids = |user| -> Vec<String> {
+            store
+                .locks(user)
+                .unwrap()
+                .into_iter()
+                .map(|l| l.id)
+                .collect()
+        };
+        assert_eq!(
+            ids(None),
+            ["lock-a", "lock-b"],
+            "the expired lock no longer applies"
+        );
+        assert_eq!(ids(Some("alice")), ["lock-a"]);
+        assert_eq!(ids(Some("carol")), Vec::<String>::new());
+        assert_eq!(
+            store.locks(Some("alice")).unwrap()[0],
+            lock("lock-a", "alice", None)
+        );
+        assert!(store.remove_lock("lock-a").unwrap());
+        assert!(!store.remove_lock("lock-a").unwrap());
+        assert_eq!(ids(Some("alice")), Vec::<String>::new());
+        // Two gateways (or the CLI and a gateway) see the same locks.
+        let other = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(other.locks(None).unwrap().len(), 1);
     }
 
     #[test]

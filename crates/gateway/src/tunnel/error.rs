@@ -12,6 +12,9 @@ pub enum TunnelError {
     /// The route frame was missing, oversized or malformed.
     #[error("bad route frame: {0}")]
     BadRoute(String),
+    /// The session certificate expired, or its user is locked.
+    #[error("identity revoked: {0}")]
+    Revoked(crate::revocation::Revoked),
     /// A session route frame carried a value no honest client sends.
     #[error("refused route frame: {0}")]
     RefusedRoute(#[from] super::route::RouteRefusal),
@@ -235,10 +238,17 @@ impl TunnelError {
                 "08P01",
                 "postern: the tunnel sent an invalid request; update the postern client",
             ),
+            Revoked(why) => ErrorFields::fatal("28000", format!("postern: {why}")).with_hint(match why {
+                crate::revocation::Revoked::Expired => "run `postern login`",
+                crate::revocation::Revoked::Locked { .. } => "ask an administrator (`postern-gateway locks ls`)",
+                crate::revocation::Revoked::Unknown => "the gateway log has the details",
+            }),
             RefusedRoute(why) => ErrorFields::fatal("08P01", format!("postern: {why}")),
+            // The same answer whether the database does not exist or the
+            // caller's roles hide it, so names cannot be probed.
             UnknownDatabase(name) => ErrorFields::fatal(
                 "3D000",
-                format!("postern: database {name:?} is not in the catalog or not available to you"),
+                format!("postern: database {name:?} does not exist or your roles do not allow it"),
             )
             .with_hint("run `postern db ls` to see the databases you may use"),
             Denied(why) => ErrorFields::fatal("28000", format!("postern: {why}"))

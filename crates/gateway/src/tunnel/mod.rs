@@ -19,6 +19,7 @@ use crate::catalog::Catalog;
 use crate::config::{DatabaseKind, Limits};
 use crate::provisioning::{Grants, Provisioner, Request};
 use crate::rbac::{AutoUserMode, RoleSet};
+use crate::revocation::Revocations;
 use crate::store::Store;
 use cancellation::{CancelDecision, CancelMap};
 use error::TunnelError;
@@ -44,6 +45,8 @@ pub struct TunnelContext {
     pub limits: Limits,
     /// Automatic database-user provisioning.
     pub provisioner: Provisioner,
+    /// Expiry and locks, checked per connection and watched per session.
+    pub revocations: Arc<Revocations>,
     next_session: AtomicU64,
 }
 
@@ -54,9 +57,11 @@ impl TunnelContext {
         roles: Arc<RoleSet>,
         auditor: Auditor,
         store: Arc<dyn Store>,
+        revocations: Arc<Revocations>,
         limits: Limits,
     ) -> Self {
         TunnelContext {
+            revocations,
             catalog,
             roles,
             cancels: CancelMap::new(limits.cancels_per_second),
@@ -83,8 +88,14 @@ where
     let Some(identity) = identity else {
         return fail(&mut conn, &TunnelError::NoIdentity).await;
     };
+    // Checked here, whether or not the TLS session was resumed.
+    let admitted = ctx.revocations.check(&identity);
     match route {
-        RouteFrame::Cancel { pid, secret } => cancel(ctx, &identity, (pid, secret)).await,
+        RouteFrame::Cancel { pid, secret } => match admitted {
+            Ok(()) => cancel(ctx, &identity, (pid, secret)).await,
+            // Like any cancel, a refused one gets no reply.
+            Err(revoked) => tracing::info!(user = %identity.username, %revoked, "cancel refused"),
+        },
         RouteFrame::Session {
             database,
             db_user,
@@ -92,11 +103,19 @@ where
             db_roles,
             params,
         } => {
-            let result =
-                match SessionRequest::new(database.clone(), db_user, db_name, db_roles, params) {
-                    Ok(request) => session(&mut conn, ctx, &identity, request).await,
-                    Err(refusal) => Err(TunnelError::RefusedRoute(refusal)),
-                };
+            let request = admitted.map_err(TunnelError::Revoked).and_then(|()| {
+                Ok(SessionRequest::new(
+                    database.clone(),
+                    db_user,
+                    db_name,
+                    db_roles,
+                    params,
+                )?)
+            });
+            let result = match request {
+                Ok(request) => session(&mut conn, ctx, &identity, request).await,
+                Err(e) => Err(e),
+            };
             if let Err(e) = result {
                 ctx.auditor.record(AuditKind::SessionRejected {
                     user: identity.username.clone(),
@@ -146,14 +165,14 @@ where
     let database = database.as_str();
     let db_roles = db_roles.as_slice();
     let db_name = db_name.as_deref();
-    let db = ctx
-        .catalog
-        .get(database)
-        .ok_or_else(|| TunnelError::UnknownDatabase(database.to_owned()))?;
     let checker = ctx
         .roles
         .checker(identity)
         .map_err(|e| TunnelError::BadIdentity(e.to_string()))?;
+    let db = ctx
+        .catalog
+        .reachable(database, &checker)
+        .ok_or_else(|| TunnelError::UnknownDatabase(database.to_owned()))?;
     let target = db.target();
     let db_user = match db_user {
         Some(u) => u,
@@ -274,6 +293,9 @@ where
     });
     let auditor = ctx.auditor.clone();
     let user = identity.username.clone();
+    let ended = ctx
+        .revocations
+        .ended(identity, checker.disconnect_expired_cert());
     let counts = relay::relay(
         conn,
         established.stream,
@@ -285,14 +307,23 @@ where
                 query,
             })
         },
+        async { ended.await.session_end_fields() },
     )
     .await;
+    if counts.stopped.is_some() {
+        // The statement running now would otherwise go on on the server.
+        let (pid, secret) = established.key;
+        if let Err(e) = db.upstream.cancel(pid, secret).await {
+            tracing::warn!(error = %e, database = %db.upstream.name, "cancel of an ended session could not be delivered");
+        }
+    }
     drop(guard);
     ctx.auditor.record(AuditKind::SessionEnd {
         session,
         user: identity.username.clone(),
         bytes_in: counts.bytes_in,
         bytes_out: counts.bytes_out,
+        reason: counts.stopped.map(|fields| fields.message),
     });
     if let Some(live_user) = live_user {
         live_user.end().await;

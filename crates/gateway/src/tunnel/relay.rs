@@ -3,30 +3,42 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
-use postern_pgwire::{FrontendEvent, FrontendScanner};
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postern_pgwire::{Boundaries, ErrorFields, FrontendEvent, FrontendScanner, backend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Relay buffer per direction: large enough that a COPY moves in few syscalls.
 const BUF: usize = 64 * 1024;
 /// Statement text kept for the audit log.
 const AUDIT_QUERY_CAP: usize = 4096;
+/// How long the database may take to finish the message it is sending when
+/// the gateway ends a session; the final error can only follow a whole one.
+const FINISH_MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Byte counts of a finished relay.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Relayed {
     /// Bytes from the client to the database.
     pub bytes_in: u64,
     /// Bytes from the database to the client.
     pub bytes_out: u64,
+    /// The error the gateway ended the session with, when `stop` fired.
+    pub stopped: Option<ErrorFields>,
 }
 
-/// Relays until either side closes. Client → database traffic is scanned (not
+/// Relays until either side closes, or until `stop` completes: then the
+/// client gets its error (after the message in progress, never inside one)
+/// and both connections close. Client → database traffic is scanned (not
 /// copied) for Query/Parse messages, which `on_statement` receives.
 pub async fn relay<C, D>(
     client: C,
     database: D,
     max_message: usize,
     mut on_statement: impl FnMut(String) + Send,
+    stop: impl Future<Output = ErrorFields>,
 ) -> Relayed
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -68,26 +80,93 @@ where
     };
     let outbound = async {
         let mut buf = vec![0u8; BUF];
+        let mut framing = Boundaries::default();
+        let mut stop = std::pin::pin!(stop);
         loop {
-            let n = db_r.read(&mut buf).await?;
+            // The read comes first: on a busy session the stop signal is
+            // only looked at when the database has nothing to send.
+            let n = tokio::select! {
+                biased;
+                n = db_r.read(&mut buf) => n?,
+                fields = &mut stop => {
+                    let fields = end_session(&mut db_r, &mut client_w, &mut framing, &mut buf, fields).await;
+                    return Ok(Some(fields));
+                }
+            };
             if n == 0 {
                 break;
             }
+            framing
+                .advance(&buf[..n])
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             client_w.write_all(&buf[..n]).await?;
             client_w.flush().await?;
             bytes_out.fetch_add(n as u64, Relaxed);
         }
-        client_w.shutdown().await
+        client_w.shutdown().await.map(|()| None)
     };
     // Whichever side finishes first ends the session: after a client's
     // Terminate nothing more is wanted, and after the database closes nothing
     // more can be served.
-    tokio::select! {
-        r = inbound => if let Err(e) = r { tracing::debug!(error = %e, "client side of relay ended") },
-        r = outbound => if let Err(e) = r { tracing::debug!(error = %e, "database side of relay ended") },
-    }
+    let stopped = tokio::select! {
+        r = inbound => {
+            if let Err(e) = r { tracing::debug!(error = %e, "client side of relay ended") }
+            None
+        }
+        r = outbound => r.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "database side of relay ended");
+            None
+        }),
+    };
     Relayed {
         bytes_in: bytes_in.into_inner(),
         bytes_out: bytes_out.into_inner(),
+        stopped,
     }
+}
+
+/// Relays the rest of the message the database is in the middle of (for
+/// at most [`FINISH_MESSAGE_TIMEOUT`]), then sends the client `fields` and
+/// closes its side. A database that does not finish in time, or a client
+/// that is gone, gets a plain close: an error inside a message would be
+/// garbage to the client.
+async fn end_session<R, W>(
+    db: &mut R,
+    client: &mut W,
+    framing: &mut Boundaries,
+    buf: &mut [u8],
+    fields: ErrorFields,
+) -> ErrorFields
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let at_boundary = framing.at_boundary();
+    let finish = async {
+        loop {
+            let n = db.read(buf).await?;
+            let end = framing
+                .until_boundary(&buf[..n])
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if n == 0 && end.is_none() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            client.write_all(&buf[..end.unwrap_or(n)]).await?;
+            if end.is_some() {
+                return Ok::<_, std::io::Error>(());
+            }
+        }
+    };
+    let finished = if at_boundary {
+        Ok(Ok(()))
+    } else {
+        tokio::time::timeout(FINISH_MESSAGE_TIMEOUT, finish).await
+    };
+    if let Ok(Ok(())) = finished {
+        let mut out = BytesMut::new();
+        backend::error_response(&fields, &mut out);
+        let _ = client.write_all(&out).await;
+    }
+    let _ = client.shutdown().await;
+    fields
 }
