@@ -54,7 +54,7 @@ pub struct ApiState {
 pub struct Peer(pub Option<Identity>);
 
 /// An API failure: HTTP status plus a user-facing [`ApiError`].
-pub struct Failure(StatusCode, ApiError);
+pub struct Failure(pub(crate) StatusCode, pub(crate) ApiError);
 
 impl Failure {
     fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
@@ -287,16 +287,16 @@ async fn sso_start(
 }
 
 /// What the identity provider appends to the redirect URI.
-#[derive(Deserialize)]
-struct CallbackQuery {
+#[derive(Default, Deserialize)]
+pub(crate) struct CallbackQuery {
     #[serde(default)]
-    code: Option<String>,
+    pub(crate) code: Option<String>,
     #[serde(default)]
-    state: Option<String>,
+    pub(crate) state: Option<String>,
     #[serde(default)]
-    error: Option<String>,
+    pub(crate) error: Option<String>,
     #[serde(default)]
-    error_description: Option<String>,
+    pub(crate) error_description: Option<String>,
 }
 
 /// The browser arrives here from the identity provider, and leaves for the
@@ -411,7 +411,7 @@ impl ApiState {
     }
 
     /// The provider has sent the browser back: verify, map, sign.
-    async fn finish_sso(
+    pub(crate) async fn finish_sso(
         &self,
         login: CallbackLogin,
         query: CallbackQuery,
@@ -456,6 +456,34 @@ impl ApiState {
             .await
             .inspect_err(|_| audit_failure(""))
             .map_err(oidc_failure)?;
+        // A local user of the same name is someone else (or a break-glass
+        // account): sharing the name would share their locks, audit trail
+        // and provisioned database user.
+        let store = self.store.clone();
+        let name = verified.username.clone();
+        let local_user = tokio::task::spawn_blocking(move || store.user(&name))
+            .await
+            .map_err(Failure::internal)?
+            .map_err(Failure::internal)?;
+        if local_user.is_some() {
+            audit_failure(&verified.username);
+            tracing::warn!(
+                connector = connector.name(),
+                username = %verified.username,
+                "single sign-on refused: the username belongs to a local user"
+            );
+            return Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                error_kind::ACCESS_DENIED,
+                format!(
+                    "single sign-on through connector {:?} gives the username {:?}, which \
+                     belongs to a local Postern user; an administrator must remove that local \
+                     user or set username_claim on the connector to a claim that cannot collide",
+                    connector.name(),
+                    verified.username
+                ),
+            ));
+        }
         if verified.roles.is_empty() {
             audit_failure(&verified.username);
             return Err(Failure::new(

@@ -121,7 +121,8 @@ pub struct OidcConnectorConfig {
     #[serde(default)]
     pub claims_to_roles: Vec<ClaimMapping>,
     /// Claim that becomes the Postern username (default: `preferred_username`,
-    /// then `email`, then `sub`).
+    /// then `email` when `email_verified` is true, then `sub`). `email` is
+    /// used only when verified, whichever way it is chosen.
     #[serde(default)]
     pub username_claim: Option<String>,
     /// CA bundle for the provider's TLS certificate (default: the public web roots).
@@ -135,7 +136,8 @@ pub struct OidcConnectorConfig {
 pub struct ClaimMapping {
     /// Claim name (nested claims as `outer.inner`).
     pub claim: String,
-    /// An exact value, or a regular expression wrapped in `^...$`.
+    /// An exact value, or a regular expression wrapped in `^...$` that must
+    /// match the whole claim value (`^a|b$` means exactly `a` or `b`).
     pub value: String,
     /// Postern roles to grant.
     pub roles: Vec<String>,
@@ -719,13 +721,11 @@ impl GatewayConfig {
                 )));
             }
             for mapping in &oidc.claims_to_roles {
-                if mapping.value.starts_with('^') && mapping.value.ends_with('$') {
-                    regex::Regex::new(&mapping.value).map_err(|e| {
-                        ConfigError::Invalid(format!(
-                            "connector {name:?}: claims_to_roles value {:?} is not a valid regular expression: {e}",
-                            mapping.value
-                        ))
-                    })?;
+                if let Some(Err(e)) = crate::rbac::whole_value_regex(&mapping.value) {
+                    return Err(ConfigError::Invalid(format!(
+                        "connector {name:?}: claims_to_roles value {:?} is not a valid regular expression: {e}",
+                        mapping.value
+                    )));
                 }
             }
         }

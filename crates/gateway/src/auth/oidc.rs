@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::OidcConnectorConfig;
+use crate::rbac::whole_value_regex;
 
 /// Clocks of the gateway and the provider may disagree by this much before
 /// a token counts as expired or as issued in the future.
@@ -41,6 +42,15 @@ const CLOCK_LEEWAY: Duration = Duration::from_secs(120);
 
 /// Time allowed for one request to the provider.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Claims tried for the Postern username when `username_claim` is not set.
+const DEFAULT_USERNAME_CLAIMS: [&str; 3] = ["preferred_username", EMAIL, "sub"];
+
+/// The e-mail claim, usable as a username only when [`EMAIL_VERIFIED`] is true.
+const EMAIL: &str = "email";
+
+/// Whether the provider checked that the person controls [`EMAIL`].
+const EMAIL_VERIFIED: &str = "email_verified";
 
 /// Claims about the token itself rather than the person: they change at
 /// every login and mean nothing to a role template.
@@ -84,8 +94,9 @@ pub enum OidcError {
     /// The ID token failed verification (signature, issuer, audience, nonce).
     #[error("the identity provider's answer could not be verified ({0}); the sign-in was refused")]
     InvalidToken(String),
-    /// No claim can serve as the Postern username.
-    #[error("the identity provider sent no usable {0} claim to use as your Postern username")]
+    /// No claim can serve as the Postern username; holds the claims tried,
+    /// described (`email claim (with email_verified: true)`).
+    #[error("the identity provider sent no usable {0} to use as your Postern username")]
     NoUsername(String),
 }
 
@@ -147,11 +158,11 @@ enum ValueMatch {
 }
 
 impl ValueMatch {
+    /// `^...$` is a regex over the whole value, as in role label values.
     fn new(value: &str) -> Result<Self, regex::Error> {
-        if value.starts_with('^') && value.ends_with('$') {
-            Regex::new(value).map(ValueMatch::Regex)
-        } else {
-            Ok(ValueMatch::Exact(value.to_owned()))
+        match whole_value_regex(value) {
+            Some(regex) => regex.map(ValueMatch::Regex),
+            None => Ok(ValueMatch::Exact(value.to_owned())),
         }
     }
 
@@ -547,18 +558,37 @@ impl OidcConnector {
         })
     }
 
+    /// The Postern username: the first usable value of `username_claim`, or
+    /// of `preferred_username`, `email`, `sub` in that order.
+    ///
+    /// `email` counts only with `email_verified: true`: many providers let a
+    /// person type any address into their profile, and an unverified
+    /// `boss@corp.example` must not become the boss's Postern identity.
     fn username(&self, claims: &BTreeMap<String, Vec<String>>) -> Result<String, OidcError> {
         let candidates: Vec<&str> = match &self.username_claim {
             Some(claim) => vec![claim.as_str()],
-            None => vec!["preferred_username", "email", "sub"],
+            None => DEFAULT_USERNAME_CLAIMS.to_vec(),
         };
+        let email_verified = claims
+            .get(EMAIL_VERIFIED)
+            .is_some_and(|values| values.iter().any(|v| v == "true"));
         candidates
             .iter()
+            .filter(|claim| **claim != EMAIL || email_verified)
             .filter_map(|claim| claims.get(*claim)?.first())
             .map(|v| v.trim())
             .find(|v| valid_username(v))
             .map(str::to_owned)
-            .ok_or_else(|| OidcError::NoUsername(candidates.join(" or ")))
+            .ok_or_else(|| {
+                let tried: Vec<String> = candidates
+                    .iter()
+                    .map(|claim| match *claim {
+                        EMAIL => format!("{EMAIL} claim (with {EMAIL_VERIFIED}: true)"),
+                        other => format!("{other} claim"),
+                    })
+                    .collect();
+                OidcError::NoUsername(tried.join(" or "))
+            })
     }
 
     /// The roles `claims_to_roles` grants for these (flattened) claims.

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::audit::{AuditKind, Auditor};
 use crate::catalog::CatalogDb;
 use crate::config::AdminUser;
-use crate::rbac::{AccessChecker, AutoUserMode, DbPermission, Target};
+use crate::rbac::{Allowed, AutoUserMode, DbPermission};
 use crate::store::Store;
 use crate::tunnel::error::TunnelError;
 use crate::tunnel::upstream::Upstream;
@@ -69,26 +69,22 @@ pub struct TablePermission {
 }
 
 impl Grants {
-    /// Decides the grants for a session: `requested` db roles (empty: all
-    /// allowed) when the selecting roles give `db_roles`, otherwise their
-    /// `db_permissions`. Both at once is refused, since a session's user
-    /// cannot sensibly hold a role's privileges and also have object grants
-    /// revoked and re-applied underneath it.
-    pub fn choose(
-        checker: &AccessChecker,
-        target: &Target<'_>,
-        requested: &[String],
-    ) -> Result<Grants, TunnelError> {
-        let roles = checker
-            .select_db_roles(target, requested)
+    /// Decides the grants for an allowed session: `requested` db roles
+    /// (empty: all allowed) when the roles allowing it give `db_roles`,
+    /// otherwise their `db_permissions`. Both at once is refused, since a
+    /// session's user cannot sensibly hold a role's privileges and also have
+    /// object grants revoked and re-applied underneath it.
+    pub fn choose(allowed: &Allowed<'_>, requested: &[String]) -> Result<Grants, TunnelError> {
+        let roles = allowed
+            .select_db_roles(requested)
             .map_err(|e| TunnelError::Denied(e.to_string()))?;
-        let permissions = checker.db_permissions(target);
+        let permissions = allowed.db_permissions();
         if permissions.is_empty() {
             return Ok(Grants::Roles(roles));
         }
         if !roles.is_empty() {
             return Err(TunnelError::RolesAndPermissions {
-                database: target.name.to_owned(),
+                database: allowed.database().to_owned(),
                 roles,
             });
         }
@@ -434,7 +430,7 @@ impl Drop for LiveUser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rbac::{PermissionMatch, RoleSet};
+    use crate::rbac::{PermissionMatch, RoleSet, Target};
     use postern_api::Identity;
     use std::collections::BTreeMap;
 
@@ -487,7 +483,8 @@ spec:
             aws_account_id: None,
         };
         let requested: Vec<String> = requested.iter().map(|r| r.to_string()).collect();
-        Grants::choose(&checker, &target, &requested).map_err(|e| e.client_fields().message)
+        let allowed = checker.check(&target, "alice", Some("app")).unwrap();
+        Grants::choose(&allowed, &requested).map_err(|e| e.client_fields().message)
     }
 
     #[test]

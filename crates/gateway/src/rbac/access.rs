@@ -7,7 +7,7 @@ use postern_api::Identity;
 use postern_api::identity::Traits;
 use postern_api::wire::{AllowedValues, CatalogEntry};
 
-use super::matcher::{LabelMatcher, WILDCARD, name_matches, user_matches};
+use super::matcher::{LabelMatcher, RoleValue, name_matches, user_matches};
 use super::template::expand_all;
 use super::{AutoUserMode, DbPermission, Role, RoleConditions};
 
@@ -99,9 +99,9 @@ pub enum Denied {
 #[derive(Debug)]
 struct Conditions {
     labels: LabelMatcher,
-    db_names: Vec<String>,
-    db_users: Vec<String>,
-    db_roles: Vec<String>,
+    db_names: Vec<RoleValue>,
+    db_users: Vec<RoleValue>,
+    db_roles: Vec<RoleValue>,
     db_permissions: Vec<DbPermission>,
 }
 
@@ -172,8 +172,9 @@ impl AccessChecker {
         }
     }
 
-    /// Roles whose allow labels select the database.
-    fn allowing<'s>(&'s self, db: &Target<'_>) -> impl Iterator<Item = &'s ExpandedRole> {
+    /// Roles whose allow labels select the database (whether or not they
+    /// allow a particular db user and name).
+    fn selecting<'s>(&'s self, db: &Target<'_>) -> impl Iterator<Item = &'s ExpandedRole> {
         let labels = db.labels;
         self.roles
             .iter()
@@ -202,7 +203,7 @@ impl AccessChecker {
     /// Effective auto-provisioning mode for the database: the strongest mode
     /// among the roles whose allow labels select it.
     pub fn auto_user_mode(&self, db: &Target) -> AutoUserMode {
-        self.allowing(db)
+        self.selecting(db)
             .map(|role| role.mode)
             .max()
             .unwrap_or_default()
@@ -212,7 +213,16 @@ impl AccessChecker {
     /// PostgreSQL does. With auto-provisioning on, the db user must be the
     /// identity's username and allow `db_users` is ignored (deny `db_users`
     /// still applies to that username: deny always wins).
-    pub fn check(&self, db: &Target, db_user: &str, db_name: Option<&str>) -> Result<(), Denied> {
+    ///
+    /// The answer carries the roles that allow exactly this db user and db
+    /// name: the session's db roles and `db_permissions` come from those
+    /// alone, so a role for another database name cannot add its grants.
+    pub fn check<'a>(
+        &'a self,
+        db: &Target<'a>,
+        db_user: &str,
+        db_name: Option<&str>,
+    ) -> Result<Allowed<'a>, Denied> {
         let database = || db.name.to_owned();
         let auto = self.auto_user_mode(db) != AutoUserMode::Off;
         if auto && db_user != self.username {
@@ -224,7 +234,8 @@ impl AccessChecker {
         }
         let db_name = db_name.unwrap_or(db_user);
 
-        for role in self.denying(db) {
+        let denying: Vec<_> = self.denying(db).collect();
+        for role in &denying {
             let denied = if role.deny.matches_user(db, db_user) {
                 ("db user", db_user)
             } else if role.deny.matches_name(db_name) {
@@ -242,22 +253,31 @@ impl AccessChecker {
 
         // Allow needs one role that grants user and name together: two
         // roles must not combine into access neither grants on its own.
-        let allowing: Vec<_> = self.allowing(db).collect();
+        let selecting: Vec<_> = self.selecting(db).collect();
         let user_ok = |role: &&ExpandedRole| auto || role.allow.matches_user(db, db_user);
         let name_ok = |role: &&ExpandedRole| role.allow.matches_name(db_name);
-        if allowing.iter().any(|role| user_ok(role) && name_ok(role)) {
-            return Ok(());
+        let allowing: Vec<_> = selecting
+            .iter()
+            .copied()
+            .filter(|role| user_ok(role) && name_ok(role))
+            .collect();
+        if !allowing.is_empty() {
+            return Ok(Allowed {
+                database: db.name,
+                allowing,
+                denying,
+            });
         }
-        Err(if allowing.is_empty() {
+        Err(if selecting.is_empty() {
             Denied::NoRoleForDatabase {
                 database: database(),
             }
-        } else if !allowing.iter().any(user_ok) {
+        } else if !selecting.iter().any(user_ok) {
             Denied::DbUser {
                 database: database(),
                 db_user: db_user.to_owned(),
             }
-        } else if !allowing.iter().any(name_ok) {
+        } else if !selecting.iter().any(name_ok) {
             Denied::DbName {
                 database: database(),
                 db_name: db_name.to_owned(),
@@ -271,60 +291,6 @@ impl AccessChecker {
         })
     }
 
-    /// Allowed db roles: the union of the selecting roles' allow `db_roles`
-    /// minus deny `db_roles` (`*` denies all), sorted and unique.
-    pub fn db_roles(&self, db: &Target) -> Vec<String> {
-        let denied: BTreeSet<&str> = self
-            .denying(db)
-            .flat_map(|role| &role.deny.db_roles)
-            .map(String::as_str)
-            .collect();
-        if denied.contains(WILDCARD) {
-            return Vec::new();
-        }
-        let allowed: BTreeSet<&str> = self
-            .allowing(db)
-            .flat_map(|role| &role.allow.db_roles)
-            .map(String::as_str)
-            // `*` cannot be granted: provisioning grants named roles.
-            .filter(|r| *r != WILDCARD && !denied.contains(r))
-            .collect();
-        allowed.into_iter().map(str::to_owned).collect()
-    }
-
-    /// Validates requested db roles; an empty request means all allowed.
-    /// Returns the roles to grant, sorted and unique.
-    pub fn select_db_roles(
-        &self,
-        db: &Target,
-        requested: &[String],
-    ) -> Result<Vec<String>, Denied> {
-        let allowed = self.db_roles(db);
-        if requested.is_empty() {
-            return Ok(allowed);
-        }
-        if let Some(role) = requested.iter().find(|r| !allowed.contains(r)) {
-            return Err(Denied::DbRole {
-                role: role.clone(),
-                allowed,
-            });
-        }
-        let selected: BTreeSet<&String> = requested.iter().collect();
-        Ok(selected.into_iter().cloned().collect())
-    }
-
-    /// `db_permissions` of the roles whose allow labels select the database
-    /// (for provisioning), without duplicates, in role order.
-    pub fn db_permissions(&self, db: &Target) -> Vec<DbPermission> {
-        let mut permissions: Vec<DbPermission> = Vec::new();
-        for permission in self.allowing(db).flat_map(|r| &r.allow.db_permissions) {
-            if !permissions.contains(permission) {
-                permissions.push(permission.clone());
-            }
-        }
-        permissions
-    }
-
     /// What the identity may do on the database, for the catalog; None when
     /// the database is out of reach (no role selects it, or every db user or
     /// every db name is denied or none is allowed).
@@ -335,8 +301,8 @@ impl AccessChecker {
         protocol: &str,
         kind: &str,
     ) -> Option<CatalogEntry> {
-        let allowing: Vec<_> = self.allowing(db).collect();
-        if allowing.is_empty() {
+        let selecting: Vec<_> = self.selecting(db).collect();
+        if selecting.is_empty() {
             return None;
         }
         let denying: Vec<_> = self.denying(db).collect();
@@ -344,7 +310,7 @@ impl AccessChecker {
 
         let db_users = if mode == AutoUserMode::Off {
             spell_out(
-                allowing.iter().flat_map(|r| &r.allow.db_users),
+                selecting.iter().flat_map(|r| &r.allow.db_users),
                 denying.iter().flat_map(|r| &r.deny.db_users),
                 |entry, user| user_matches(entry, user, db.aws_account_id),
             )
@@ -360,7 +326,7 @@ impl AccessChecker {
             }
         };
         let db_names = spell_out(
-            allowing.iter().flat_map(|r| &r.allow.db_names),
+            selecting.iter().flat_map(|r| &r.allow.db_names),
             denying.iter().flat_map(|r| &r.deny.db_names),
             name_matches,
         );
@@ -376,35 +342,111 @@ impl AccessChecker {
             labels: db.labels.clone(),
             db_users,
             db_names,
-            db_roles: self.db_roles(db),
+            // The catalog describes the database, not one session: it lists
+            // every db role some db name may bring (the union over the roles
+            // that select it). A connection gets only those of the roles that
+            // allow its own db user and db name (`Allowed::db_roles`).
+            db_roles: db_roles_of(&selecting, &denying),
             auto_user_mode: mode.as_str().to_owned(),
         })
     }
 }
 
+/// A connection [`AccessChecker::check`] allowed, with the roles that allow
+/// it: what the session may be granted is derived from these only.
+#[derive(Debug)]
+pub struct Allowed<'a> {
+    database: &'a str,
+    /// Roles that select the database and allow its db user and db name.
+    allowing: Vec<&'a ExpandedRole>,
+    /// Roles whose deny labels select the database.
+    denying: Vec<&'a ExpandedRole>,
+}
+
+impl Allowed<'_> {
+    /// Catalog name of the database.
+    pub fn database(&self) -> &str {
+        self.database
+    }
+
+    /// The session's allowed db roles: the allowing roles' `db_roles` minus
+    /// deny `db_roles` (`*` denies all), sorted and unique.
+    pub fn db_roles(&self) -> Vec<String> {
+        db_roles_of(&self.allowing, &self.denying)
+    }
+
+    /// Validates requested db roles; an empty request means all allowed.
+    /// Returns the roles to grant, sorted and unique.
+    pub fn select_db_roles(&self, requested: &[String]) -> Result<Vec<String>, Denied> {
+        let allowed = self.db_roles();
+        if requested.is_empty() {
+            return Ok(allowed);
+        }
+        if let Some(role) = requested.iter().find(|r| !allowed.contains(r)) {
+            return Err(Denied::DbRole {
+                role: role.clone(),
+                allowed,
+            });
+        }
+        let selected: BTreeSet<&String> = requested.iter().collect();
+        Ok(selected.into_iter().cloned().collect())
+    }
+
+    /// `db_permissions` of the allowing roles (for provisioning), without
+    /// duplicates, in role order.
+    pub fn db_permissions(&self) -> Vec<DbPermission> {
+        let mut permissions: Vec<DbPermission> = Vec::new();
+        for permission in self.allowing.iter().flat_map(|r| &r.allow.db_permissions) {
+            if !permissions.contains(permission) {
+                permissions.push(permission.clone());
+            }
+        }
+        permissions
+    }
+}
+
+/// The union of the `allowing` roles' allow `db_roles` minus the `denying`
+/// roles' deny `db_roles` (`*` denies all), sorted and unique.
+fn db_roles_of(allowing: &[&ExpandedRole], denying: &[&ExpandedRole]) -> Vec<String> {
+    let deny: Vec<&RoleValue> = denying.iter().flat_map(|r| &r.deny.db_roles).collect();
+    if deny.iter().any(|d| d.is_wildcard()) {
+        return Vec::new();
+    }
+    let allowed: BTreeSet<&str> = allowing
+        .iter()
+        .flat_map(|role| &role.allow.db_roles)
+        // `*` cannot be granted: provisioning grants named roles.
+        .filter(|r| !r.is_wildcard())
+        .map(RoleValue::as_str)
+        .filter(|r| !deny.iter().any(|d| d.as_str() == *r))
+        .collect();
+    allowed.into_iter().map(str::to_owned).collect()
+}
+
 /// Spells out allowed values: explicit names not denied, the wildcard when
 /// allowed and not denied by `*`, and the explicitly denied names.
 fn spell_out<'a>(
-    allow: impl Iterator<Item = &'a String>,
-    deny: impl Iterator<Item = &'a String>,
-    matches: impl Fn(&str, &str) -> bool,
+    allow: impl Iterator<Item = &'a RoleValue>,
+    deny: impl Iterator<Item = &'a RoleValue>,
+    matches: impl Fn(&RoleValue, &str) -> bool,
 ) -> AllowedValues {
-    let deny: BTreeSet<&str> = deny.map(String::as_str).collect();
-    if deny.contains(WILDCARD) {
+    let deny: Vec<&RoleValue> = deny.collect();
+    if deny.iter().any(|d| d.is_wildcard()) {
         return AllowedValues::default();
     }
     let mut wildcard = false;
     let mut allowed = BTreeSet::new();
     for value in allow {
-        if value == WILDCARD {
+        if value.is_wildcard() {
             wildcard = true;
-        } else if !deny.iter().any(|denied| matches(denied, value)) {
-            allowed.insert(value.clone());
+        } else if !deny.iter().any(|denied| matches(denied, value.as_str())) {
+            allowed.insert(value.as_str().to_owned());
         }
     }
+    let denied: BTreeSet<&str> = deny.iter().map(|d| d.as_str()).collect();
     AllowedValues {
         allowed: allowed.into_iter().collect(),
         wildcard,
-        denied: deny.into_iter().map(str::to_owned).collect(),
+        denied: denied.into_iter().map(str::to_owned).collect(),
     }
 }

@@ -9,26 +9,66 @@ use regex::Regex;
 /// The wildcard value: any user, any name, any label value.
 pub(crate) const WILDCARD: &str = "*";
 
-/// One allowed label value: `*`, a glob, or an anchored regex `^...$`.
+/// A role value after template expansion, typed by who wrote it, so that
+/// no matcher can read a value from a trait as a pattern.
+///
+/// Trait values come from the identity provider's claims or the user
+/// record: a person who can set their own claim (a profile field, a group
+/// name) must not be able to send `*` or `^.*$` and be allowed everything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RoleValue {
+    /// Written in the role file by the administrator: `*`, and for label
+    /// values a glob or a `^regex$`, mean what they say.
+    Pattern(String),
+    /// Filled in from a trait, including any text written around the
+    /// template (`pre-{{external.x}}-post`): it matches only itself.
+    Literal(String),
+}
+
+impl RoleValue {
+    /// The value's text.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Self::Pattern(value) | Self::Literal(value) => value,
+        }
+    }
+
+    /// Whether this is the administrator's `*`.
+    pub(crate) fn is_wildcard(&self) -> bool {
+        matches!(self, Self::Pattern(value) if value == WILDCARD)
+    }
+}
+
+/// A regular expression written as `^...$`, compiled so that it matches
+/// whole values only: the pattern is wrapped in a group, so `^a|b$` cannot
+/// match a mere prefix (`a-plus`) or suffix. None when `value` is not
+/// written as a regex.
+pub(crate) fn whole_value_regex(value: &str) -> Option<Result<Regex, regex::Error>> {
+    let inner = value.strip_prefix('^')?.strip_suffix('$')?;
+    Some(Regex::new(&format!("^(?:{inner})$")))
+}
+
+/// One allowed label value: `*`, a glob, an anchored regex `^...$`, or an
+/// exact value from a trait.
 #[derive(Debug)]
 enum ValuePattern {
     Any,
     Glob(GlobMatcher),
     Regex(Regex),
+    Exact(String),
 }
 
 impl ValuePattern {
-    fn compile(value: &str) -> Result<Self, String> {
+    fn compile(value: &RoleValue) -> Result<Self, String> {
+        let value = match value {
+            RoleValue::Literal(literal) => return Ok(Self::Exact(literal.clone())),
+            RoleValue::Pattern(pattern) => pattern,
+        };
         if value == WILDCARD {
             return Ok(Self::Any);
         }
-        if let Some(inner) = value
-            .strip_prefix('^')
-            .and_then(|rest| rest.strip_suffix('$'))
-        {
-            // Re-anchor around a group so `^a|b$` cannot match a mere prefix
-            // or suffix: label values are always matched in full.
-            return Regex::new(&format!("^(?:{inner})$"))
+        if let Some(regex) = whole_value_regex(value) {
+            return regex
                 .map(Self::Regex)
                 .map_err(|e| format!("invalid regular expression {value:?}: {e}"));
         }
@@ -42,13 +82,15 @@ impl ValuePattern {
             Self::Any => true,
             Self::Glob(glob) => glob.is_match(value),
             Self::Regex(regex) => regex.is_match(value),
+            Self::Exact(exact) => exact == value,
         }
     }
 }
 
-/// Checks that a (non-template) label value compiles.
+/// Checks that a label value written in a role file (not a template)
+/// compiles.
 pub(crate) fn check_label_value(value: &str) -> Result<(), String> {
-    ValuePattern::compile(value).map(|_| ())
+    ValuePattern::compile(&RoleValue::Pattern(value.to_owned())).map(|_| ())
 }
 
 /// A compiled `db_labels` selector.
@@ -60,13 +102,14 @@ pub(crate) struct LabelMatcher {
 }
 
 impl LabelMatcher {
-    /// Compiles expanded label values; values that do not compile (they can
-    /// only come from trait values, literals are checked at load time) are
-    /// dropped like unresolvable templates.
-    pub(crate) fn new(labels: &BTreeMap<String, Vec<String>>) -> Self {
+    /// Compiles expanded label values. Patterns are checked when the role is
+    /// loaded, and trait values are exact, so nothing should fail here; a
+    /// value that does is dropped like an unresolvable template, which can
+    /// only select less.
+    pub(crate) fn new(labels: &BTreeMap<String, Vec<RoleValue>>) -> Self {
         let any_database = labels
             .get(WILDCARD)
-            .is_some_and(|values| values.iter().any(|v| v == WILDCARD));
+            .is_some_and(|values| values.iter().any(RoleValue::is_wildcard));
         let keys = labels
             .iter()
             .map(|(key, values)| {
@@ -100,11 +143,13 @@ impl LabelMatcher {
 }
 
 /// Whether a `db_users` entry allows or denies `user`. On AWS-hosted
-/// databases an IAM role may be written by name or by ARN on either side.
-pub(crate) fn user_matches(entry: &str, user: &str, aws_account_id: Option<&str>) -> bool {
-    if entry == WILDCARD || entry == user {
+/// databases an IAM role may be written by name or by ARN on either side
+/// (for a trait value too: both forms name the same role, no pattern).
+pub(crate) fn user_matches(entry: &RoleValue, user: &str, aws_account_id: Option<&str>) -> bool {
+    if entry.is_wildcard() || entry.as_str() == user {
         return true;
     }
+    let entry = entry.as_str();
     let Some(account) = aws_account_id else {
         return false;
     };
@@ -115,8 +160,8 @@ pub(crate) fn user_matches(entry: &str, user: &str, aws_account_id: Option<&str>
 }
 
 /// Whether a `db_names` entry allows or denies `name`.
-pub(crate) fn name_matches(entry: &str, name: &str) -> bool {
-    entry == WILDCARD || entry == name
+pub(crate) fn name_matches(entry: &RoleValue, name: &str) -> bool {
+    entry.is_wildcard() || entry.as_str() == name
 }
 
 /// The IAM role name `value` stands for in `account`: a plain value is the
@@ -151,13 +196,25 @@ mod tests {
 
     type Selector<'a> = &'a [(&'a str, &'a [&'a str])];
 
-    fn selector(pairs: Selector) -> LabelMatcher {
+    fn pattern(value: &str) -> RoleValue {
+        RoleValue::Pattern(value.to_owned())
+    }
+
+    fn literal(value: &str) -> RoleValue {
+        RoleValue::Literal(value.to_owned())
+    }
+
+    fn selector_of(pairs: Selector, typed: fn(&str) -> RoleValue) -> LabelMatcher {
         LabelMatcher::new(
             &pairs
                 .iter()
-                .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+                .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| typed(v)).collect()))
                 .collect(),
         )
+    }
+
+    fn selector(pairs: Selector) -> LabelMatcher {
+        selector_of(pairs, pattern)
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -203,6 +260,58 @@ mod tests {
     }
 
     #[test]
+    fn label_values_from_traits_match_only_themselves() {
+        let prod = labels(&[("env", "prod-eu")]);
+        #[rustfmt::skip]
+        let cases: &[(Selector, &BTreeMap<String, String>, bool)] = &[
+            (&[("env", &["prod-eu"])], &prod, true),
+            (&[("env", &["*"])], &prod, false),
+            (&[("env", &["prod-*"])], &prod, false),
+            (&[("env", &["prod-?u"])], &prod, false),
+            (&[("env", &["^.*$"])], &prod, false),
+            (&[("env", &["^prod-eu$"])], &prod, false),
+            (&[("*", &["*"])], &prod, false),                      // not "every database"
+            (&[("env", &["*"])], &labels(&[("env", "*")]), true),  // the literal itself
+            (&[("env", &["^.*$"])], &labels(&[("env", "^.*$")]), true),
+        ];
+        for (i, (sel, db, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                selector_of(sel, literal).matches(db),
+                *want,
+                "case {i}: {sel:?} vs {db:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn users_and_names_from_traits_match_only_themselves() {
+        const ACCOUNT: &str = "123456789012";
+        let arn = "arn:aws:iam::123456789012:role/analyst";
+        assert!(!user_matches(&literal("*"), "postgres", None));
+        assert!(user_matches(&literal("*"), "*", None));
+        assert!(user_matches(&literal("reader"), "reader", None));
+        assert!(!user_matches(&literal("read*"), "reader", None));
+        // An IAM role is one role whichever way it is written.
+        assert!(user_matches(&literal("analyst"), arn, Some(ACCOUNT)));
+        assert!(user_matches(&literal(arn), "analyst", Some(ACCOUNT)));
+        assert!(!name_matches(&literal("*"), "payroll"));
+        assert!(name_matches(&literal("*"), "*"));
+        assert!(name_matches(&literal("app"), "app"));
+    }
+
+    #[test]
+    fn whole_value_regexes_are_anchored_around_alternatives() {
+        let regex = whole_value_regex("^admins|dbas$").unwrap().unwrap();
+        assert!(regex.is_match("admins"));
+        assert!(regex.is_match("dbas"));
+        assert!(!regex.is_match("admins-readonly"));
+        assert!(!regex.is_match("all-dbas"));
+        assert!(whole_value_regex("admins").is_none());
+        assert!(whole_value_regex("^admins").is_none());
+        assert!(whole_value_regex("^(a$").unwrap().is_err());
+    }
+
+    #[test]
     fn invalid_label_values_are_reported() {
         assert!(check_label_value("^prod-($").is_err());
         assert!(check_label_value("prod-[").is_err());
@@ -238,7 +347,7 @@ mod tests {
         ];
         for (entry, user, account, want) in cases {
             assert_eq!(
-                user_matches(entry, user, *account),
+                user_matches(&pattern(entry), user, *account),
                 *want,
                 "{entry} vs {user} in {account:?}"
             );
@@ -247,9 +356,9 @@ mod tests {
 
     #[test]
     fn db_names_are_exact_or_wildcard() {
-        assert!(name_matches("*", "anything"));
-        assert!(name_matches("sales", "sales"));
-        assert!(!name_matches("sales", "sales2"));
-        assert!(!name_matches("sal*", "sales"));
+        assert!(name_matches(&pattern("*"), "anything"));
+        assert!(name_matches(&pattern("sales"), "sales"));
+        assert!(!name_matches(&pattern("sales"), "sales2"));
+        assert!(!name_matches(&pattern("sal*"), "sales"));
     }
 }

@@ -4,7 +4,8 @@
 //! session, [`RoleSet::checker`] picks the identity's roles and expands their
 //! templates from its traits into an [`AccessChecker`], which decides which
 //! database users, names and roles the session may use on a [`Target`] and
-//! describes that for the catalog.
+//! describes that for the catalog. A value from a trait is always a literal:
+//! only what the administrator wrote may be `*`, a glob or a regex.
 
 mod access;
 mod matcher;
@@ -16,7 +17,8 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use access::{AccessChecker, Denied, Target};
+pub use access::{AccessChecker, Allowed, Denied, Target};
+pub(crate) use matcher::whole_value_regex;
 pub use role::{AutoUserMode, DbPermission, PermissionMatch, Role, RoleConditions, RoleOptions};
 pub use set::RoleSet;
 

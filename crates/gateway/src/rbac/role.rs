@@ -212,9 +212,24 @@ impl Role {
                 }
             }
         }
+        // A deny rule applies only where its labels select the database:
+        // without db_labels it would deny nothing while looking strict.
+        let deny = &self.deny;
+        let denies_something =
+            !deny.db_users.is_empty() || !deny.db_names.is_empty() || !deny.db_roles.is_empty();
+        if denies_something && deny.db_labels.is_empty() {
+            return Err(invalid(
+                r#"spec.deny has no db_labels, so it would deny nothing; write db_labels: {"*": "*"} to deny on every database, or the labels of the databases it is meant for"#
+                    .into(),
+            ));
+        }
+        if let Some((key, _)) = deny.db_labels.iter().find(|(_, values)| values.is_empty()) {
+            return Err(invalid(format!(
+                r#"spec.deny.db_labels.{key} lists no values, so the rule would deny nothing; give the values, or "*" for any"#
+            )));
+        }
         // A malformed deny template would be dropped at check time and so
         // deny less than the administrator wrote: refuse it up front.
-        let deny = &self.deny;
         let deny_values = [
             ("db_names", &deny.db_names),
             ("db_users", &deny.db_users),
@@ -346,6 +361,7 @@ spec:
       - match: { object_kind: table, schema: public }
         permissions: [SELECT]
   deny:
+    db_labels: { "*": "*" }
     db_users: [postgres]
 "#;
 
@@ -374,6 +390,7 @@ spec:
                 }],
             },
             deny: RoleConditions {
+                db_labels: [("*".to_string(), strings(&["*"]))].into(),
                 db_users: strings(&["postgres"]),
                 ..RoleConditions::default()
             },
@@ -446,6 +463,12 @@ spec:
         let cases: &[(String, &str)] = &[
             (role_with_spec("  allow:\n    db_user: [reader]\n"),
                 r#"role "r": spec.allow: unknown field `db_user`"#),
+            (role_with_spec("  deny:\n    db_users: [postgres]\n"),
+                r#"role "r": spec.deny has no db_labels, so it would deny nothing; write db_labels: {"*": "*"} to deny on every database"#),
+            (role_with_spec("  deny:\n    db_roles: [admin]\n"),
+                r#"role "r": spec.deny has no db_labels"#),
+            (role_with_spec("  deny:\n    db_labels: {env: []}\n    db_names: [x]\n"),
+                r#"role "r": spec.deny.db_labels.env lists no values, so the rule would deny nothing"#),
             (role_with_spec("  deny:\n    db_name: [x]\n"),
                 r#"role "r": spec.deny: unknown field `db_name`"#),
             (role_with_spec("  alow: {}\n"),
@@ -468,7 +491,7 @@ spec:
                 r#"role "r": spec.allow.db_labels: templates are not supported in label keys"#),
             (role_with_spec("  deny:\n    db_labels: {env: '{{internal.env'}\n"),
                 r#"role "r": spec.deny.db_labels: malformed template"#),
-            (role_with_spec("  deny:\n    db_roles: ['{{intenral.roles}}']\n"),
+            (role_with_spec("  deny:\n    db_labels: {'*': '*'}\n    db_roles: ['{{intenral.roles}}']\n"),
                 r#"role "r": spec.deny.db_roles: malformed template"#),
             (role_with_spec("  deny:\n    db_permissions:\n      - match: {schema: public}\n        permissions: [DELETE]\n"),
                 r#"role "r": spec.deny.db_permissions is not supported"#),

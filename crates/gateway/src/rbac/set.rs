@@ -193,6 +193,7 @@ mod tests {
         let mut role = RoleSet::from_yaml_documents(&role_yaml("y"))
             .unwrap()
             .remove(0);
+        role.deny.db_labels = [("*".into(), vec!["*".into()])].into();
         role.deny.db_users = vec!["{{internal.x".into()];
         assert!(matches!(
             RoleSet::from_roles(vec![role]),

@@ -4,6 +4,8 @@
 
 use postern_api::identity::Traits;
 
+use super::matcher::RoleValue;
+
 /// Why a role value could not be expanded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TemplateError {
@@ -83,11 +85,12 @@ pub(crate) fn check_syntax(value: &str) -> Result<(), TemplateError> {
     parse(value).map(|_| ())
 }
 
-/// Expands one value: a literal stays as it is, a template yields one value
-/// per trait value.
-pub(crate) fn expand(value: &str, traits: &Traits) -> Result<Vec<String>, TemplateError> {
+/// Expands one value: a value without a template is the administrator's
+/// own ([`RoleValue::Pattern`]); a template yields one [`RoleValue::Literal`]
+/// per trait value, text around it included.
+pub(crate) fn expand(value: &str, traits: &Traits) -> Result<Vec<RoleValue>, TemplateError> {
     let Some(template) = parse(value)? else {
-        return Ok(vec![value.to_owned()]);
+        return Ok(vec![RoleValue::Pattern(value.to_owned())]);
     };
     let namespace = match template.namespace {
         Namespace::Internal => &traits.internal,
@@ -99,7 +102,7 @@ pub(crate) fn expand(value: &str, traits: &Traits) -> Result<Vec<String>, Templa
         .ok_or_else(|| TemplateError::Missing(template.name.to_owned()))?;
     Ok(values
         .iter()
-        .map(|v| format!("{}{v}{}", template.prefix, template.suffix))
+        .map(|v| RoleValue::Literal(format!("{}{v}{}", template.prefix, template.suffix)))
         .collect())
 }
 
@@ -112,7 +115,7 @@ pub(crate) fn expand(value: &str, traits: &Traits) -> Result<Vec<String>, Templa
 /// Malformed deny templates, where dropping would silently undo what the
 /// administrator meant, are refused when the role is loaded
 /// (`Role::validate`).
-pub(crate) fn expand_all(values: &[String], traits: &Traits) -> Vec<String> {
+pub(crate) fn expand_all(values: &[String], traits: &Traits) -> Vec<RoleValue> {
     let mut out = Vec::with_capacity(values.len());
     for value in values {
         match expand(value, traits) {
@@ -134,26 +137,50 @@ mod tests {
             .insert("db_names".into(), vec!["analytics".into(), "sales".into()]);
         traits.internal.insert("empty".into(), vec![]);
         traits.external.insert("team".into(), vec!["blue".into()]);
+        traits.external.insert("star".into(), vec!["*".into()]);
         traits
             .external
             .insert("http://schemas/role".into(), vec!["dba".into()]);
         traits
     }
 
+    fn pattern(value: &str) -> RoleValue {
+        RoleValue::Pattern(value.to_owned())
+    }
+
+    fn literal(value: &str) -> RoleValue {
+        RoleValue::Literal(value.to_owned())
+    }
+
     #[test]
     fn expands_values() {
-        let cases: &[(&str, Result<Vec<&str>, TemplateError>)] = &[
-            ("reader", Ok(vec!["reader"])),
-            ("*", Ok(vec!["*"])),
-            ("{{internal.db_names}}", Ok(vec!["analytics", "sales"])),
-            ("{{ internal.db_names }}", Ok(vec!["analytics", "sales"])),
-            ("{{external.team}}", Ok(vec!["blue"])),
-            ("pre-{{external.team}}-post", Ok(vec!["pre-blue-post"])),
+        let cases: &[(&str, Result<Vec<RoleValue>, TemplateError>)] = &[
+            ("reader", Ok(vec![pattern("reader")])),
+            ("*", Ok(vec![pattern("*")])),
+            ("prod-*", Ok(vec![pattern("prod-*")])),
+            (
+                "{{internal.db_names}}",
+                Ok(vec![literal("analytics"), literal("sales")]),
+            ),
+            (
+                "{{ internal.db_names }}",
+                Ok(vec![literal("analytics"), literal("sales")]),
+            ),
+            ("{{external.team}}", Ok(vec![literal("blue")])),
+            ("{{external.star}}", Ok(vec![literal("*")])),
+            (
+                "pre-{{external.team}}-post",
+                Ok(vec![literal("pre-blue-post")]),
+            ),
+            ("env-{{external.star}}", Ok(vec![literal("env-*")])),
             (
                 "db_{{internal.db_names}}",
-                Ok(vec!["db_analytics", "db_sales"]),
+                Ok(vec![literal("db_analytics"), literal("db_sales")]),
             ),
-            (r#"{{external["http://schemas/role"]}}"#, Ok(vec!["dba"])),
+            (
+                r#"{{external["http://schemas/role"]}}"#,
+                Ok(vec![literal("dba")]),
+            ),
             (
                 "{{internal.nope}}",
                 Err(TemplateError::Missing("nope".into())),
@@ -169,12 +196,7 @@ mod tests {
             ),
         ];
         for (value, want) in cases {
-            let got = expand(value, &traits());
-            let want = want
-                .as_ref()
-                .map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .map_err(Clone::clone);
-            assert_eq!(got, want, "{value}");
+            assert_eq!(&expand(value, &traits()), want, "{value}");
         }
     }
 
@@ -205,6 +227,9 @@ mod tests {
         let values: Vec<String> = ["a", "{{internal.nope}}", "{{bad", "{{external.team}}"]
             .map(String::from)
             .into();
-        assert_eq!(expand_all(&values, &traits()), ["a", "blue"]);
+        assert_eq!(
+            expand_all(&values, &traits()),
+            [pattern("a"), literal("blue")]
+        );
     }
 }

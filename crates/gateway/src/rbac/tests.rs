@@ -86,6 +86,7 @@ fn assert_checks(checker: &AccessChecker, cases: &[Case], context: &str) {
     for (db, user, name, want) in cases {
         let got = checker
             .check(&db.target(), user, *name)
+            .map(drop)
             .map_err(|e| e.to_string());
         let want = want.map_err(str::to_owned);
         assert_eq!(got, want, "{context}: {} as {user:?} / {name:?}", db.name);
@@ -261,7 +262,8 @@ fn templates_expand_from_traits() {
     let cases: &[Case] = &[
         (&blue, "alice", Some("sales"), Ok(())),
         (&blue, "svc-blue-rw", Some("shared"), Ok(())),             // prefix/suffix
-        (&blue_prod, "alice", Some("shared"), Ok(())),              // regex from a trait
+        (&blue_prod, "alice", Some("shared"),                       // a trait is no regex
+            Err(r#"access to database "blue-prod" denied: none of your roles allows this database"#)),
         (&red, "alice", Some("sales"),
             Err(r#"access to database "red" denied: none of your roles allows this database"#)),
         (&blue, "bob", Some("sales"),                               // deny from internal trait
@@ -510,18 +512,21 @@ fn db_roles_are_the_union_minus_denied() {
     let dev = Db::new("dev", &[("env", "dev")]);
     let prod = Db::new("prod", &[("env", "prod")]);
     #[rustfmt::skip]
-    let cases: &[(&[&str], &Db, &[&str])] = &[
-        (&["auto-keep"], &dev, &["analyst", "reader"]),             // template from internal trait
-        (&["auto-keep", "auto-drop"], &dev, &["analyst", "reader"]),
-        (&["auto-keep", "auto-drop"], &prod, &["admin", "analyst", "reader", "writer"]),
-        (&["auto-keep", "auto-drop", "no-admin"], &prod, &["analyst", "reader", "writer"]),
-        (&["auto-keep", "auto-drop", "no-admin"], &dev, &["analyst", "reader"]),
-        (&["auto-keep", "no-roles"], &dev, &[]),
-        (&["manual"], &dev, &[]),
+    let cases: &[(&[&str], &Db, &str, &[&str])] = &[
+        (&["auto-keep"], &dev, "alice", &["analyst", "reader"]),     // template from internal trait
+        (&["auto-keep", "auto-drop"], &dev, "alice", &["analyst", "reader"]),
+        (&["auto-keep", "auto-drop"], &prod, "alice", &["admin", "analyst", "reader", "writer"]),
+        (&["auto-keep", "auto-drop", "no-admin"], &prod, "alice", &["analyst", "reader", "writer"]),
+        (&["auto-keep", "auto-drop", "no-admin"], &dev, "alice", &["analyst", "reader"]),
+        (&["auto-keep", "no-roles"], &dev, "alice", &[]),
+        (&["manual"], &dev, "reader", &[]),
     ];
-    for (roles, db, want) in cases {
+    for (roles, db, user, want) in cases {
+        let checker = auto_checker(roles);
+        let target = db.target();
+        let allowed = checker.check(&target, user, Some("app")).unwrap();
         assert_eq!(
-            auto_checker(roles).db_roles(&db.target()),
+            allowed.db_roles(),
             strings(want),
             "{roles:?} on {}",
             db.name
@@ -536,6 +541,8 @@ type SelectOutcome = Result<&'static [&'static str], &'static str>;
 fn select_db_roles_takes_a_subset() {
     let prod = Db::new("prod", &[("env", "prod")]);
     let checker = auto_checker(&["auto-keep", "auto-drop", "no-admin"]);
+    let target = prod.target();
+    let allowed = checker.check(&target, "alice", Some("app")).unwrap();
     #[rustfmt::skip]
     let cases: &[(&[&str], SelectOutcome)] = &[
         (&[], Ok(&["analyst", "reader", "writer"])),
@@ -545,15 +552,17 @@ fn select_db_roles_takes_a_subset() {
         (&["dba"], Err(r#"db role "dba" is not allowed; allowed: [analyst, reader, writer]"#)),
     ];
     for (requested, want) in cases {
-        let got = checker
-            .select_db_roles(&prod.target(), &strings(requested))
+        let got = allowed
+            .select_db_roles(&strings(requested))
             .map_err(|e| e.to_string());
         let want = want.map(strings).map_err(str::to_owned);
         assert_eq!(got, want, "{requested:?}");
     }
     let none = auto_checker(&["manual"]);
     let err = none
-        .select_db_roles(&prod.target(), &strings(&["reader"]))
+        .check(&target, "reader", Some("app"))
+        .unwrap()
+        .select_db_roles(&strings(&["reader"]))
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -562,7 +571,7 @@ fn select_db_roles_takes_a_subset() {
 }
 
 #[test]
-fn db_permissions_of_selecting_roles() {
+fn db_permissions_of_allowing_roles() {
     let permission =
         |kind: &str, schema: &str, name: Option<&str>, privileges: &[&str]| DbPermission {
             match_: PermissionMatch {
@@ -574,12 +583,18 @@ fn db_permissions_of_selecting_roles() {
         };
     let select = permission("table", "public", None, &["SELECT"]);
     let insert = permission("table", "audit", Some("events"), &["INSERT"]);
-    let checker = auto_checker(&["auto-keep", "auto-drop"]);
+    let permissions = |roles: &[&str], db: &Db, user: &str| {
+        auto_checker(roles)
+            .check(&db.target(), user, Some("app"))
+            .unwrap()
+            .db_permissions()
+    };
     let dev = Db::new("dev", &[("env", "dev")]);
     let prod = Db::new("prod", &[("env", "prod")]);
-    assert_eq!(checker.db_permissions(&dev.target()), vec![select.clone()]);
-    assert_eq!(checker.db_permissions(&prod.target()), [select, insert]);
-    assert_eq!(auto_checker(&["manual"]).db_permissions(&prod.target()), []);
+    let both = &["auto-keep", "auto-drop"];
+    assert_eq!(permissions(both, &dev, "alice"), vec![select.clone()]);
+    assert_eq!(permissions(both, &prod, "alice"), [select, insert]);
+    assert_eq!(permissions(&["manual"], &prod, "reader"), []);
 }
 
 const CATALOG: &str = r#"
@@ -791,4 +806,196 @@ metadata: {name: unset}
     );
     assert_eq!(ttl(&["long"]), Some(Duration::from_secs(12 * 3600)));
     assert_eq!(ttl(&["unset"]), None);
+}
+
+/// Roles whose every value comes from an identity-provider claim.
+const FROM_CLAIMS: &str = r#"
+kind: role
+version: v7
+metadata: {name: from-claims}
+spec:
+  allow:
+    db_labels: {env: "{{external.env}}"}
+    db_users: ["{{external.db_user}}"]
+    db_names: ["{{external.db_name}}"]
+---
+kind: role
+version: v7
+metadata: {name: prefixed}
+spec:
+  allow:
+    db_labels: {env: "prod-{{external.region}}"}
+    db_users: [reader]
+    db_names: [app]
+---
+kind: role
+version: v7
+metadata: {name: blocked-by-claim}
+spec:
+  allow:
+    db_labels: {'*': '*'}
+    db_users: ['*']
+    db_names: ['*']
+  deny:
+    db_labels: {'*': '*'}
+    db_users: ["{{external.blocked}}"]
+"#;
+
+#[test]
+fn trait_values_are_literals_not_patterns() {
+    let set = role_set(FROM_CLAIMS);
+    let prod = Db::new("prod", &[("env", "prod")]);
+    let prod_eu = Db::new("prod-eu", &[("env", "prod-eu")]);
+    let as_claims =
+        |roles: &[&str], claims: TraitList| set.checker(&identity(roles, &[], claims)).unwrap();
+
+    // `*`, a regex and a glob sent as claim values match only themselves.
+    let wild = as_claims(
+        &["from-claims"],
+        &[
+            ("env", &["^.*$", "*"]),
+            ("db_user", &["*"]),
+            ("db_name", &["*"]),
+        ],
+    );
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        (&prod, "postgres", Some("app"),
+            Err(r#"access to database "prod" denied: none of your roles allows this database"#)),
+        (&Db::new("odd", &[("env", "^.*$")]), "postgres", Some("app"),
+            Err(r#"access to database "odd" denied: no role allows db user "postgres""#)),
+        (&Db::new("odd", &[("env", "^.*$")]), "*", Some("*"), Ok(())),   // the literal itself
+    ];
+    assert_checks(&wild, cases, "wildcard claims");
+
+    let glob = as_claims(
+        &["from-claims"],
+        &[
+            ("env", &["prod*"]),
+            ("db_user", &["reader"]),
+            ("db_name", &["app"]),
+        ],
+    );
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        (&prod_eu, "reader", Some("app"),
+            Err(r#"access to database "prod-eu" denied: none of your roles allows this database"#)),
+    ];
+    assert_checks(&glob, cases, "glob claim");
+
+    // Text around the template makes the whole value a literal.
+    let prefixed = as_claims(&["prefixed"], &[("region", &["*"])]);
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        (&prod_eu, "reader", Some("app"),
+            Err(r#"access to database "prod-eu" denied: none of your roles allows this database"#)),
+        (&Db::new("star", &[("env", "prod-*")]), "reader", Some("app"), Ok(())),
+    ];
+    assert_checks(&prefixed, cases, "prefixed claim");
+    let honest = as_claims(&["prefixed"], &[("region", &["eu"])]);
+    assert_checks(
+        &honest,
+        &[(&prod_eu, "reader", Some("app"), Ok(()))],
+        "honest region",
+    );
+
+    // A deny expanded from a claim denies exactly its literal.
+    let blocked = as_claims(&["blocked-by-claim"], &[("blocked", &["*"])]);
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        (&prod, "alice", Some("app"), Ok(())),
+        (&prod, "*", Some("app"),
+            Err(r#"access to database "prod" is denied by role "blocked-by-claim" for db user "*""#)),
+    ];
+    assert_checks(&blocked, cases, "deny from claim");
+    let bob = as_claims(&["blocked-by-claim"], &[("blocked", &["bob"])]);
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        (&prod, "bob", Some("app"),
+            Err(r#"access to database "prod" is denied by role "blocked-by-claim" for db user "bob""#)),
+        (&prod, "bobby", Some("app"), Ok(())),
+    ];
+    assert_checks(&bob, cases, "deny bob");
+}
+
+#[test]
+fn a_deny_rule_without_db_labels_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("guard.yaml");
+    std::fs::write(
+        &file,
+        "kind: role\nversion: v7\nmetadata: {name: guard}\nspec:\n  deny:\n    db_users: [postgres]\n",
+    )
+    .unwrap();
+    let err = RoleSet::load_paths(std::slice::from_ref(&file))
+        .map(|set| set.names().map(str::to_owned).collect::<Vec<_>>())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            r#"{}: role "guard": spec.deny has no db_labels, so it would deny nothing; write db_labels: {{"*": "*"}} to deny on every database, or the labels of the databases it is meant for"#,
+            file.display()
+        )
+    );
+}
+
+/// Two auto-provisioning roles on the same database for different db names.
+const PER_NAME: &str = r#"
+kind: role
+version: v7
+metadata: {name: app-reader}
+spec:
+  options: {create_db_user_mode: keep}
+  allow:
+    db_labels: {'*': '*'}
+    db_names: [app]
+    db_roles: [app_reader]
+---
+kind: role
+version: v7
+metadata: {name: payroll-admin}
+spec:
+  options: {create_db_user_mode: keep}
+  allow:
+    db_labels: {'*': '*'}
+    db_names: [payroll]
+    db_roles: [payroll_admin]
+---
+kind: role
+version: v7
+metadata: {name: payroll-tables}
+spec:
+  options: {create_db_user_mode: keep}
+  allow:
+    db_labels: {'*': '*'}
+    db_names: [payroll]
+    db_permissions:
+      - match: {object_kind: table, schema: public}
+        permissions: [DELETE]
+"#;
+
+#[test]
+fn only_roles_that_allow_the_session_contribute_db_roles() {
+    let set = role_set(PER_NAME);
+    let db = Db::new("pg", &[]);
+    let alice = set
+        .checker(&identity(
+            &["app-reader", "payroll-admin", "payroll-tables"],
+            &[],
+            &[],
+        ))
+        .unwrap();
+    let target = db.target();
+    let app = alice.check(&target, "alice", Some("app")).unwrap();
+    assert_eq!(app.db_roles(), strings(&["app_reader"]));
+    assert_eq!(app.db_permissions(), []);
+    let payroll = alice.check(&target, "alice", Some("payroll")).unwrap();
+    assert_eq!(payroll.db_roles(), strings(&["payroll_admin"]));
+    assert_eq!(payroll.db_permissions().len(), 1);
+    // The catalog describes the database for every db name: the union.
+    let entry = alice
+        .catalog_entry(&target, "", "postgres", "self-hosted")
+        .unwrap();
+    assert_eq!(entry.db_roles, strings(&["app_reader", "payroll_admin"]));
 }

@@ -187,7 +187,7 @@ where
         None if db.config.kind == DatabaseKind::RedshiftServerless => Some(REDSHIFT_DEFAULT_DB),
         other => other,
     };
-    checker
+    let allowed = checker
         .check(&target, &db_user, db_name)
         .map_err(|e| TunnelError::Denied(e.to_string()))?;
     let db_name = db_name.unwrap_or(&db_user).to_owned();
@@ -208,7 +208,7 @@ where
         }
         None
     } else {
-        let mut grants = Grants::choose(&checker, &target, db_roles)?;
+        let mut grants = Grants::choose(&allowed, db_roles)?;
         // On RDS the user logs in with an IAM token, which needs rds_iam.
         if db.config.kind == DatabaseKind::RdsPostgres
             && let Grants::Roles(roles) = &mut grants

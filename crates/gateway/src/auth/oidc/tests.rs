@@ -15,14 +15,22 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{Duration as Span, Utc};
 use openidconnect::core::{CoreEdDsaPrivateSigningKey, CoreGenderClaim, CoreJwsSigningAlgorithm};
 use openidconnect::{
-    AccessToken, Audience, EndUserUsername, IdTokenClaims, IssuerUrl, JsonWebKeyId, Nonce,
-    PrivateSigningKey, StandardClaims, SubjectIdentifier,
+    AccessToken, Audience, EndUserEmail, EndUserUsername, IdTokenClaims, IssuerUrl, JsonWebKeyId,
+    Nonce, PrivateSigningKey, StandardClaims, SubjectIdentifier,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::api::{ApiState, CallbackQuery};
+use crate::audit::Auditor;
+use crate::auth::local::hash_password;
+use crate::auth::sso::CallbackLogin;
+use crate::ca::{Authority, CaKind, CaMaterial};
+use crate::catalog::Catalog;
 use crate::config::{ClaimMapping, OidcConnectorConfig};
+use crate::rbac::RoleSet;
+use crate::store::{SqliteStore, Store, UserRecord};
 
 const CLIENT_ID: &str = "postern";
 
@@ -137,7 +145,10 @@ struct TokenSpec {
     nonce: String,
     issued: chrono::DateTime<Utc>,
     expires: chrono::DateTime<Utc>,
-    username: &'static str,
+    /// `preferred_username`, when the token carries one.
+    username: Option<&'static str>,
+    /// `email` and `email_verified`, when the token carries them.
+    email: Option<(&'static str, bool)>,
     extra: Value,
 }
 
@@ -150,7 +161,8 @@ impl TokenSpec {
             nonce: nonce.into(),
             issued: now,
             expires: now + Span::minutes(5),
-            username: "dana",
+            username: Some("dana"),
+            email: None,
             extra: json!({
                 "groups": ["dba", "eng-platform"],
                 "db_users": ["reader", "writer"],
@@ -171,7 +183,9 @@ impl TokenSpec {
             self.expires,
             self.issued,
             StandardClaims::new(SubjectIdentifier::new("sub-of-dana".into()))
-                .set_preferred_username(Some(EndUserUsername::new(self.username.into()))),
+                .set_preferred_username(self.username.map(|u| EndUserUsername::new(u.into())))
+                .set_email(self.email.map(|(e, _)| EndUserEmail::new(e.into())))
+                .set_email_verified(self.email.map(|(_, verified)| verified)),
             OtherClaims(extra),
         )
         .set_nonce(Some(Nonce::new(self.nonce.clone())));
@@ -187,7 +201,22 @@ impl TokenSpec {
     }
 }
 
+/// `claims_to_roles` rules: claim, value, roles.
+type Rules<'a> = &'a [(&'a str, &'a str, &'a [&'a str])];
+
 fn connector(issuer: &str) -> OidcConnector {
+    connector_with(
+        issuer,
+        &[
+            ("groups", "dba", &["dba"]),
+            ("groups", "^eng-.*$", &["dev", "dba"]),
+            ("address.country", "NZ", &["kiwi"]),
+        ],
+        None,
+    )
+}
+
+fn connector_with(issuer: &str, rules: Rules, username_claim: Option<&str>) -> OidcConnector {
     let config = OidcConnectorConfig {
         name: "corp".into(),
         issuer_url: issuer.into(),
@@ -195,24 +224,15 @@ fn connector(issuer: &str) -> OidcConnector {
         client_secret_file: None,
         client_secret_env: None,
         scopes: vec!["openid".into(), "profile".into(), "groups".into()],
-        claims_to_roles: vec![
-            ClaimMapping {
-                claim: "groups".into(),
-                value: "dba".into(),
-                roles: vec!["dba".into()],
-            },
-            ClaimMapping {
-                claim: "groups".into(),
-                value: "^eng-.*$".into(),
-                roles: vec!["dev".into(), "dba".into()],
-            },
-            ClaimMapping {
-                claim: "address.country".into(),
-                value: "NZ".into(),
-                roles: vec!["kiwi".into()],
-            },
-        ],
-        username_claim: None,
+        claims_to_roles: rules
+            .iter()
+            .map(|(claim, value, roles)| ClaimMapping {
+                claim: claim.to_string(),
+                value: value.to_string(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+            })
+            .collect(),
+        username_claim: username_claim.map(str::to_owned),
         ca_cert_file: None,
     };
     OidcConnector::new(&config, "https://gw.example.com:3080/v1/login/sso/callback").unwrap()
@@ -483,5 +503,173 @@ fn no_role_message_lists_the_mapped_claims() {
         corp.no_role_message(&claims),
         "your identity provider groups [a, b] and address.country [] map to no Postern role; \
          ask an administrator to grant you access"
+    );
+}
+
+#[test]
+fn claims_to_roles_regexes_match_whole_values() {
+    let corp = connector_with(
+        "https://idp.example.com",
+        &[("groups", "^admins|dbas$", &["dba"])],
+        None,
+    );
+    let roles = |groups: &[&str]| {
+        let claims: BTreeMap<String, Vec<String>> = [(
+            "groups".to_string(),
+            groups.iter().map(|g| g.to_string()).collect(),
+        )]
+        .into();
+        corp.roles_for(&claims)
+    };
+    assert_eq!(roles(&["admins-readonly"]), Vec::<String>::new());
+    assert_eq!(roles(&["all-dbas"]), Vec::<String>::new());
+    assert_eq!(roles(&["admins"]), ["dba"]);
+    assert_eq!(roles(&["dbas"]), ["dba"]);
+}
+
+#[tokio::test]
+async fn an_unverified_email_never_becomes_the_username() {
+    let idp = FakeProvider::start().await;
+    let key = Key::new("k1");
+    idp.publish(&key);
+    // The username a token without preferred_username gives.
+    async fn username(
+        corp: &OidcConnector,
+        idp: &FakeProvider,
+        key: &Key,
+        email: Option<(&'static str, bool)>,
+    ) -> Result<String, String> {
+        let mut spec = TokenSpec::new(&idp.base, "n");
+        spec.username = None;
+        spec.email = email;
+        corp.verify_id_token(&parse(&spec.sign(key, None)), &Nonce::new("n".into()))
+            .await
+            .map(|login| login.username)
+            .map_err(|e| e.to_string())
+    }
+
+    let default = connector(&idp.base);
+    // Anyone can type the boss's address into an account at many providers.
+    assert_eq!(
+        username(&default, &idp, &key, Some(("boss@corp.example", false))).await,
+        Ok("sub-of-dana".to_owned())
+    );
+    assert_eq!(
+        username(&default, &idp, &key, Some(("dana@corp.example", true))).await,
+        Ok("dana@corp.example".to_owned())
+    );
+
+    let by_email = connector_with(&idp.base, &[], Some("email"));
+    assert_eq!(
+        username(&by_email, &idp, &key, Some(("boss@corp.example", false))).await,
+        Err(
+            "the identity provider sent no usable email claim (with email_verified: true) to \
+             use as your Postern username"
+                .to_owned()
+        )
+    );
+    assert_eq!(
+        username(&by_email, &idp, &key, Some(("dana@corp.example", true))).await,
+        Ok("dana@corp.example".to_owned())
+    );
+    let by_sub = connector_with(&idp.base, &[], Some("sub"));
+    assert_eq!(
+        username(&by_sub, &idp, &key, Some(("dana@corp.example", true))).await,
+        Ok("sub-of-dana".to_owned())
+    );
+}
+
+/// A gateway's API state with the connector `corp` and the roles it maps to.
+fn api_state(corp: OidcConnector, store: Arc<dyn Store>) -> ApiState {
+    let authority =
+        |kind| Arc::new(Authority::load(&CaMaterial::generate(kind, "test").unwrap()).unwrap());
+    let roles = ["dba", "dev", "kiwi"]
+        .map(|name| format!("kind: role\nversion: v7\nmetadata: {{name: {name}}}\n"))
+        .join("---\n");
+    let roles = RoleSet::from_roles(RoleSet::from_yaml_documents(&roles).unwrap()).unwrap();
+    let catalog = Catalog::new(
+        &[],
+        authority(CaKind::Database),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    ApiState {
+        store: store.clone(),
+        user_ca: authority(CaKind::User),
+        roles: Arc::new(roles),
+        catalog: Arc::new(catalog),
+        auditor: Auditor::start(store).0,
+        session_ttl: Duration::from_secs(3600),
+        connectors: vec![Arc::new(corp)],
+        sso: Default::default(),
+        totp_replay: Default::default(),
+    }
+}
+
+/// One sign-in through the provider, as the gateway's callback finishes it:
+/// the username signed in, or the refusal the user reads.
+async fn sign_in(state: &ApiState, idp: &FakeProvider, key: &Key) -> Result<String, String> {
+    let corp = &state.connectors[0];
+    let (auth_url, pending) = corp.begin().await.unwrap();
+    let id_token = TokenSpec::new(&idp.base, &query(&auth_url)["nonce"]).sign(key, None);
+    idp.state.lock().unwrap().token_response = Some(json!({
+        "access_token": "access-token",
+        "token_type": "Bearer",
+        "id_token": id_token,
+    }));
+    let csr_pem = rcgen::CertificateParams::default()
+        .serialize_request(&rcgen::KeyPair::generate().unwrap())
+        .unwrap()
+        .pem()
+        .unwrap();
+    let query = CallbackQuery {
+        code: Some("the-code".into()),
+        state: Some(pending.state.clone()),
+        ..Default::default()
+    };
+    let login = CallbackLogin {
+        request_id: "request".into(),
+        connector: "corp".into(),
+        client_redirect: url::Url::parse("http://127.0.0.1:9/").unwrap(),
+        csr_pem,
+        oidc: pending,
+    };
+    state
+        .finish_sso(login, query)
+        .await
+        .map(|response| response.identity.username)
+        .map_err(|failure| failure.1.message)
+}
+
+#[tokio::test]
+async fn single_sign_on_cannot_take_a_local_users_name() {
+    let idp = FakeProvider::start().await;
+    let key = Key::new("k1");
+    idp.publish(&key);
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let state = api_state(connector(&idp.base), store.clone());
+    assert_eq!(sign_in(&state, &idp, &key).await, Ok("dana".to_owned()));
+
+    // A local (break-glass) account of the same name belongs to someone
+    // else: its roles, locks and database user must not be shared.
+    store
+        .put_user(&UserRecord {
+            name: "dana".into(),
+            password_hash: hash_password("secret").unwrap(),
+            roles: vec!["dev".into()],
+            traits: Default::default(),
+            totp: None,
+        })
+        .unwrap();
+    assert_eq!(
+        sign_in(&state, &idp, &key).await,
+        Err(
+            "single sign-on through connector \"corp\" gives the username \"dana\", which \
+             belongs to a local Postern user; an administrator must remove that local user or set \
+             username_claim on the connector to a claim that cannot collide"
+                .to_owned()
+        )
     );
 }
