@@ -30,6 +30,7 @@ use crate::ca::{Authority, CaKind, CaMaterial};
 use crate::catalog::Catalog;
 use crate::config::{ClaimMapping, OidcConnectorConfig};
 use crate::rbac::RoleSet;
+use crate::revocation::Revocations;
 use crate::store::{SqliteStore, Store, UserRecord};
 
 const CLIENT_ID: &str = "postern";
@@ -599,11 +600,16 @@ fn api_state(corp: OidcConnector, store: Arc<dyn Store>) -> ApiState {
         user_ca: authority(CaKind::User),
         roles: Arc::new(roles),
         catalog: Arc::new(catalog),
-        auditor: Auditor::start(store).0,
+        auditor: Auditor::start(store.clone()).0,
         session_ttl: Duration::from_secs(3600),
         connectors: vec![Arc::new(corp)],
         sso: Default::default(),
         totp_replay: Default::default(),
+        revocations: Revocations::start(
+            store,
+            Duration::from_secs(1),
+            tokio_util::sync::CancellationToken::new(),
+        ),
     }
 }
 
