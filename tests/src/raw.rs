@@ -132,6 +132,24 @@ impl RawClient {
             .expect("TLS handshake with the gateway")
     }
 
+    /// One tunnel TLS handshake and nothing else, resuming an earlier TLS
+    /// session when `resume` (the first call that resumes may still make a
+    /// full one to get a ticket); returns whether it resumed.
+    pub async fn handshake(&self, resume: bool) -> bool {
+        let config = if resume {
+            self.tunnel.clone()
+        } else {
+            let mut fresh = (*self.tunnel).clone();
+            fresh.resumption = Resumption::disabled();
+            Arc::new(fresh)
+        };
+        let mut stream = self.connect(&config).await;
+        if resume && stream.get_ref().1.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+            stream = self.connect(&config).await;
+        }
+        stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// Sends `frame` (the JSON body of a route frame) and reads the answer.
     pub async fn open(&self, frame: serde_json::Value) -> Opened {
         let body = serde_json::to_vec(&frame).unwrap();
