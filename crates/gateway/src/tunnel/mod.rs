@@ -278,12 +278,10 @@ where
         conn,
         established.stream,
         ctx.limits.max_message_bytes,
-        |query| {
-            auditor.record(AuditKind::Query {
-                session,
-                user: user.clone(),
-                query,
-            })
+        |event| {
+            if let Some(what) = AuditKind::from_client(session, &user, event) {
+                auditor.record(what);
+            }
         },
     )
     .await;
