@@ -1,9 +1,10 @@
 //! `FrontendScanner` over arbitrary bytes split at an arbitrary point: never panics,
-//! and the split changes neither the events nor the verdict.
+//! the split changes neither the events nor the verdict (nor a cut text's
+//! length and digest), and only a text longer than the cap is cut.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postern_pgwire::FrontendScanner;
+use postern_pgwire::{FrontendEvent, FrontendScanner};
 
 const MAX_MESSAGE: usize = 1 << 16;
 const QUERY_CAP: usize = 64;
@@ -27,4 +28,11 @@ fuzz_target!(|data: &[u8]| {
 
     assert_eq!(whole_result, split_result);
     assert_eq!(whole, split_events);
+    for event in &whole {
+        if let FrontendEvent::Query(query) | FrontendEvent::Parse { query, .. } = event
+            && let Some(cut) = &query.cut
+        {
+            assert!(cut.len > QUERY_CAP, "{event:?}");
+        }
+    }
 });

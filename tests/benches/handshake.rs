@@ -6,7 +6,7 @@
 //! `cargo bench -p postern-tests --bench handshake` (needs PostgreSQL 15, as
 //! the end-to-end tests do).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use postern_tests::raw::RawClient;
 use postern_tests::stack::Stack;
@@ -35,12 +35,13 @@ fn main() {
 }
 
 async fn median(raw: &RawClient, resume: bool) -> Duration {
+    // The first resuming call makes the full handshake that gets a ticket.
+    raw.handshake(resume).await;
     let mut times = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
-        let started = Instant::now();
-        let resumed = raw.handshake(resume).await;
-        times.push(started.elapsed());
+        let (took, resumed) = raw.handshake(resume).await;
         assert_eq!(resumed, resume, "the handshake kind is what is measured");
+        times.push(took);
     }
     times.sort();
     times[ROUNDS / 2]

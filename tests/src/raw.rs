@@ -132,10 +132,12 @@ impl RawClient {
             .expect("TLS handshake with the gateway")
     }
 
-    /// One tunnel TLS handshake and nothing else, resuming an earlier TLS
-    /// session when `resume` (the first call that resumes may still make a
-    /// full one to get a ticket); returns whether it resumed.
-    pub async fn handshake(&self, resume: bool) -> bool {
+    /// Times one tunnel TLS handshake, resuming an earlier TLS session when
+    /// `resume` and one is cached; returns the time and whether it resumed.
+    /// Afterwards (untimed) the connection is read to its end, as a real
+    /// client reads its answers, so the session tickets the gateway sends
+    /// after the handshake are kept for the next call.
+    pub async fn handshake(&self, resume: bool) -> (Duration, bool) {
         let config = if resume {
             self.tunnel.clone()
         } else {
@@ -143,11 +145,15 @@ impl RawClient {
             fresh.resumption = Resumption::disabled();
             Arc::new(fresh)
         };
+        let started = Instant::now();
         let mut stream = self.connect(&config).await;
-        if resume && stream.get_ref().1.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
-            stream = self.connect(&config).await;
-        }
-        stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+        let took = started.elapsed();
+        let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        // An oversized route frame: the gateway answers with an error and closes.
+        stream.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(READ_TIMEOUT, stream.read_to_end(&mut sink)).await;
+        (took, resumed)
     }
 
     /// Sends `frame` (the JSON body of a route frame) and reads the answer.

@@ -8,6 +8,7 @@
 pub mod html;
 pub mod identity;
 pub mod route;
+#[cfg(feature = "tls")]
 pub mod tls;
 pub mod wire;
 

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use postern_pgwire::{FrontendEvent, QueryText};
 use serde::{Deserialize, Serialize};
 
 use crate::store::Store;
@@ -73,8 +74,29 @@ pub enum AuditKind {
         session: u64,
         /// Postern user.
         user: String,
-        /// Statement text, possibly truncated.
+        /// Statement text, cut when it is longer than the relay keeps.
         query: String,
+        /// Length in bytes of the whole statement; only when `query` was cut.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        query_len: Option<u64>,
+        /// SHA-256 (hex) of the whole statement, to match it against the
+        /// application's own; only when `query` was cut.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        query_sha256: Option<String>,
+    },
+    /// A function called through the fast-path interface (a `FunctionCall`
+    /// message, e.g. libpq's large-object calls), which runs without a statement.
+    FunctionCall {
+        /// Session id.
+        session: u64,
+        /// Postern user.
+        user: String,
+        /// Object ID of the function (`pg_proc.oid`).
+        function: u32,
+        /// Number of arguments.
+        args: u16,
+        /// Size in bytes of each argument (-1 for NULL), never the values.
+        arg_sizes: Vec<i32>,
     },
     /// A database user was created or re-enabled for a session
     /// (automatic provisioning), with exactly these grants.
@@ -152,6 +174,34 @@ pub fn record_now(store: &dyn Store, what: AuditKind) -> Result<(), crate::store
     let line = AuditEvent::now(what).to_line();
     tracing::info!(target: "audit", "{line}");
     store.append_audit(&[line])
+}
+
+impl AuditKind {
+    /// The event to record for what a session's client sent, if the audit
+    /// records it (statements and function calls; not `Terminate`).
+    pub fn from_client(session: u64, user: &str, event: FrontendEvent) -> Option<Self> {
+        let user = user.to_owned();
+        Some(match event {
+            FrontendEvent::Query(query) | FrontendEvent::Parse { query, .. } => {
+                let QueryText { text, cut } = query;
+                AuditKind::Query {
+                    session,
+                    user,
+                    query: text,
+                    query_len: cut.as_ref().map(|cut| cut.len as u64),
+                    query_sha256: cut.map(|cut| hex::encode(cut.sha256)),
+                }
+            }
+            FrontendEvent::FunctionCall(call) => AuditKind::FunctionCall {
+                session,
+                user,
+                function: call.function,
+                args: call.args,
+                arg_sizes: call.arg_sizes,
+            },
+            FrontendEvent::Terminate => return None,
+        })
+    }
 }
 
 /// How long the writer gathers events before one store transaction.
@@ -274,6 +324,8 @@ fn write_batches(store: &dyn Store, shared: &Shared) {
 
 #[cfg(test)]
 mod tests {
+    use postern_pgwire::{Cut, FunctionCall};
+
     use super::*;
     use crate::store::SqliteStore;
 
@@ -282,7 +334,73 @@ mod tests {
             session: 1,
             user: "alice".into(),
             query: format!("select {n}"),
+            query_len: None,
+            query_sha256: None,
         }
+    }
+
+    fn json(event: FrontendEvent) -> serde_json::Value {
+        serde_json::to_value(AuditKind::from_client(7, "alice", event).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_cut_statement_is_recorded_with_its_whole_length_and_digest() {
+        let cut = Cut {
+            len: 100_000,
+            sha256: [0xab; 32],
+        };
+        let event = FrontendEvent::Parse {
+            statement: "s1".into(),
+            query: QueryText {
+                text: "SELECT 'xx".into(),
+                cut: Some(cut),
+            },
+        };
+        assert_eq!(
+            json(event),
+            serde_json::json!({
+                "event": "query",
+                "session": 7,
+                "user": "alice",
+                "query": "SELECT 'xx",
+                "query_len": 100_000,
+                "query_sha256": "ab".repeat(32),
+            })
+        );
+
+        // A statement kept whole has nothing more to say.
+        let whole = FrontendEvent::Query(QueryText {
+            text: "SELECT 1".into(),
+            cut: None,
+        });
+        assert_eq!(
+            json(whole),
+            serde_json::json!({"event": "query", "session": 7, "user": "alice", "query": "SELECT 1"})
+        );
+    }
+
+    #[test]
+    fn a_function_call_is_recorded_without_its_arguments() {
+        let call = FrontendEvent::FunctionCall(FunctionCall {
+            function: 3252,
+            args: 3,
+            arg_sizes: vec![4, -1, 3500],
+        });
+        assert_eq!(
+            json(call),
+            serde_json::json!({
+                "event": "function_call",
+                "session": 7,
+                "user": "alice",
+                "function": 3252,
+                "args": 3,
+                "arg_sizes": [4, -1, 3500],
+            })
+        );
+        assert_eq!(
+            AuditKind::from_client(7, "alice", FrontendEvent::Terminate),
+            None
+        );
     }
 
     #[test]

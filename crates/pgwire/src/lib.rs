@@ -25,7 +25,9 @@ pub use backend_message::{AuthRequest, BackendMessage, ErrorFields};
 pub use boundaries::Boundaries;
 pub use error::ProtocolError;
 pub use message::{Message, parse_message};
-pub use scanner::{FrontendEvent, FrontendScanner};
+pub use scanner::{
+    Cut, FUNCTION_ARGS_KEPT, FrontendEvent, FrontendScanner, FunctionCall, QueryText,
+};
 pub use startup::{StartupPacket, parse_startup};
 pub use writer::EncodeError;
 

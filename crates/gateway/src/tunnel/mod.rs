@@ -300,12 +300,10 @@ where
         conn,
         established.stream,
         ctx.limits.max_message_bytes,
-        |query| {
-            auditor.record(AuditKind::Query {
-                session,
-                user: user.clone(),
-                query,
-            })
+        |event| {
+            if let Some(what) = AuditKind::from_client(session, &user, event) {
+                auditor.record(what);
+            }
         },
         async { ended.await.session_end_fields() },
     )

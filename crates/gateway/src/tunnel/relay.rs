@@ -12,7 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Relay buffer per direction: large enough that a COPY moves in few syscalls.
 const BUF: usize = 64 * 1024;
-/// Statement text kept for the audit log.
+/// Statement text kept for the audit log; a longer statement is recorded
+/// with its whole length and SHA-256.
 const AUDIT_QUERY_CAP: usize = 4096;
 /// How long the database may take to finish the message it is sending when
 /// the gateway ends a session; the final error can only follow a whole one.
@@ -32,12 +33,13 @@ pub struct Relayed {
 /// Relays until either side closes, or until `stop` completes: then the
 /// client gets its error (after the message in progress, never inside one)
 /// and both connections close. Client → database traffic is scanned (not
-/// copied) for Query/Parse messages, which `on_statement` receives.
+/// copied); `on_event` receives what the scanner finds (statements,
+/// function calls, the client's Terminate) before the bytes go on.
 pub async fn relay<C, D>(
     client: C,
     database: D,
     max_message: usize,
-    mut on_statement: impl FnMut(String) + Send,
+    mut on_event: impl FnMut(FrontendEvent) + Send,
     stop: impl Future<Output = ErrorFields>,
 ) -> Relayed
 where
@@ -64,14 +66,7 @@ where
                 // forward bytes the audit cannot see.
                 return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
             }
-            for event in events.drain(..) {
-                match event {
-                    FrontendEvent::Query(q) | FrontendEvent::Parse { query: q, .. } => {
-                        on_statement(q)
-                    }
-                    FrontendEvent::Terminate => {}
-                }
-            }
+            events.drain(..).for_each(&mut on_event);
             db_w.write_all(&buf[..n]).await?;
             db_w.flush().await?;
             bytes_in.fetch_add(n as u64, Relaxed);
@@ -169,4 +164,75 @@ where
     }
     let _ = client.shutdown().await;
     fields
+}
+
+#[cfg(test)]
+mod tests {
+    use postern_pgwire::{FunctionCall, QueryText};
+
+    use super::*;
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[tokio::test]
+    async fn client_messages_are_reported_and_forwarded_unchanged() {
+        let statement = format!("SELECT '{}'", "x".repeat(3 * AUDIT_QUERY_CAP));
+        let mut call = 2147u32.to_be_bytes().to_vec();
+        call.extend_from_slice(b"\0\0\0\x01\0\0\0\x05hello\0\0");
+        let stream = [
+            message(b'Q', format!("{statement}\0").as_bytes()),
+            message(b'F', &call),
+            message(b'X', b""),
+        ]
+        .concat();
+
+        let (client, mut client_peer) = tokio::io::duplex(1024);
+        let (database, mut database_peer) = tokio::io::duplex(1024);
+        let mut events = Vec::new();
+        let mut forwarded = Vec::new();
+        let (relayed, ..) = tokio::join!(
+            relay(
+                client,
+                database,
+                1 << 20,
+                |event| events.push(event),
+                std::future::pending()
+            ),
+            async {
+                client_peer.write_all(&stream).await.unwrap();
+                client_peer.shutdown().await.unwrap();
+            },
+            async { database_peer.read_to_end(&mut forwarded).await.unwrap() },
+        );
+
+        assert_eq!(forwarded, stream);
+        assert_eq!(relayed.bytes_in, stream.len() as u64);
+        let [
+            FrontendEvent::Query(QueryText {
+                text,
+                cut: Some(cut),
+            }),
+            call,
+            terminate,
+        ] = &events[..]
+        else {
+            panic!("unexpected events: {events:?}");
+        };
+        assert_eq!(text.len(), AUDIT_QUERY_CAP);
+        assert_eq!(cut.len, statement.len());
+        assert_eq!(
+            call,
+            &FrontendEvent::FunctionCall(FunctionCall {
+                function: 2147,
+                args: 1,
+                arg_sizes: vec![5],
+            })
+        );
+        assert_eq!(terminate, &FrontendEvent::Terminate);
+    }
 }
