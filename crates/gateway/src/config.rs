@@ -182,8 +182,18 @@ pub struct KeyPairFiles {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Most concurrent connections on the gateway port.
+    /// Most concurrent connections with a session certificate.
     pub max_connections: usize,
+    /// Most concurrent connections without one yet (TLS handshakes, and
+    /// HTTP logins, pings and single sign-on): a budget of their own, so
+    /// strangers cannot crowd out signed-in people.
+    pub max_unauthenticated: usize,
+    /// Most of those from one source address.
+    pub max_unauthenticated_per_source: usize,
+    /// How long an HTTP connection lives before the gateway closes it
+    /// (after the request in progress); clients open a new one.
+    #[serde(with = "humantime_serde")]
+    pub http_connection_lifetime: Duration,
     /// Time allowed for the TLS handshake and the route frame.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
@@ -207,6 +217,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 4096,
+            max_unauthenticated: 512,
+            max_unauthenticated_per_source: 64,
+            http_connection_lifetime: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(15),
             max_message_bytes: 256 << 20,

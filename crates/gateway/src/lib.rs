@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod aws;
+pub mod budget;
 pub mod ca;
 pub mod catalog;
 pub mod cmd;

@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use axum::Extension;
 use bytes::BytesMut;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use postern_api::ALPN_TUNNEL;
 use postern_pgwire::{ErrorFields, backend};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,6 +20,7 @@ use crate::api::{self, ApiState, Peer};
 use crate::audit::Auditor;
 use crate::auth::oidc::OidcConnector;
 use crate::aws::{Aws, AwsIdentity};
+use crate::budget::{Budgets, Unauthenticated};
 use crate::ca::{Authority, CaKind, CaMaterial, Leaf, fingerprint, pem_certs, pem_key};
 use crate::catalog::Catalog;
 use crate::config::{ConnectorConfig, GatewayConfig, KeyPairFiles};
@@ -253,6 +253,11 @@ pub async fn start_with(
         router,
         tunnels,
         limits: config.limits.clone(),
+        budgets: Budgets::new(
+            config.limits.max_unauthenticated,
+            config.limits.max_unauthenticated_per_source,
+            config.limits.max_connections,
+        ),
         workers,
     });
     tracker.spawn(accept_loop(
@@ -302,6 +307,7 @@ struct Serving {
     router: axum::Router,
     tunnels: Arc<TunnelContext>,
     limits: crate::config::Limits,
+    budgets: Arc<Budgets>,
     workers: Workers,
 }
 
@@ -311,13 +317,8 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(serving.limits.max_connections));
     let mut backoff = Duration::from_millis(5);
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
-        };
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
@@ -331,20 +332,26 @@ async fn accept_loop(
                 }
             },
         };
+        // Closed before any TLS work when strangers (from this address, or
+        // all together) hold their whole budget.
+        let Some(slot) = serving.budgets.unauthenticated(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: unauthenticated connection budget spent");
+            drop(tcp);
+            continue;
+        };
         let shutdown = shutdown.clone();
         let serving_it = serving.clone();
         serving.workers.spawn(&tracker, tcp, move |tcp| async move {
-            let _permit = permit;
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = connection(tcp, &serving_it) => {}
+                _ = connection(tcp, slot, &serving_it) => {}
             }
             tracing::trace!(%peer, "connection closed");
         });
     }
 }
 
-async fn connection(tcp: TcpStream, serving: &Serving) {
+async fn connection(tcp: TcpStream, slot: Unauthenticated, serving: &Serving) {
     let timeout = serving.limits.handshake_timeout;
     let _ = tcp.set_nodelay(true);
     if !starts_with_tls(&tcp, timeout).await {
@@ -373,6 +380,18 @@ async fn connection(tcp: TcpStream, serving: &Serving) {
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(identity_from_cert);
+    // A session certificate moves the connection out of the strangers'
+    // budget; without one it stays there for its whole (short) life.
+    let (_slot, _established) = match identity {
+        Some(_) => match serving.budgets.established() {
+            Some(established) => (None, Some(established)),
+            None => {
+                tracing::warn!("connection refused: max_connections reached");
+                return;
+            }
+        },
+        None => (Some(slot), None),
+    };
     if session.alpn_protocol() == Some(ALPN_TUNNEL) {
         if session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
             tracing::debug!("tunnel refused: TLS 1.3 required");
@@ -380,11 +399,40 @@ async fn connection(tcp: TcpStream, serving: &Serving) {
         }
         return tunnel::serve(stream, identity, &serving.tunnels).await;
     }
+    serve_http(stream, identity, serving).await;
+}
+
+/// Serves HTTP on one connection. A request's headers must arrive within
+/// `handshake_timeout`, and the connection is closed (after the request in
+/// progress) once it has lived `http_connection_lifetime`, so neither a
+/// slow client nor an idle keep-alive connection holds its place forever.
+async fn serve_http<S>(stream: S, identity: Option<postern_api::Identity>, serving: &Serving)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = TowerToHyperService::new(serving.router.clone().layer(Extension(Peer(identity))));
-    if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(serving.limits.handshake_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(None);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let lifetime = tokio::time::sleep(serving.limits.http_connection_lifetime);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        () = lifetime => {
+            connection.as_mut().graceful_shutdown();
+            tokio::time::timeout(serving.limits.handshake_timeout, connection)
+                .await
+                .unwrap_or(Ok(()))
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
 }

@@ -98,6 +98,17 @@ pub enum TunnelError {
         /// What is missing.
         why: String,
     },
+    /// A database whose certificate is not verified asked for a cleartext
+    /// or MD5 password.
+    #[error(
+        "database {database:?} (tls.mode: insecure) asked {db_user:?} for a cleartext or MD5 password"
+    )]
+    PasswordToUnverifiedServer {
+        /// Catalog name.
+        database: String,
+        /// Database user.
+        db_user: String,
+    },
     /// The database broke the protocol.
     #[error("protocol error from database: {0}")]
     UpstreamProtocol(String),
@@ -316,6 +327,13 @@ impl TunnelError {
                 format!("postern: the gateway holds no credentials for db user {db_user:?} on database {database:?}"),
             )
             .with_hint("an administrator must configure a password or certificate login for this db user"),
+            PasswordToUnverifiedServer { database, db_user } => ErrorFields::fatal(
+                "28000",
+                format!(
+                    "postern: database {database:?} asked for a cleartext or MD5 password for {db_user:?}, which the gateway never sends to a server whose certificate it does not verify"
+                ),
+            )
+            .with_hint("an administrator must use SCRAM-SHA-256 for this db user, or set tls.mode: verify-full (or verify-ca) for the database"),
             UpstreamProtocol(_) => ErrorFields::fatal(
                 "08P01",
                 "postern: the database sent an unexpected reply during login",

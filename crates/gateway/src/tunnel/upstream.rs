@@ -535,6 +535,18 @@ impl Upstream {
         let protocol = |what: &str| TunnelError::UpstreamProtocol(what.to_owned());
         Ok(match msg {
             BackendMessage::Authentication(AuthRequest::Ok) => Step::Forward,
+            BackendMessage::Authentication(
+                AuthRequest::CleartextPassword | AuthRequest::Md5Password { .. },
+            ) if self.mode == TlsMode::Insecure => {
+                // Without a verified certificate the server may be anyone:
+                // a cleartext password is handed to it, and an MD5 answer
+                // can be replayed or guessed offline. SCRAM proves the
+                // password without revealing it.
+                return Err(TunnelError::PasswordToUnverifiedServer {
+                    database: self.name.clone(),
+                    db_user: db_user.to_owned(),
+                });
+            }
             BackendMessage::Authentication(AuthRequest::CleartextPassword) => {
                 // Only ever sent inside TLS to a verified server.
                 frontend::password_message(password()?.as_bytes(), out).map_err(unsendable)?;
