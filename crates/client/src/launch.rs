@@ -11,6 +11,8 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+use crate::tunnel::{TunnelAddr, TunnelSpec};
+
 /// What can go wrong when launching.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -105,6 +107,17 @@ fn shell_word(v: &str) -> String {
 }
 
 impl Endpoint {
+    /// The endpoint of a tunnel listening at `addr` for `spec`.
+    pub fn for_tunnel(addr: &TunnelAddr, spec: &TunnelSpec) -> Self {
+        Endpoint {
+            database: spec.database.clone(),
+            host: addr.host(),
+            port: addr.port(),
+            db_user: spec.db_user.clone(),
+            db_name: spec.db_name.clone(),
+        }
+    }
+
     /// `postgresql://user@127.0.0.1:PORT/db?sslmode=disable`: the local leg is
     /// plain loopback (the tunnel itself carries TLS), so no client tries TLS.
     pub fn uri(&self) -> String {
