@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use postern_client::launch::Endpoint;
 use postern_tests::stack::{Stack, output, psql};
 use tokio::process::Command;
 
@@ -82,6 +83,20 @@ async fn the_unix_socket_is_reachable_by_its_owner_only() {
 
     let (ok, out, err) = output(psql_on_socket(&dir, proxy.port)).await;
     assert!(ok, "{err}");
+    assert_eq!(out, "certuser");
+    // The connection URI the app offers names the socket too.
+    let uri = Endpoint {
+        database: "pg".into(),
+        host: dir.display().to_string(),
+        port: proxy.port,
+        db_user: Some("certuser".into()),
+        db_name: Some("app".into()),
+    }
+    .uri();
+    let mut by_uri = Command::new("psql");
+    by_uri.arg(&uri).args(["-X", "-A", "-t", "-c", SQL]);
+    let (ok, out, err) = output(by_uri).await;
+    assert!(ok, "{uri}: {err}");
     assert_eq!(out, "certuser");
 
     let (ok, out, err) = output(psql_as_nobody(&format!(
