@@ -2,16 +2,18 @@
 //!
 //! Anyone on the machine can connect to `127.0.0.1:PORT`, so every accepted
 //! loopback connection is traced to the OS user owning the client's end of
-//! it before a byte goes to the gateway. On Linux that is the `uid` column
-//! of the client socket's row in `/proc/net/tcp` (or `tcp6` for a
-//! dual-stack client): the row whose local address is the client's and
-//! whose remote address is the tunnel's. Other systems have no lookup yet
-//! (see the README's security notes).
+//! it before a byte goes to the gateway. On Linux the kernel's socket
+//! diagnostics (`NETLINK_SOCK_DIAG`) look up that one socket by its address
+//! pair and report its owner: a hash lookup of a few microseconds, where
+//! reading `/proc/net/tcp` walks the whole table (about a millisecond).
+//! Other systems have no lookup yet (see the README's security notes).
 //!
 //! A Unix-socket tunnel is guarded by its 0700 directory; the peer's
 //! credentials are checked there too, which costs one `getsockopt`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+#[cfg(target_os = "linux")]
+use std::net::IpAddr;
 
 /// Why a connection was refused. `Display` is the sentence the client sees.
 #[derive(Debug, thiserror::Error)]
@@ -124,19 +126,18 @@ impl Owner {
 /// The uid owning the client end of the loopback connection `peer` → `local`.
 #[cfg(target_os = "linux")]
 pub fn tcp_peer_uid(local: SocketAddr, peer: SocketAddr) -> Result<u32, String> {
-    // The client's row: its own address first, the tunnel's second.
-    let v4 = match (peer.ip(), local.ip()) {
-        (IpAddr::V4(p), IpAddr::V4(l)) => Some((proc_v4(p, peer.port()), proc_v4(l, local.port()))),
-        _ => None,
-    };
-    if let Some((p, l)) = &v4
-        && let Some(uid) = find_in("/proc/net/tcp", |row| row.local == p && row.remote == l)?
-    {
+    // The client's socket: its own address is the source, the tunnel's the
+    // destination. A dual-stack client socket is an IPv6 one that holds
+    // IPv4 addresses as ::ffff:a.b.c.d; the kernel finds those only by
+    // asking for IPv6.
+    if let Some(uid) = sock_diag::owner(peer, local)? {
         return Ok(uid);
     }
-    // A dual-stack client socket lists IPv4 peers as ::ffff:a.b.c.d.
-    let (p, l) = (proc_v6(peer), proc_v6(local));
-    find_in("/proc/net/tcp6", |row| row.local == p && row.remote == l)?
+    let mapped = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), a.port()),
+        IpAddr::V6(_) => a,
+    };
+    sock_diag::owner(mapped(peer), mapped(local))?
         .ok_or_else(|| "no socket of this machine has this connection's address".into())
 }
 
@@ -144,6 +145,122 @@ pub fn tcp_peer_uid(local: SocketAddr, peer: SocketAddr) -> Result<u32, String> 
 #[cfg(not(target_os = "linux"))]
 pub fn tcp_peer_uid(_local: SocketAddr, _peer: SocketAddr) -> Result<u32, String> {
     Err("the owner check is only implemented on Linux".into())
+}
+
+/// One socket's owner, asked of the kernel's socket diagnostics
+/// (`linux/inet_diag.h`): an `inet_diag_req_v2` naming the exact address
+/// pair, answered by one `inet_diag_msg` or an error.
+#[cfg(target_os = "linux")]
+mod sock_diag {
+    use std::net::{IpAddr, SocketAddr};
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
+        socket,
+    };
+
+    /// `nlmsghdr`: length, type, flags, sequence, port id.
+    const HEADER: usize = 16;
+    /// `inet_diag_req_v2`: family, protocol, extensions, pad, states, then
+    /// the 48-byte `inet_diag_sockid`.
+    const REQUEST: usize = 56;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLMSG_ERROR: u16 = 2;
+    const IPPROTO_TCP: u8 = 6;
+    /// `INET_DIAG_NOCOOKIE`: match by addresses, not by a socket cookie.
+    const NO_COOKIE: u32 = !0;
+    /// Offsets of `idiag_uid` and `idiag_inode` in a reply.
+    const UID_AT: usize = HEADER + 64;
+    const INODE_AT: usize = HEADER + 68;
+
+    /// The request for the socket whose local address is `src` and whose
+    /// peer is `dst`.
+    pub(super) fn request(src: SocketAddr, dst: SocketAddr) -> [u8; HEADER + REQUEST] {
+        let mut m = [0u8; HEADER + REQUEST];
+        m[0..4].copy_from_slice(&((HEADER + REQUEST) as u32).to_ne_bytes());
+        m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        m[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        let r = &mut m[HEADER..];
+        r[0] = match src.ip() {
+            IpAddr::V4(_) => AddressFamily::Inet as u8,
+            IpAddr::V6(_) => AddressFamily::Inet6 as u8,
+        };
+        r[1] = IPPROTO_TCP;
+        r[4..8].copy_from_slice(&u32::MAX.to_ne_bytes()); // any state
+        let id = &mut r[8..];
+        id[0..2].copy_from_slice(&src.port().to_be_bytes());
+        id[2..4].copy_from_slice(&dst.port().to_be_bytes());
+        let octets = |a: IpAddr| match a {
+            IpAddr::V4(v4) => {
+                let mut o = [0u8; 16];
+                o[..4].copy_from_slice(&v4.octets());
+                o
+            }
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        id[4..20].copy_from_slice(&octets(src.ip()));
+        id[20..36].copy_from_slice(&octets(dst.ip()));
+        id[40..44].copy_from_slice(&NO_COOKIE.to_ne_bytes());
+        id[44..48].copy_from_slice(&NO_COOKIE.to_ne_bytes());
+        m
+    }
+
+    /// The owner's uid; `None` when the kernel has no such socket.
+    pub(super) fn owner(src: SocketAddr, dst: SocketAddr) -> Result<Option<u32>, String> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkSockDiag,
+        )
+        .map_err(|e| format!("socket diagnostics: {e}"))?;
+        sendto(
+            fd.as_raw_fd(),
+            &request(src, dst),
+            &NetlinkAddr::new(0, 0),
+            MsgFlags::empty(),
+        )
+        .map_err(|e| format!("socket diagnostics: {e}"))?;
+        let mut reply = [0u8; 512];
+        let n = recv(fd.as_raw_fd(), &mut reply, MsgFlags::empty())
+            .map_err(|e| format!("socket diagnostics: {e}"))?;
+        parse(&reply[..n])
+    }
+
+    /// Reads the kernel's answer: the socket's uid, `None` for "no such
+    /// socket". A socket no program holds any more (inode 0: closed or
+    /// orphaned) is reported as root's, so it counts as unknown.
+    pub(super) fn parse(reply: &[u8]) -> Result<Option<u32>, String> {
+        let u16_at = |i: usize| reply.get(i..i + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+        let u32_at = |i: usize| {
+            reply
+                .get(i..i + 4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        match u16_at(4) {
+            Some(NLMSG_ERROR) => {
+                let errno = u32_at(HEADER).map(|e| -(e as i32)).unwrap_or(0);
+                if errno == nix::errno::Errno::ENOENT as i32 {
+                    Ok(None)
+                } else {
+                    Err(format!(
+                        "socket diagnostics: {}",
+                        nix::errno::Errno::from_raw(errno)
+                    ))
+                }
+            }
+            Some(SOCK_DIAG_BY_FAMILY) => match (u32_at(UID_AT), u32_at(INODE_AT)) {
+                (Some(_), Some(0)) => {
+                    Err("the connecting socket is no longer held by any program".into())
+                }
+                (Some(uid), Some(_)) => Ok(Some(uid)),
+                _ => Err("socket diagnostics: short answer".into()),
+            },
+            other => Err(format!("socket diagnostics: unexpected answer {other:?}")),
+        }
+    }
 }
 
 /// The uid of the program listening on loopback `port`, if any.
@@ -173,34 +290,10 @@ pub fn user_name(uid: u32) -> String {
     format!("uid {uid}")
 }
 
-/// An IPv4 socket address as `/proc/net/tcp` prints it: the address's four
-/// bytes read as one native-endian word, then the port, in upper-case hex.
-#[cfg(target_os = "linux")]
-fn proc_v4(ip: std::net::Ipv4Addr, port: u16) -> String {
-    format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip.octets()))
-}
-
-/// An address as `/proc/net/tcp6` prints it (IPv4 as `::ffff:a.b.c.d`).
-#[cfg(target_os = "linux")]
-fn proc_v6(addr: SocketAddr) -> String {
-    let ip = match addr.ip() {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    };
-    let mut out = String::with_capacity(37);
-    for word in ip.octets().chunks_exact(4) {
-        let word: [u8; 4] = word.try_into().expect("four bytes");
-        out.push_str(&format!("{:08X}", u32::from_ne_bytes(word)));
-    }
-    out.push_str(&format!(":{:04X}", addr.port()));
-    out
-}
-
 /// The fields of a `/proc/net/tcp*` row that the checks read.
 #[cfg(target_os = "linux")]
 struct Row<'a> {
     local: &'a str,
-    remote: &'a str,
     state: &'a str,
     uid: u32,
     inode: u64,
@@ -211,7 +304,7 @@ fn parse_row(line: &str) -> Option<Row<'_>> {
     let mut f = line.split_whitespace();
     let _slot = f.next()?;
     let local = f.next()?;
-    let remote = f.next()?;
+    let _remote = f.next()?;
     let state = f.next()?;
     let mut f = f.skip(3);
     let uid = f.next()?.parse().ok()?;
@@ -219,16 +312,16 @@ fn parse_row(line: &str) -> Option<Row<'_>> {
     let inode = f.next()?.parse().ok()?;
     Some(Row {
         local,
-        remote,
         state,
         uid,
         inode,
     })
 }
 
-/// The uid of the first row of `file` that `wanted` accepts. A row whose
-/// socket no program holds any more (inode 0: closed, orphaned, or in
-/// TIME_WAIT) is reported as root by the kernel, so it counts as unknown.
+/// The uid of the first row of `file` that `wanted` accepts (a listener's
+/// owner: rare, so reading the whole table is fine). A row whose socket no
+/// program holds any more (inode 0) is reported as root's, so it counts as
+/// unknown.
 #[cfg(target_os = "linux")]
 fn find_in(file: &str, wanted: impl Fn(&Row<'_>) -> bool) -> Result<Option<u32>, String> {
     use std::io::BufRead;
@@ -264,16 +357,32 @@ mod tests {
     use std::net::Ipv4Addr;
 
     #[test]
-    fn addresses_are_written_as_the_kernel_does() {
-        let a = SocketAddr::from(([127, 0, 0, 1], 5432));
-        if cfg!(target_endian = "little") {
-            assert_eq!(proc_v4(Ipv4Addr::LOCALHOST, 5432), "0100007F:1538");
-            assert_eq!(proc_v6(a), "0000000000000000FFFF00000100007F:1538");
-        }
+    fn kernel_rows_and_answers_are_read_field_by_field() {
         let row = "   3: 0100007F:9C40 0100007F:1538 01 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0000000000000000 20 4 30 10 -1";
         let r = parse_row(row).unwrap();
-        assert_eq!((r.local, r.remote, r.state), ("0100007F:9C40", "0100007F:1538", "01"));
+        assert_eq!((r.local, r.state), ("0100007F:9C40", "01"));
         assert_eq!((r.uid, r.inode), (1000, 4242));
+
+        let req = sock_diag::request(
+            SocketAddr::from(([127, 0, 0, 1], 40000)),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 5432)),
+        );
+        assert_eq!(req.len(), 72);
+        assert_eq!(&req[24..28], &[0x9C, 0x40, 0x15, 0x38], "ports, big-endian");
+        assert_eq!(&req[28..32], &[127, 0, 0, 1]);
+        assert_eq!(&req[44..48], &[127, 0, 0, 1]);
+
+        let mut answer = vec![0u8; 88];
+        answer[4..6].copy_from_slice(&20u16.to_ne_bytes());
+        answer[80..84].copy_from_slice(&1000u32.to_ne_bytes());
+        answer[84..88].copy_from_slice(&77u32.to_ne_bytes());
+        assert_eq!(sock_diag::parse(&answer), Ok(Some(1000)));
+        answer[84..88].copy_from_slice(&0u32.to_ne_bytes());
+        assert!(sock_diag::parse(&answer).is_err(), "an orphan has no owner");
+        let mut none = vec![0u8; 36];
+        none[4..6].copy_from_slice(&2u16.to_ne_bytes());
+        none[16..20].copy_from_slice(&(-2i32).to_ne_bytes());
+        assert_eq!(sock_diag::parse(&none), Ok(None));
     }
 
     #[test]
