@@ -9,12 +9,12 @@ use postern_api::wire::CatalogEntry;
 use postern_client::ClientError;
 use postern_client::api::GatewayClient;
 use postern_client::connect::{ConnectRequest, prepare};
+use postern_client::launch::Endpoint;
 use postern_client::login::{LocalLogin, login_local, logout};
 use postern_client::profile::{Home, Profile};
 use postern_client::queries::{CancelOutcome, Dialect, GuardPolicy, QueryHelper, run_guard};
 use postern_client::session::{ActiveSession, SessionSource};
 use postern_client::sso::{SsoLogin, login_sso, open_browser};
-use postern_client::launch::Endpoint;
 use postern_client::tunnel::{self, Dialer, Tunnel, TunnelListener, TunnelSpec};
 
 use crate::output;

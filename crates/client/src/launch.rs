@@ -490,9 +490,7 @@ pub fn terminal_command(
             let mut env = endpoint.libpq_env();
             let dirs = psql.parent().map(Path::to_path_buf).into_iter();
             let inherited = std::env::var_os("PATH").unwrap_or_default();
-            if let Ok(path) =
-                std::env::join_paths(dirs.chain(std::env::split_paths(&inherited)))
-            {
+            if let Ok(path) = std::env::join_paths(dirs.chain(std::env::split_paths(&inherited))) {
                 env.push(("PATH".into(), path));
             }
             Ok(TerminalCommand {
@@ -1241,7 +1239,11 @@ mod tests {
             // The arguments are passed verbatim: this is cmd.exe's line.
             let line = t.args.join(" ");
             assert_eq!(line, r#"/c start "Postern psql" cmd /k psql"#);
-            assert_eq!(cmd_exe_acts_on(&line), None, "{name:?}: cmd.exe would act on {line}");
+            assert_eq!(
+                cmd_exe_acts_on(&line),
+                None,
+                "{name:?}: cmd.exe would act on {line}"
+            );
             // psql gets the values exactly, through libpq's environment.
             let env = |k: &str| t.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             assert_eq!(env("PGDATABASE"), Some(name.into()));
@@ -1275,7 +1277,11 @@ mod tests {
             else {
                 continue;
             };
-            assert_eq!(String::from_utf8_lossy(&out.stdout), e.conninfo(), "{name:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                e.conninfo(),
+                "{name:?}"
+            );
         }
     }
 
@@ -1311,7 +1317,6 @@ mod tests {
             "{err}"
         );
     }
-
 
     #[test]
     fn servers_json_has_what_pgadmin_needs() {

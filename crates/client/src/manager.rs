@@ -216,7 +216,11 @@ impl TunnelManager {
             let m = tunnels
                 .get(&id)
                 .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?;
-            (m.tunnel.addr().clone(), m.spec.db_name.clone(), m.kind.clone())
+            (
+                m.tunnel.addr().clone(),
+                m.spec.db_name.clone(),
+                m.kind.clone(),
+            )
         };
         QueryHelper::connect(&addr, db_name.as_deref(), Dialect::for_kind(&kind)).await
     }

@@ -11,9 +11,9 @@
 //! A Unix-socket tunnel is guarded by its 0700 directory; the peer's
 //! credentials are checked there too, which costs one `getsockopt`.
 
-use std::net::SocketAddr;
 #[cfg(target_os = "linux")]
 use std::net::IpAddr;
+use std::net::SocketAddr;
 
 /// Why a connection was refused. `Display` is the sentence the client sees.
 #[derive(Debug, thiserror::Error)]
@@ -233,7 +233,11 @@ mod sock_diag {
     /// socket". A socket no program holds any more (inode 0: closed or
     /// orphaned) is reported as root's, so it counts as unknown.
     pub(super) fn parse(reply: &[u8]) -> Result<Option<u32>, String> {
-        let u16_at = |i: usize| reply.get(i..i + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+        let u16_at = |i: usize| {
+            reply
+                .get(i..i + 2)
+                .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+        };
         let u32_at = |i: usize| {
             reply
                 .get(i..i + 4)
@@ -269,9 +273,11 @@ pub fn tcp_listener_uid(port: u16) -> Option<u32> {
     const LISTEN: &str = "0A";
     let suffix = format!(":{port:04X}");
     ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|file| {
-        find_in(file, |row| row.state == LISTEN && row.local.ends_with(&suffix))
-            .ok()
-            .flatten()
+        find_in(file, |row| {
+            row.state == LISTEN && row.local.ends_with(&suffix)
+        })
+        .ok()
+        .flatten()
     })
 }
 

@@ -59,10 +59,7 @@ pub struct SsoLogin {
 pub fn check_sign_in_url(url: &str) -> Result<(), ClientError> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|_| ClientError::UnsafeSignInUrl("not an address".into()))?;
-    let local = matches!(
-        parsed.host_str(),
-        Some("127.0.0.1" | "localhost" | "[::1]")
-    );
+    let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if local => Ok(()),
@@ -371,8 +368,14 @@ mod tests {
             ("javascript:alert(1)", "(javascript:)"),
             ("smb://attacker.example/share", "(smb:)"),
             ("ms-settings:privacy", "(ms-settings:)"),
-            ("http://idp.example.com/authorize", "(plain http:// to another machine)"),
-            ("http://127.0.0.1.attacker.example/", "(plain http:// to another machine)"),
+            (
+                "http://idp.example.com/authorize",
+                "(plain http:// to another machine)",
+            ),
+            (
+                "http://127.0.0.1.attacker.example/",
+                "(plain http:// to another machine)",
+            ),
             ("/relative", "(not an address)"),
         ] {
             let err = check_sign_in_url(bad).unwrap_err().to_string();

@@ -10,8 +10,8 @@ pub mod state;
 pub mod views;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -502,10 +502,7 @@ impl App {
                 db_name: request.db_name,
                 db_roles: request.db_roles,
                 port: request.port,
-                socket_dir: request
-                    .socket_dir
-                    .as_ref()
-                    .map(|d| d.display().to_string()),
+                socket_dir: request.socket_dir.as_ref().map(|d| d.display().to_string()),
             },
         );
         self.emit(AppEvent::TunnelsChanged);

@@ -390,11 +390,7 @@ impl From<&TunnelInfo> for TunnelView {
             db_roles: t.request.db_roles.clone(),
             address: t.address.clone(),
             port: t.port,
-            socket_dir: t
-                .request
-                .socket_dir
-                .as_ref()
-                .map(|_| t.host.clone()),
+            socket_dir: t.request.socket_dir.as_ref().map(|_| t.host.clone()),
             uri: endpoint.uri(),
             psql: endpoint.psql_command(),
             started_unix: t.started_unix as f64,
