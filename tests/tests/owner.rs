@@ -143,3 +143,41 @@ async fn a_socket_directory_others_can_enter_is_refused() {
         "postern said: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_port_held_by_another_program_is_never_passed_off_as_the_tunnel() {
+    use tokio::io::AsyncBufReadExt;
+
+    let stack = Stack::with_dev_users(&["alice"]).await;
+    let mut first = stack.proxy("alice", &TARGET).await;
+    let remembered = first.port;
+    first.child.kill().await.unwrap();
+    // Another program takes the port.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", remembered)).unwrap();
+    let mut second = stack.proxy("alice", &TARGET).await;
+    assert_ne!(second.port, remembered);
+    let stderr = second.child.stderr.take().unwrap();
+    let warning = tokio::io::BufReader::new(stderr)
+        .lines()
+        .next_line()
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        warning.starts_with(&format!(
+            "postern: WARNING: Port {remembered}, used by this tunnel last time, is held by \
+             another program (run by OS user root). Saved connections that use port {remembered} \
+             reach that program, not Postern"
+        )),
+        "postern said: {warning}"
+    );
+    assert!(
+        warning.contains(&format!("127.0.0.1:{}", second.port)),
+        "{warning}"
+    );
+    drop(second);
+    drop(squatter);
+    // The old port is still the remembered one: the next tunnel gets it back.
+    let third = stack.proxy("alice", &TARGET).await;
+    assert_eq!(third.port, remembered);
+}
