@@ -374,8 +374,15 @@ impl Stack {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let port = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("proxy stdout") {
+                // `127.0.0.1:PORT` or a socket `DIR/.s.PGSQL.PORT`.
                 if let Some(addr) = line.split("listening on ").nth(1) {
-                    return addr.trim().rsplit(':').next().unwrap().parse::<u16>().ok();
+                    return addr
+                        .trim()
+                        .rsplit([':', '.'])
+                        .next()
+                        .unwrap()
+                        .parse::<u16>()
+                        .ok();
                 }
             }
             None

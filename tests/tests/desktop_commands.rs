@@ -117,6 +117,7 @@ async fn the_app_signs_in_connects_cancels_and_signs_out() {
             db_name: Some("app".into()),
             db_roles: vec![],
             port: None,
+            socket_dir: None,
         })
         .await
         .unwrap();

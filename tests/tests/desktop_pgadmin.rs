@@ -60,6 +60,7 @@ async fn open_in_pgadmin_adds_a_server_that_connects_through_the_tunnel() {
             db_name: Some("analytics".into()),
             db_roles: vec![],
             port: None,
+            socket_dir: None,
         })
         .await
         .unwrap();

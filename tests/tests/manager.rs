@@ -19,6 +19,7 @@ fn request(stack: &Stack, db_user: &str) -> TunnelRequest {
         db_name: Some("app".into()),
         db_roles: vec![],
         port: None,
+        socket_dir: None,
     }
 }
 

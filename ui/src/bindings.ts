@@ -266,7 +266,11 @@ db_roles: Array<string>,
 /**
  * A fixed port, if one was chosen.
  */
-port: number | null, };
+port: number | null, 
+/**
+ * The Unix socket directory, if the tunnel listened on a socket.
+ */
+socket_dir: string | null, };
 
 /**
  * A database in the catalog.
@@ -357,7 +361,11 @@ remembered_free: boolean,
 /**
  * A port that is free right now.
  */
-free: number, };
+free: number, 
+/**
+ * A private directory for a Unix socket, if the user picks one.
+ */
+socket_dir: string, };
 
 /**
  * Open a tunnel.
@@ -382,7 +390,11 @@ db_roles: Array<string>,
 /**
  * A fixed port (None: remembered or new).
  */
-port: number | null, };
+port: number | null, 
+/**
+ * Listen on a Unix socket in this directory instead of 127.0.0.1.
+ */
+socket_dir: string | null, };
 
 /**
  * A running tunnel with live counters.
@@ -417,13 +429,17 @@ db_name: string | null,
  */
 db_roles: Array<string>, 
 /**
- * `127.0.0.1:PORT`.
+ * `127.0.0.1:PORT`, or the socket's path `DIR/.s.PGSQL.PORT`.
  */
 address: string, 
 /**
- * Loopback port.
+ * libpq's port (in the socket's name for a Unix socket).
  */
 port: number, 
+/**
+ * The socket directory (libpq's `host`) of a Unix-socket tunnel.
+ */
+socket_dir: string | null, 
 /**
  * Connection URI.
  */
@@ -467,7 +483,15 @@ favourite: boolean,
 /**
  * The remembered port was taken; this one was used instead.
  */
-port_changed_from: number | null, };
+port_changed_from: number | null, 
+/**
+ * What to tell the user when that happened.
+ */
+port_notice: string | null, 
+/**
+ * Connections refused because another OS user made them.
+ */
+refused_connections: number, };
 
 /**
  * A tunnel to act on.

@@ -1,6 +1,7 @@
 //! One function per command, each a thin layer over `postern-client`.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,12 +9,13 @@ use postern_api::wire::CatalogEntry;
 use postern_client::ClientError;
 use postern_client::api::GatewayClient;
 use postern_client::connect::{ConnectRequest, prepare};
+use postern_client::launch::Endpoint;
 use postern_client::login::{LocalLogin, login_local, logout};
 use postern_client::profile::{Home, Profile};
 use postern_client::queries::{CancelOutcome, Dialect, GuardPolicy, QueryHelper, run_guard};
 use postern_client::session::{ActiveSession, SessionSource};
 use postern_client::sso::{SsoLogin, login_sso, open_browser};
-use postern_client::tunnel::{self, Dialer, PortNote, Tunnel, TunnelSpec};
+use postern_client::tunnel::{self, Dialer, Tunnel, TunnelListener, TunnelSpec};
 
 use crate::output;
 use crate::{
@@ -244,9 +246,10 @@ async fn login_with_sso(
 }
 
 /// Where a command's tunnel listens.
-enum Listen {
-    /// The remembered port (or `--port`): a tunnel for other programs.
-    Remembered(Option<u16>),
+enum Listen<'a> {
+    /// The remembered port (or `--port`), on loopback TCP or on a Unix
+    /// socket in a directory: a tunnel for other programs.
+    Remembered(Option<u16>, Option<&'a Path>),
     /// Any free port: a tunnel only this command uses.
     Ephemeral,
 }
@@ -257,7 +260,7 @@ async fn open_tunnel(
     profile: Option<&str>,
     target: &TargetArgs,
     db_roles: Vec<String>,
-    listen: Listen,
+    listen: Listen<'_>,
 ) -> Result<(Tunnel, TunnelSpec, CatalogEntry), ClientError> {
     let session = load_session(home, profile).await?;
     let (spec, entry) = prepare(
@@ -271,17 +274,15 @@ async fn open_tunnel(
     )
     .await?;
     let listener = match listen {
-        Listen::Remembered(port) => {
-            let (listener, note) = tunnel::bind(home, &session.profile.name, &spec, port).await?;
-            if let PortNote::RememberedTaken(old) = note {
-                eprintln!(
-                    "Port {old} (used last time) is taken; using {} instead.",
-                    listener.local_addr().map(|a| a.port()).unwrap_or(0)
-                );
+        Listen::Remembered(port, socket_dir) => {
+            let (listener, note) =
+                tunnel::bind(home, &session.profile.name, &spec, port, socket_dir).await?;
+            if let Some(notice) = note.notice(&listener.addr()?) {
+                eprintln!("postern: WARNING: {notice}");
             }
             listener
         }
-        Listen::Ephemeral => tunnel::bind_ephemeral().await?,
+        Listen::Ephemeral => TunnelListener::Tcp(tunnel::bind_ephemeral().await?),
     };
     let source = Arc::new(SessionSource::new(
         home.clone(),
@@ -356,7 +357,7 @@ async fn open_guarded(
         profile,
         &args.target,
         args.db_roles.clone(),
-        Listen::Remembered(args.port),
+        Listen::Remembered(args.port, args.socket.as_deref()),
     )
     .await?;
     start_guard(&tunnel, &spec, &entry, args).await?;
@@ -371,7 +372,10 @@ async fn proxy(
     let (tunnel, spec) = open_guarded(home, profile, &args).await?;
     let addr = tunnel.addr();
     println!("Tunnel to database {:?} listening on {addr}", spec.database);
-    println!("Connect with:\n  {}", output::psql_command(addr, &spec));
+    println!(
+        "Connect with:\n  {}",
+        Endpoint::for_tunnel(addr, &spec).psql_command()
+    );
     println!("Any user name and no password work. Press Ctrl+C to stop.");
     let _ = std::io::stdout().flush();
     let _ = tokio::signal::ctrl_c().await;
@@ -385,9 +389,9 @@ async fn connect(
     args: TunnelArgs,
 ) -> Result<ExitCode, ClientError> {
     let (tunnel, spec) = open_guarded(home, profile, &args).await?;
-    let addr = tunnel.addr();
+    let conninfo = Endpoint::for_tunnel(tunnel.addr(), &spec).conninfo();
     let mut child = tokio::process::Command::new("psql")
-        .args(output::psql_args(addr, &spec))
+        .arg(conninfo)
         .spawn()
         .map_err(ClientError::io(
             "starting psql (is it installed and on PATH?)",

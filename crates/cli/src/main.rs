@@ -153,6 +153,11 @@ struct TunnelArgs {
     /// Local port (default: the one used last time for this target).
     #[arg(long)]
     port: Option<u16>,
+    /// Listen on a Unix socket DIR/.s.PGSQL.PORT (mode 0600, in a directory
+    /// only you can enter, created with mode 0700) instead of 127.0.0.1;
+    /// connect with `psql "host=DIR port=PORT"`.
+    #[arg(long, value_name = "DIR")]
+    socket: Option<std::path::PathBuf>,
     /// Runaway guard: warn about statements running longer than this (e.g. 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
     warn_after: Option<std::time::Duration>,

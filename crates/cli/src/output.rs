@@ -1,13 +1,11 @@
 //! How the CLI shows things: aligned text for people, JSON for scripts.
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_api::wire::Catalog;
 use postern_client::profile::ProfileEntry;
 use postern_client::queries::{CancelOutcome, GuardEvent, RunningQuery};
 use postern_client::session::ActiveSession;
-use postern_client::tunnel::TunnelSpec;
 
 use crate::Format;
 
@@ -176,23 +174,6 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
-}
-
-/// psql arguments for a tunnel.
-pub fn psql_args(addr: SocketAddr, spec: &TunnelSpec) -> Vec<String> {
-    let mut conninfo = format!("host={} port={}", addr.ip(), addr.port());
-    if let Some(user) = &spec.db_user {
-        conninfo.push_str(&format!(" user={user}"));
-    }
-    if let Some(name) = &spec.db_name {
-        conninfo.push_str(&format!(" dbname={name}"));
-    }
-    vec![conninfo]
-}
-
-/// A psql command line to copy.
-pub fn psql_command(addr: SocketAddr, spec: &TunnelSpec) -> String {
-    format!("psql \"{}\"", psql_args(addr, spec).join(" "))
 }
 
 /// `postern db queries`.

@@ -83,6 +83,36 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// A Unix socket of the same name is in use.
+    #[error(
+        "port {port} in {dir} is in use by another program; pick another with --port, or omit --port"
+    )]
+    SocketTaken {
+        /// The socket directory.
+        dir: String,
+        /// The port in the socket's name.
+        port: u16,
+    },
+    /// The directory for a Unix socket is not private to the user.
+    #[error(
+        "cannot put the tunnel's socket in {dir}: {reason}; give a directory only you can use, \
+         or a new path (Postern creates it with mode 0700)"
+    )]
+    SocketDir {
+        /// The directory.
+        dir: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// Unix sockets were asked for where there are none.
+    #[error("Unix socket tunnels are not available on this system; use the loopback port")]
+    NoUnixSockets,
+    /// The gateway sent a sign-in address the client will not open.
+    #[error(
+        "the gateway sent a sign-in address that is not https:// ({0}); \
+         Postern opens only https:// sign-in pages, so nothing was opened"
+    )]
+    UnsafeSignInUrl(String),
     /// The database is not in the caller's catalog.
     #[error("database {0:?} is not available to you; run `postern db ls`")]
     UnknownDatabase(String),

@@ -6,10 +6,13 @@
 //! are separate from the parts that start processes, so they are tested
 //! without a desktop.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
+
+use crate::tunnel::{TunnelAddr, TunnelSpec};
 
 /// What can go wrong when launching.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,12 @@ pub enum LaunchError {
     /// pgAdmin refused the server entry.
     #[error("pgAdmin could not load the server: {0}")]
     PgAdmin(String),
+    /// A value holds a control character and cannot be written to a file.
+    #[error(
+        "the {0} contains a control character (such as a line break), which pg_service.conf \
+         and pgAdmin's server list cannot hold safely; nothing was written"
+    )]
+    ControlCharacter(&'static str),
     /// A program could not be started.
     #[error("cannot start {program}: {source}")]
     Spawn {
@@ -105,6 +114,17 @@ fn shell_word(v: &str) -> String {
 }
 
 impl Endpoint {
+    /// The endpoint of a tunnel listening at `addr` for `spec`.
+    pub fn for_tunnel(addr: &TunnelAddr, spec: &TunnelSpec) -> Self {
+        Endpoint {
+            database: spec.database.clone(),
+            host: addr.host(),
+            port: addr.port(),
+            db_user: spec.db_user.clone(),
+            db_name: spec.db_name.clone(),
+        }
+    }
+
     /// `postgresql://user@127.0.0.1:PORT/db?sslmode=disable`: the local leg is
     /// plain loopback (the tunnel itself carries TLS), so no client tries TLS.
     pub fn uri(&self) -> String {
@@ -118,9 +138,15 @@ impl Endpoint {
             .as_deref()
             .map(percent_encode)
             .unwrap_or_default();
+        // A socket directory is a path: libpq reads it percent-encoded.
+        let host = if self.host.starts_with('/') {
+            percent_encode(&self.host)
+        } else {
+            self.host.clone()
+        };
         format!(
-            "postgresql://{user}{}:{}/{db}?sslmode=disable",
-            self.host, self.port
+            "postgresql://{user}{host}:{}/{db}?sslmode=disable",
+            self.port
         )
     }
 
@@ -138,6 +164,41 @@ impl Endpoint {
         }
         parts.push("sslmode=disable".into());
         parts.join(" ")
+    }
+
+    /// The endpoint as libpq's environment variables (`PGHOST`, ...), for
+    /// starting psql without putting the values on a command line.
+    pub fn libpq_env(&self) -> Vec<(String, OsString)> {
+        let mut env = vec![
+            ("PGHOST".to_owned(), OsString::from(&self.host)),
+            ("PGPORT".to_owned(), OsString::from(self.port.to_string())),
+            ("PGSSLMODE".to_owned(), OsString::from("disable")),
+        ];
+        if let Some(u) = &self.db_user {
+            env.push(("PGUSER".into(), u.into()));
+        }
+        if let Some(d) = &self.db_name {
+            env.push(("PGDATABASE".into(), d.into()));
+        }
+        env
+    }
+
+    /// Refuses control characters in anything written to a configuration
+    /// file: a line break would start a new entry of the attacker's making.
+    fn check_writable(&self) -> Result<(), LaunchError> {
+        let fields = [
+            ("database", Some(&self.database)),
+            ("host", Some(&self.host)),
+            ("database user", self.db_user.as_ref()),
+            ("database name", self.db_name.as_ref()),
+        ];
+        match fields
+            .into_iter()
+            .find(|(_, v)| v.is_some_and(|v| v.chars().any(char::is_control)))
+        {
+            Some((field, _)) => Err(LaunchError::ControlCharacter(field)),
+            None => Ok(()),
+        }
     }
 
     /// A psql command line to paste into a POSIX shell.
@@ -247,6 +308,7 @@ pub fn replace_section(text: &str, name: &str, section: &str) -> String {
 /// Writes (or replaces) the endpoint's section in the service file at `path`;
 /// returns the service name, for `psql service=NAME`.
 pub fn write_service(path: &Path, endpoint: &Endpoint) -> Result<String, LaunchError> {
+    endpoint.check_writable()?;
     let name = endpoint.entry_name();
     let old = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -318,8 +380,13 @@ fn is_executable(p: &Path) -> bool {
 /// terminal; its output is discarded.
 fn spawn_detached(program: &Path, args: &[String]) -> Result<(), LaunchError> {
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
+    cmd.args(args);
+    detach(cmd, program)
+}
+
+/// Starts `cmd` (which runs `program`) as [`spawn_detached`] does.
+fn detach(mut cmd: Command, program: &Path) -> Result<(), LaunchError> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().map_err(|source| LaunchError::Spawn {
@@ -358,34 +425,53 @@ pub fn find_psql() -> Result<PathBuf, LaunchError> {
 pub const LINUX_TERMINALS: [&str; 4] =
     ["x-terminal-emulator", "gnome-terminal", "konsole", "xterm"];
 
-/// The program and arguments that open `psql CONNINFO` in a new terminal
-/// window; `find` locates a terminal program by name.
+/// How to open psql on an endpoint in a new terminal window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TerminalCommand {
+    /// The program to start.
+    pub program: PathBuf,
+    /// Its arguments. On Windows they reach cmd.exe verbatim, because
+    /// cmd.exe does not read quotes the way programs (and Rust) write them:
+    /// there they are constants, and nothing from the endpoint is among them.
+    pub args: Vec<String>,
+    /// Environment for psql. On Windows the connection travels here
+    /// (`PGHOST`, `PGDATABASE`, ...), never through cmd.exe's parser.
+    pub env: Vec<(String, OsString)>,
+}
+
+/// The command that opens psql on `endpoint` in a new terminal window;
+/// `find` locates a terminal program by name.
 pub fn terminal_command(
     os: Os,
     psql: &Path,
-    conninfo: &str,
+    endpoint: &Endpoint,
     find: impl Fn(&str) -> Option<PathBuf>,
-) -> Result<(PathBuf, Vec<String>), LaunchError> {
-    let psql = psql.display().to_string();
+) -> Result<TerminalCommand, LaunchError> {
+    let conninfo = endpoint.conninfo();
+    let psql_text = psql.display().to_string();
     match os {
         Os::Linux => {
+            // Arguments, no shell: the terminal runs psql with them as they are.
             for term in LINUX_TERMINALS {
                 if let Some(path) = find(term) {
-                    let mut args =
-                        vec![if term == "gnome-terminal" { "--" } else { "-e" }.to_owned()];
-                    args.push(psql.clone());
-                    args.push(conninfo.to_owned());
-                    return Ok((path, args));
+                    let flag = if term == "gnome-terminal" { "--" } else { "-e" };
+                    return Ok(TerminalCommand {
+                        program: path,
+                        args: vec![flag.to_owned(), psql_text, conninfo],
+                        env: Vec::new(),
+                    });
                 }
             }
             Err(LaunchError::NoTerminal(LINUX_TERMINALS.join(", ")))
         }
         Os::MacOs => {
+            // Terminal.app runs a line in a new shell that does not inherit
+            // our environment: quote for the shell, then for AppleScript.
             let applescript = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-            let line = format!("{} {}", shell_word(&psql), shell_word(conninfo));
-            Ok((
-                PathBuf::from("osascript"),
-                vec![
+            let line = format!("{} {}", shell_word(&psql_text), shell_word(&conninfo));
+            Ok(TerminalCommand {
+                program: PathBuf::from("osascript"),
+                args: vec![
                     "-e".into(),
                     format!(
                         "tell application \"Terminal\" to do script \"{}\"",
@@ -394,30 +480,48 @@ pub fn terminal_command(
                     "-e".into(),
                     "tell application \"Terminal\" to activate".into(),
                 ],
-            ))
+                env: Vec::new(),
+            })
         }
-        Os::Windows => Ok((
-            PathBuf::from("cmd"),
-            vec![
-                "/c".into(),
-                "start".into(),
-                "psql".into(),
-                "cmd".into(),
-                "/k".into(),
-                psql,
-                conninfo.to_owned(),
-            ],
-        )),
+        Os::Windows => {
+            // `start` opens a console running `cmd /k psql`, which stays open
+            // after psql ends so its last words can be read. psql is found
+            // through PATH and the connection through libpq's variables.
+            let mut env = endpoint.libpq_env();
+            let dirs = psql.parent().map(Path::to_path_buf).into_iter();
+            let inherited = std::env::var_os("PATH").unwrap_or_default();
+            if let Ok(path) = std::env::join_paths(dirs.chain(std::env::split_paths(&inherited))) {
+                env.push(("PATH".into(), path));
+            }
+            Ok(TerminalCommand {
+                program: PathBuf::from("cmd"),
+                args: ["/c", "start", "\"Postern psql\"", "cmd", "/k", "psql"]
+                    .map(String::from)
+                    .to_vec(),
+                env,
+            })
+        }
     }
 }
 
 /// Opens psql on the endpoint in a new terminal window; returns the terminal used.
 pub fn open_psql_in_terminal(endpoint: &Endpoint) -> Result<String, LaunchError> {
     let psql = find_psql()?;
-    let (program, args) =
-        terminal_command(Os::current(), &psql, &endpoint.conninfo(), find_on_path)?;
-    spawn_detached(&program, &args)?;
-    Ok(program
+    let terminal = terminal_command(Os::current(), &psql, endpoint, find_on_path)?;
+    let mut cmd = Command::new(&terminal.program);
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        for arg in &terminal.args {
+            cmd.raw_arg(arg);
+        }
+    }
+    #[cfg(not(windows))]
+    cmd.args(&terminal.args);
+    cmd.envs(terminal.env.iter().map(|(k, v)| (k, v)));
+    detach(cmd, &terminal.program)?;
+    Ok(terminal
+        .program
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default())
@@ -846,6 +950,7 @@ impl PgAdmin {
         work_dir: &Path,
         options: &PgAdminOptions,
     ) -> Result<PgAdminAdded, LaunchError> {
+        endpoint.check_writable()?;
         std::fs::create_dir_all(work_dir)
             .map_err(io(format!("creating {}", work_dir.display())))?;
         let mut server = PgAdminServer::for_endpoint(endpoint);
@@ -956,9 +1061,17 @@ mod tests {
         let bare = Endpoint {
             db_user: None,
             db_name: None,
-            ..e
+            ..e.clone()
         };
         assert_eq!(bare.uri(), "postgresql://127.0.0.1:40111/?sslmode=disable");
+        let socket = Endpoint {
+            host: "/run/user/1000/postern".into(),
+            ..e.clone()
+        };
+        assert_eq!(
+            socket.uri(),
+            "postgresql://demo_reader@%2Frun%2Fuser%2F1000%2Fpostern:40111/shop?sslmode=disable"
+        );
         assert_eq!(
             bare.psql_command(),
             "psql \"host=127.0.0.1 port=40111 sslmode=disable\""
@@ -1056,27 +1169,153 @@ mod tests {
                     .then(|| PathBuf::from(format!("/usr/bin/{n}")))
             }
         };
-        let (prog, args) =
-            terminal_command(Os::Linux, psql, "host=h", only(&["xterm", "konsole"])).unwrap();
-        assert_eq!(prog, PathBuf::from("/usr/bin/konsole"));
-        assert_eq!(args, ["-e", "/usr/bin/psql", "host=h"]);
-        let (prog, args) =
-            terminal_command(Os::Linux, psql, "host=h", only(&["gnome-terminal"])).unwrap();
-        assert_eq!(prog, PathBuf::from("/usr/bin/gnome-terminal"));
-        assert_eq!(args, ["--", "/usr/bin/psql", "host=h"]);
-        let err = terminal_command(Os::Linux, psql, "host=h", only(&[])).unwrap_err();
+        let e = Endpoint {
+            db_user: None,
+            db_name: None,
+            ..endpoint()
+        };
+        let conninfo = e.conninfo();
+        let t = terminal_command(Os::Linux, psql, &e, only(&["xterm", "konsole"])).unwrap();
+        assert_eq!(t.program, PathBuf::from("/usr/bin/konsole"));
+        assert_eq!(t.args, ["-e", "/usr/bin/psql", conninfo.as_str()]);
+        let t = terminal_command(Os::Linux, psql, &e, only(&["gnome-terminal"])).unwrap();
+        assert_eq!(t.program, PathBuf::from("/usr/bin/gnome-terminal"));
+        assert_eq!(t.args, ["--", "/usr/bin/psql", conninfo.as_str()]);
+        let err = terminal_command(Os::Linux, psql, &e, only(&[])).unwrap_err();
         assert!(err.to_string().contains("xterm"), "{err}");
 
-        let (prog, args) =
-            terminal_command(Os::MacOs, psql, "host=h user='a b'", only(&[])).unwrap();
-        assert_eq!(prog, PathBuf::from("osascript"));
+        let t = terminal_command(Os::MacOs, psql, &e, only(&[])).unwrap();
+        assert_eq!(t.program, PathBuf::from("osascript"));
         assert_eq!(
-            args[1],
-            r#"tell application "Terminal" to do script "/usr/bin/psql 'host=h user='\\''a b'\\'''""#
+            t.args[1],
+            r#"tell application "Terminal" to do script "/usr/bin/psql 'host=127.0.0.1 port=40111 sslmode=disable'""#
         );
-        let (prog, args) = terminal_command(Os::Windows, psql, "host=h", only(&[])).unwrap();
-        assert_eq!(prog, PathBuf::from("cmd"));
-        assert_eq!(args[..5], ["/c", "start", "psql", "cmd", "/k"]);
+    }
+
+    /// Database names that cmd.exe would read as commands or variables,
+    /// and a shell as quotes.
+    const HOSTILE: [&str; 5] = [
+        "x\" & calc & \"",
+        "a&b",
+        "caret^\" ^& whoami",
+        "%COMSPEC%",
+        "it's \"$(id)\" `id` \\",
+    ];
+
+    /// The first character cmd.exe would act on in `line`: an operator
+    /// outside its quotes (cmd.exe knows no `\"`), or `%`, which it expands
+    /// even inside quotes.
+    fn cmd_exe_acts_on(line: &str) -> Option<char> {
+        let mut quoted = false;
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => quoted = !quoted,
+                '%' => return Some(c),
+                '^' if !quoted => {
+                    chars.next();
+                }
+                '&' | '|' | '<' | '>' | '(' | ')' if !quoted => return Some(c),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn hostile(name: &str) -> Endpoint {
+        Endpoint {
+            db_name: Some(name.into()),
+            db_user: Some(format!("u{name}")),
+            ..endpoint()
+        }
+    }
+
+    #[test]
+    fn windows_terminal_line_gives_cmd_exe_nothing_to_act_on() {
+        let psql = Path::new(r"C:\Program Files\PostgreSQL\16\bin\psql.exe");
+        for name in HOSTILE {
+            let t = terminal_command(Os::Windows, psql, &hostile(name), |_| None).unwrap();
+            assert_eq!(t.program, PathBuf::from("cmd"));
+            // The arguments are passed verbatim: this is cmd.exe's line.
+            let line = t.args.join(" ");
+            assert_eq!(line, r#"/c start "Postern psql" cmd /k psql"#);
+            assert_eq!(
+                cmd_exe_acts_on(&line),
+                None,
+                "{name:?}: cmd.exe would act on {line}"
+            );
+            // psql gets the values exactly, through libpq's environment.
+            let env = |k: &str| t.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            assert_eq!(env("PGDATABASE"), Some(name.into()));
+            assert_eq!(env("PGUSER"), Some(format!("u{name}").into()));
+            assert_eq!(env("PGPORT"), Some("40111".into()));
+            let path = env("PATH").unwrap();
+            assert_eq!(
+                std::env::split_paths(&path).next().unwrap(),
+                psql.parent().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn macos_terminal_line_hands_psql_the_exact_conninfo() {
+        let psql = Path::new("/usr/bin/psql");
+        for name in HOSTILE {
+            let e = hostile(name);
+            let t = terminal_command(Os::MacOs, psql, &e, |_| None).unwrap();
+            // Undo AppleScript's string quoting, then let a shell read the line.
+            let script = t.args[1]
+                .strip_prefix(r#"tell application "Terminal" to do script ""#)
+                .and_then(|s| s.strip_suffix('"'))
+                .unwrap();
+            let line = script.replace("\\\"", "\"").replace("\\\\", "\\");
+            let words = line.strip_prefix("/usr/bin/psql ").unwrap();
+            let Ok(out) = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {words}"))
+                .output()
+            else {
+                continue;
+            };
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                e.conninfo(),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_characters_never_reach_service_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg_service.conf");
+        let e = Endpoint {
+            db_name: Some("app\n[evil]\nhost=attacker.example".into()),
+            ..endpoint()
+        };
+        let err = write_service(&path, &e).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the database name contains a control character (such as a line break), which \
+             pg_service.conf and pgAdmin's server list cannot hold safely; nothing was written"
+        );
+        assert!(!path.exists(), "nothing is written");
+        // pgAdmin's list: refused before pgAdmin is even asked.
+        let pgadmin = PgAdmin {
+            ui: PgAdminUi::WebServer(dir.path().join("none")),
+            cli: PgAdminCli::Script(dir.path().join("none")),
+        };
+        let tab = Endpoint {
+            db_user: Some("reader\tx".into()),
+            ..endpoint()
+        };
+        let err = pgadmin
+            .add_server(&tab, dir.path(), &PgAdminOptions::default())
+            .unwrap_err();
+        assert!(
+            matches!(err, LaunchError::ControlCharacter("database user")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod keystore;
 pub mod launch;
 pub mod login;
 pub mod manager;
+pub mod owner;
 pub mod ports;
 pub mod profile;
 pub mod queries;

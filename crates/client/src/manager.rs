@@ -3,6 +3,7 @@
 //! runaway guard, and favourites that come back on the next start.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
@@ -35,6 +36,9 @@ pub struct TunnelRequest {
     pub db_roles: Vec<String>,
     /// A fixed port (None: remembered or new).
     pub port: Option<u16>,
+    /// Listen on a Unix socket in this directory instead of loopback TCP.
+    #[serde(default)]
+    pub socket_dir: Option<PathBuf>,
 }
 
 /// A tunnel as shown to the user.
@@ -50,10 +54,12 @@ pub struct TunnelInfo {
     pub db_name: Option<String>,
     /// Database kind (`self-hosted`, `redshift-serverless`, ...).
     pub kind: String,
-    /// Loopback host.
+    /// libpq's `host`: the loopback address or the socket directory.
     pub host: String,
-    /// Loopback port.
+    /// libpq's `port`.
     pub port: u16,
+    /// Where clients connect, as shown to people.
+    pub address: String,
     /// When it started, seconds since the Unix epoch.
     pub started_unix: u64,
     /// Open client connections.
@@ -72,6 +78,10 @@ pub struct TunnelInfo {
     pub favourite: bool,
     /// The remembered port was taken and another was used.
     pub port_changed_from: Option<u16>,
+    /// What to tell the user about that, when it happened.
+    pub port_notice: Option<String>,
+    /// Connections refused because another OS user made them.
+    pub refused_connections: u64,
 }
 
 /// A guard event, tagged with its tunnel.
@@ -91,7 +101,7 @@ struct Managed {
     started: SystemTime,
     policy: GuardPolicy,
     guard: Option<tokio::task::JoinHandle<()>>,
-    port_changed_from: Option<u16>,
+    port_note: PortNote,
 }
 
 /// Owns the running tunnels.
@@ -138,8 +148,14 @@ impl TunnelManager {
             },
         )
         .await?;
-        let (listener, note) =
-            tunnel::bind(&self.home, &request.profile, &spec, request.port).await?;
+        let (listener, port_note) = tunnel::bind(
+            &self.home,
+            &request.profile,
+            &spec,
+            request.port,
+            request.socket_dir.as_deref(),
+        )
+        .await?;
         let dialer = Arc::new(Dialer::new(source, session.profile.gateway.clone()));
         let tunnel = Tunnel::start(listener, dialer, spec.clone())?;
         let id = self.next_id.fetch_add(1, Relaxed);
@@ -151,10 +167,7 @@ impl TunnelManager {
             started: SystemTime::now(),
             policy: GuardPolicy::default(),
             guard: None,
-            port_changed_from: match note {
-                PortNote::RememberedTaken(p) => Some(p),
-                _ => None,
-            },
+            port_note,
         };
         let info = info(id, &managed, &load_favourites(&self.home));
         self.tunnels.lock().await.insert(id, managed);
@@ -203,9 +216,13 @@ impl TunnelManager {
             let m = tunnels
                 .get(&id)
                 .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?;
-            (m.tunnel.addr(), m.spec.db_name.clone(), m.kind.clone())
+            (
+                m.tunnel.addr().clone(),
+                m.spec.db_name.clone(),
+                m.kind.clone(),
+            )
         };
-        QueryHelper::connect(addr, db_name.as_deref(), Dialect::for_kind(&kind)).await
+        QueryHelper::connect(&addr, db_name.as_deref(), Dialect::for_kind(&kind)).await
     }
 
     /// The caller's running statements on a tunnel's database.
@@ -300,8 +317,9 @@ fn info(id: u64, m: &Managed, favourites: &[TunnelRequest]) -> TunnelInfo {
         db_user: m.spec.db_user.clone(),
         db_name: m.spec.db_name.clone(),
         kind: m.kind.clone(),
-        host: addr.ip().to_string(),
+        host: addr.host(),
         port: addr.port(),
+        address: addr.to_string(),
         started_unix: m
             .started
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -314,7 +332,12 @@ fn info(id: u64, m: &Managed, favourites: &[TunnelRequest]) -> TunnelInfo {
         warn_after_secs: m.policy.warn_after.map(|d| d.as_secs()),
         cancel_after_secs: m.policy.cancel_after.map(|d| d.as_secs()),
         favourite: favourites.contains(&m.request),
-        port_changed_from: m.port_changed_from,
+        port_changed_from: match m.port_note {
+            PortNote::RememberedTaken { port, .. } => Some(port),
+            _ => None,
+        },
+        port_notice: m.port_note.notice(addr),
+        refused_connections: stats.refused.load(Relaxed),
     }
 }
 

@@ -3,7 +3,6 @@
 //! database user, so it can never touch what the user could not.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -11,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{Client, NoTls};
 
 use crate::error::ClientError;
+use crate::tunnel::TunnelAddr;
 
 /// One running statement.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -109,13 +109,19 @@ impl QueryHelper {
     /// Connects through the tunnel at `addr` (the tunnel supplies the db user
     /// and database; `db_name` overrides the database if given).
     pub async fn connect(
-        addr: SocketAddr,
+        addr: &TunnelAddr,
         db_name: Option<&str>,
         dialect: Dialect,
     ) -> Result<Self, ClientError> {
         let mut config = tokio_postgres::Config::new();
+        match addr {
+            TunnelAddr::Tcp(a) => config.host(a.ip().to_string()),
+            #[cfg(unix)]
+            TunnelAddr::Socket { dir, .. } => config.host_path(dir),
+            #[cfg(not(unix))]
+            TunnelAddr::Socket { .. } => return Err(ClientError::NoUnixSockets),
+        };
         config
-            .host(addr.ip().to_string())
             .port(addr.port())
             .user("postern")
             .application_name(HELPER_APP)

@@ -52,6 +52,24 @@ pub struct SsoLogin {
     pub timeout: Duration,
 }
 
+/// Accepts only a sign-in address the browser may be sent to: `https://`,
+/// or `http://` on this machine (127.0.0.1, localhost, [::1]) for tests.
+/// The address comes from the gateway; a `file:`, `javascript:` or
+/// application-scheme address must never reach the system's opener.
+pub fn check_sign_in_url(url: &str) -> Result<(), ClientError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|_| ClientError::UnsafeSignInUrl("not an address".into()))?;
+    let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if local => Ok(()),
+        "http" => Err(ClientError::UnsafeSignInUrl(
+            "plain http:// to another machine".into(),
+        )),
+        other => Err(ClientError::UnsafeSignInUrl(format!("{other}:"))),
+    }
+}
+
 /// Opens `url` in the system browser.
 pub fn open_browser(url: &str) -> Result<(), ClientError> {
     open::that_detached(url).map_err(ClientError::io("opening the browser"))
@@ -92,6 +110,7 @@ pub async fn login_sso(
             csr_pem,
         })
         .await?;
+    check_sign_in_url(&started.auth_url)?;
     show_url(&started.auth_url);
 
     let finish = async {
@@ -333,6 +352,43 @@ async fn arrive(
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn only_https_sign_in_pages_are_opened() {
+        for ok in [
+            "https://idp.example.com/authorize?client_id=postern&state=x",
+            "http://127.0.0.1:5556/auth",
+            "http://localhost:8080/auth",
+            "http://[::1]:8080/auth",
+        ] {
+            check_sign_in_url(ok).unwrap();
+        }
+        for (bad, said) in [
+            ("file:///etc/passwd", "(file:)"),
+            ("javascript:alert(1)", "(javascript:)"),
+            ("smb://attacker.example/share", "(smb:)"),
+            ("ms-settings:privacy", "(ms-settings:)"),
+            (
+                "http://idp.example.com/authorize",
+                "(plain http:// to another machine)",
+            ),
+            (
+                "http://127.0.0.1.attacker.example/",
+                "(plain http:// to another machine)",
+            ),
+            ("/relative", "(not an address)"),
+        ] {
+            let err = check_sign_in_url(bad).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "the gateway sent a sign-in address that is not https:// {said}; \
+                     Postern opens only https:// sign-in pages, so nothing was opened"
+                ),
+                "{bad}"
+            );
+        }
+    }
 
     /// A browser's GET, by hand: status code and body.
     async fn get(port: u16, path_and_query: &str) -> (u16, String) {

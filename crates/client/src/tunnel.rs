@@ -2,6 +2,7 @@
 //! connection to the gateway over mutually authenticated TLS.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ClientError;
+use crate::owner;
 use crate::ports::{port_key, remember, remembered};
 use crate::profile::Home;
 use crate::session::SessionSource;
@@ -57,6 +59,8 @@ pub struct TunnelStats {
     pub bytes_in: AtomicU64,
     /// Bytes from the database to clients so far.
     pub bytes_out: AtomicU64,
+    /// Connections refused because another OS user made them.
+    pub refused: AtomicU64,
 }
 
 /// Reaches the gateway with the current session.
@@ -100,9 +104,123 @@ impl Dialer {
     }
 }
 
-/// A running tunnel; dropping it stops the listener and its connections.
+/// Where a tunnel listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TunnelAddr {
+    /// A loopback TCP port.
+    Tcp(SocketAddr),
+    /// A Unix socket `DIR/.s.PGSQL.PORT`, named as libpq expects, so
+    /// `psql "host=DIR port=PORT"` finds it.
+    Socket {
+        /// The socket's directory (mode 0700).
+        dir: PathBuf,
+        /// The port in the socket's name.
+        port: u16,
+    },
+}
+
+impl TunnelAddr {
+    /// libpq's `host`: the loopback address, or the socket directory.
+    pub fn host(&self) -> String {
+        match self {
+            TunnelAddr::Tcp(a) => a.ip().to_string(),
+            TunnelAddr::Socket { dir, .. } => dir.display().to_string(),
+        }
+    }
+
+    /// libpq's `port`.
+    pub fn port(&self) -> u16 {
+        match self {
+            TunnelAddr::Tcp(a) => a.port(),
+            TunnelAddr::Socket { port, .. } => *port,
+        }
+    }
+
+    /// The socket file of a Unix-socket tunnel.
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        match self {
+            TunnelAddr::Tcp(_) => None,
+            TunnelAddr::Socket { dir, port } => Some(socket_file(dir, *port)),
+        }
+    }
+}
+
+impl std::fmt::Display for TunnelAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.socket_path() {
+            Some(path) => write!(f, "{}", path.display()),
+            None => write!(f, "{}:{}", self.host(), self.port()),
+        }
+    }
+}
+
+/// A good directory for Unix-socket tunnels: the user's runtime directory
+/// (private, and short, as socket paths must be), else the profile directory.
+pub fn default_socket_dir(home: &Home) -> PathBuf {
+    directories::BaseDirs::new()
+        .and_then(|b| b.runtime_dir().map(|d| d.join("postern")))
+        .unwrap_or_else(|| home.dir().join("sockets"))
+}
+
+/// libpq's name for the socket of `port` in `dir`.
+fn socket_file(dir: &Path, port: u16) -> PathBuf {
+    dir.join(format!(".s.PGSQL.{port}"))
+}
+
+/// A bound tunnel endpoint, ready for [`Tunnel::start`].
+pub enum TunnelListener {
+    /// Loopback TCP.
+    Tcp(TcpListener),
+    /// A Unix socket.
+    #[cfg(unix)]
+    Socket {
+        /// The listening socket.
+        listener: tokio::net::UnixListener,
+        /// Where it is.
+        dir: PathBuf,
+        /// The port in its name.
+        port: u16,
+    },
+}
+
+/// An accepted client connection.
+enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    #[cfg(unix)]
+    Socket(tokio::net::UnixStream),
+}
+
+impl TunnelListener {
+    /// Where it listens.
+    pub fn addr(&self) -> Result<TunnelAddr, ClientError> {
+        match self {
+            TunnelListener::Tcp(l) => Ok(TunnelAddr::Tcp(
+                l.local_addr()
+                    .map_err(ClientError::io("reading the bound port"))?,
+            )),
+            #[cfg(unix)]
+            TunnelListener::Socket { dir, port, .. } => Ok(TunnelAddr::Socket {
+                dir: dir.clone(),
+                port: *port,
+            }),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            TunnelListener::Tcp(l) => l.accept().await.map(|(s, peer)| Accepted::Tcp(s, peer)),
+            #[cfg(unix)]
+            TunnelListener::Socket { listener, .. } => {
+                listener.accept().await.map(|(s, _)| Accepted::Socket(s))
+            }
+        }
+    }
+}
+
+/// A running tunnel; dropping it stops the listener and its connections
+/// (and removes its socket file).
 pub struct Tunnel {
-    addr: SocketAddr,
+    addr: TunnelAddr,
     stats: Arc<TunnelStats>,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -111,34 +229,82 @@ pub struct Tunnel {
 impl Drop for Tunnel {
     fn drop(&mut self) {
         self.stop.cancel();
+        if let Some(path) = self.addr.socket_path() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
 /// How the port was chosen, for telling the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortNote {
     /// The requested or remembered port.
     AsBefore,
     /// A new port (first use).
     New,
-    /// The remembered port was taken; another was used.
-    RememberedTaken(u16),
+    /// The remembered port is held by another program; another port was
+    /// used for now, and the remembered one stays remembered.
+    RememberedTaken {
+        /// The remembered port.
+        port: u16,
+        /// The OS user running the program that holds it, when known.
+        holder: Option<String>,
+    },
 }
 
-/// Binds the tunnel's loopback port: `fixed` if given (an error if taken),
-/// else the remembered one, else a free one; the result is remembered.
+impl PortNote {
+    /// What to tell the user when the tunnel is not where it was last time:
+    /// saved connections (pg_service.conf, pgAdmin) still name the old port,
+    /// and they now reach someone else's program, not Postern.
+    pub fn notice(&self, now: &TunnelAddr) -> Option<String> {
+        let PortNote::RememberedTaken { port, holder } = self else {
+            return None;
+        };
+        let who = holder
+            .as_deref()
+            .map(|u| format!(" (run by OS user {u})"))
+            .unwrap_or_default();
+        Some(format!(
+            "Port {port}, used by this tunnel last time, is held by another program{who}. \
+             Saved connections that use port {port} reach that program, not Postern: \
+             do not use them until it is gone. This tunnel listens on {now} for now; \
+             port {port} stays remembered for next time."
+        ))
+    }
+}
+
+/// Binds the tunnel: on loopback TCP, or on a Unix socket in `socket_dir`.
+/// The port is `fixed` if given (an error if taken), else the remembered
+/// one, else a new one. A new port is remembered; when the remembered port
+/// is held by another program a new one is used for now and the remembered
+/// one is kept, so the user is never told the new port is the old one.
 pub async fn bind(
     home: &Home,
     profile: &str,
     spec: &TunnelSpec,
     fixed: Option<u16>,
-) -> Result<(TcpListener, PortNote), ClientError> {
+    socket_dir: Option<&Path>,
+) -> Result<(TunnelListener, PortNote), ClientError> {
     let key = port_key(
         profile,
         &spec.database,
         spec.db_user.as_deref(),
         spec.db_name.as_deref(),
     );
+    let (listener, note) = match socket_dir {
+        None => bind_tcp(fixed, remembered(home, &key)).await?,
+        Some(dir) => bind_socket(dir, fixed, remembered(home, &key))?,
+    };
+    if !matches!(note, PortNote::RememberedTaken { .. }) {
+        remember(home, &key, listener.addr()?.port())?;
+    }
+    Ok((listener, note))
+}
+
+async fn bind_tcp(
+    fixed: Option<u16>,
+    remembered: Option<u16>,
+) -> Result<(TunnelListener, PortNote), ClientError> {
     let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let (listener, note) = if let Some(port) = fixed {
         let listener =
@@ -149,20 +315,151 @@ pub async fn bind(
                     reason: e.to_string(),
                 })?;
         (listener, PortNote::AsBefore)
-    } else if let Some(port) = remembered(home, &key) {
+    } else if let Some(port) = remembered {
         match TcpListener::bind(loopback(port)).await {
             Ok(l) => (l, PortNote::AsBefore),
-            Err(_) => (bind_ephemeral().await?, PortNote::RememberedTaken(port)),
+            Err(_) => (
+                bind_ephemeral().await?,
+                PortNote::RememberedTaken {
+                    port,
+                    holder: owner::tcp_listener_uid(port).map(owner::user_name),
+                },
+            ),
         }
     } else {
         (bind_ephemeral().await?, PortNote::New)
     };
-    let port = listener
-        .local_addr()
-        .map_err(ClientError::io("reading the bound port"))?
-        .port();
-    remember(home, &key, port)?;
-    Ok((listener, note))
+    Ok((TunnelListener::Tcp(listener), note))
+}
+
+/// The first port tried for a new socket: PostgreSQL's own.
+#[cfg(unix)]
+const FIRST_SOCKET_PORT: u16 = 5432;
+
+#[cfg(unix)]
+fn bind_socket(
+    dir: &Path,
+    fixed: Option<u16>,
+    remembered: Option<u16>,
+) -> Result<(TunnelListener, PortNote), ClientError> {
+    private_dir(dir)?;
+    let taken = |port| ClientError::SocketTaken {
+        dir: dir.display().to_string(),
+        port,
+    };
+    let (listener, port, note) = if let Some(port) = fixed {
+        let listener = listen_socket(dir, port)?.ok_or_else(|| taken(port))?;
+        (listener, port, PortNote::AsBefore)
+    } else if let Some(port) = remembered {
+        match listen_socket(dir, port)? {
+            Some(l) => (l, port, PortNote::AsBefore),
+            None => {
+                let (l, new) = first_free_socket(dir)?;
+                let holder = None;
+                (l, new, PortNote::RememberedTaken { port, holder })
+            }
+        }
+    } else {
+        let (l, port) = first_free_socket(dir)?;
+        (l, port, PortNote::New)
+    };
+    Ok((
+        TunnelListener::Socket {
+            listener,
+            dir: dir.to_owned(),
+            port,
+        },
+        note,
+    ))
+}
+
+#[cfg(not(unix))]
+fn bind_socket(
+    _dir: &Path,
+    _fixed: Option<u16>,
+    _remembered: Option<u16>,
+) -> Result<(TunnelListener, PortNote), ClientError> {
+    Err(ClientError::NoUnixSockets)
+}
+
+/// Listens on the first free socket name from PostgreSQL's own port up.
+#[cfg(unix)]
+fn first_free_socket(dir: &Path) -> Result<(tokio::net::UnixListener, u16), ClientError> {
+    for port in FIRST_SOCKET_PORT..FIRST_SOCKET_PORT.saturating_add(1000) {
+        if let Some(listener) = listen_socket(dir, port)? {
+            return Ok((listener, port));
+        }
+    }
+    Err(ClientError::SocketTaken {
+        dir: dir.display().to_string(),
+        port: FIRST_SOCKET_PORT,
+    })
+}
+
+/// Makes sure `dir` is a directory only this user can enter, creating it
+/// (mode 0700) when missing. An existing directory that others can enter is
+/// refused rather than changed: it is the user's, and others may rely on it.
+#[cfg(unix)]
+fn private_dir(dir: &Path) -> Result<(), ClientError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let refuse = |reason: String| ClientError::SocketDir {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let meta = match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| refuse(e.to_string()))?;
+            std::fs::symlink_metadata(dir).map_err(|e| refuse(e.to_string()))?
+        }
+        Err(e) => return Err(refuse(e.to_string())),
+        Ok(meta) => meta,
+    };
+    let me = owner::Owner::current();
+    if !meta.is_dir() {
+        Err(refuse("it is not a directory".into()))
+    } else if meta.uid() != me.uid() {
+        Err(refuse(format!(
+            "it belongs to OS user {}",
+            owner::user_name(meta.uid())
+        )))
+    } else if meta.mode() & 0o077 != 0 {
+        Err(refuse(format!(
+            "other users can enter it (mode {:o})",
+            meta.mode() & 0o777
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// Listens on `dir/.s.PGSQL.port` (mode 0600); `None` when another program
+/// serves it. A socket file nobody answers on is left over from a process
+/// that died, and is replaced.
+#[cfg(unix)]
+fn listen_socket(dir: &Path, port: u16) -> Result<Option<tokio::net::UnixListener>, ClientError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let path = socket_file(dir, port);
+    let io = |e| ClientError::io(format!("listening on {}", path.display()))(e);
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+        Ok(meta) if !meta.file_type().is_socket() => return Ok(None),
+        Ok(_) => match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(&path).map_err(io)?;
+            }
+            Err(e) => return Err(io(e)),
+        },
+    }
+    let listener = tokio::net::UnixListener::bind(&path).map_err(io)?;
+    // The 0700 directory already keeps others out; the mode says so too.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(Some(listener))
 }
 
 /// Binds a free loopback port for a tunnel only this process uses.
@@ -173,19 +470,29 @@ pub async fn bind_ephemeral() -> Result<TcpListener, ClientError> {
 }
 
 impl Tunnel {
-    /// Serves `listener` until stopped.
+    /// Serves `listener` until stopped. Connections from programs of other
+    /// OS users are refused before anything reaches the gateway.
     pub fn start(
-        listener: TcpListener,
+        listener: TunnelListener,
         dialer: Arc<Dialer>,
         spec: TunnelSpec,
     ) -> Result<Self, ClientError> {
-        let addr = listener
-            .local_addr()
-            .map_err(ClientError::io("reading the bound port"))?;
+        let addr = listener.addr()?;
+        if matches!(addr, TunnelAddr::Tcp(_)) && !owner::TCP_OWNER_CHECK {
+            tracing::warn!(
+                tunnel = %addr,
+                "the tunnel owner check is not available on this system: other local users can use this port"
+            );
+        }
         let stats = Arc::new(TunnelStats::default());
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let spec = Arc::new(spec);
+        let shared = Arc::new(Shared {
+            dialer,
+            spec,
+            owner: owner::Owner::current(),
+            addr: addr.clone(),
+        });
         {
             let (stats, stop, tracker2) = (stats.clone(), stop.clone(), tracker.clone());
             tracker.spawn(async move {
@@ -194,7 +501,7 @@ impl Tunnel {
                         _ = stop.cancelled() => break,
                         r = listener.accept() => r,
                     };
-                    let (tcp, _) = match accepted {
+                    let conn = match accepted {
                         Ok(c) => c,
                         Err(e) => {
                             tracing::warn!(error = %e, "accept failed");
@@ -202,16 +509,12 @@ impl Tunnel {
                             continue;
                         }
                     };
-                    let (dialer, spec, stats, stop) =
-                        (dialer.clone(), spec.clone(), stats.clone(), stop.clone());
+                    let (shared, stats, stop) = (shared.clone(), stats.clone(), stop.clone());
                     tracker2.spawn(async move {
-                        stats.total.fetch_add(1, Relaxed);
-                        stats.active.fetch_add(1, Relaxed);
                         tokio::select! {
                             _ = stop.cancelled() => {}
-                            _ = serve(tcp, &dialer, &spec, &stats) => {}
+                            _ = shared.handle(conn, &stats) => {}
                         }
-                        stats.active.fetch_sub(1, Relaxed);
                     });
                 }
             });
@@ -225,9 +528,9 @@ impl Tunnel {
         })
     }
 
-    /// The loopback address clients connect to.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Where clients connect.
+    pub fn addr(&self) -> &TunnelAddr {
+        &self.addr
     }
 
     /// Live counters.
@@ -239,6 +542,68 @@ impl Tunnel {
     pub async fn stop(self) {
         self.stop.cancel();
         self.tracker.wait().await;
+    }
+}
+
+/// What every connection of a tunnel needs.
+struct Shared {
+    dialer: Arc<Dialer>,
+    spec: TunnelSpec,
+    owner: owner::Owner,
+    addr: TunnelAddr,
+}
+
+impl Shared {
+    /// Checks who connected, then serves or refuses the connection.
+    async fn handle(&self, conn: Accepted, stats: &TunnelStats) {
+        match conn {
+            Accepted::Tcp(stream, peer) => {
+                let checked = match stream.local_addr() {
+                    Ok(local) => self.owner.check_tcp(local, peer),
+                    Err(e) => Err(owner::OwnerError::Unknown {
+                        owner: self.owner.name().to_owned(),
+                        reason: e.to_string(),
+                    }),
+                };
+                let _ = stream.set_nodelay(true);
+                self.checked(stream, checked, stats).await
+            }
+            #[cfg(unix)]
+            Accepted::Socket(stream) => {
+                let checked = self.owner.check_unix(&stream);
+                self.checked(stream, checked, stats).await
+            }
+        }
+    }
+
+    async fn checked<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut client: S,
+        checked: Result<(), owner::OwnerError>,
+        stats: &TunnelStats,
+    ) {
+        if let Err(e) = checked {
+            stats.refused.fetch_add(1, Relaxed);
+            let (peer_uid, reason) = match &e {
+                owner::OwnerError::OtherUser { peer_uid, .. } => (Some(*peer_uid), None),
+                owner::OwnerError::Unknown { reason, .. } => (None, Some(reason.as_str())),
+            };
+            tracing::warn!(tunnel = %self.addr, peer_uid, reason, "tunnel connection refused: not the tunnel owner");
+            // Read the client's opening first, as PostgreSQL does, so it
+            // receives the error instead of a reset; a refused cancel gets
+            // no reply, as any cancel.
+            if let Ok(Ok(Opening::Startup(_))) =
+                tokio::time::timeout(STARTUP_TIMEOUT, read_opening(&mut client)).await
+            {
+                let fields = ErrorFields::fatal("28000", format!("postern: {e}"));
+                refuse(&mut client, &fields).await;
+            }
+            return;
+        }
+        stats.total.fetch_add(1, Relaxed);
+        stats.active.fetch_add(1, Relaxed);
+        serve(client, &self.dialer, &self.spec, stats).await;
+        stats.active.fetch_sub(1, Relaxed);
     }
 }
 
@@ -335,8 +700,12 @@ pub fn route_for(spec: &TunnelSpec, params: Vec<(String, String)>) -> RouteFrame
     }
 }
 
-async fn serve(mut client: TcpStream, dialer: &Dialer, spec: &TunnelSpec, stats: &TunnelStats) {
-    let _ = client.set_nodelay(true);
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut client: S,
+    dialer: &Dialer,
+    spec: &TunnelSpec,
+    stats: &TunnelStats,
+) {
     let opening = match tokio::time::timeout(STARTUP_TIMEOUT, read_opening(&mut client)).await {
         Ok(Ok(o)) => o,
         Ok(Err(fields)) => return refuse(&mut client, &fields).await,

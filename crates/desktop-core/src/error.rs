@@ -123,6 +123,12 @@ impl From<ClientError> for CommandError {
                 K::PortUnavailable,
                 format!("Port {port} is already in use on this computer."),
             ),
+            C::SocketTaken { dir, port } => (
+                K::PortUnavailable,
+                format!("Port {port} is already in use in {dir}."),
+            ),
+            C::SocketDir { .. } | C::NoUnixSockets => (K::Invalid, capitalise(&e.to_string())),
+            C::UnsafeSignInUrl(_) => (K::Refused, capitalise(&e.to_string())),
             C::UnknownDatabase(db) => (
                 K::Invalid,
                 format!("Database {db:?} is not available to you (any more); refresh the list."),

@@ -11,6 +11,7 @@ pub mod views;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +26,7 @@ use postern_client::profile::{Home, Profile, profile_name_for};
 use postern_client::queries::{CancelOutcome, GuardEvent, GuardPolicy};
 use postern_client::session::SessionSource;
 use postern_client::sso::{self, SsoLogin, login_sso, open_browser};
+use postern_client::tunnel::default_socket_dir;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{CommandError, ErrorKind};
@@ -471,6 +473,7 @@ impl App {
             remembered,
             remembered_free,
             free,
+            socket_dir: default_socket_dir(&self.home).display().to_string(),
         })
     }
 
@@ -487,6 +490,7 @@ impl App {
             db_name: clean(args.db_name),
             db_roles: args.db_roles,
             port: args.port.filter(|p| *p != 0),
+            socket_dir: clean(args.socket_dir).map(PathBuf::from),
         };
         let info = self.manager.start(request.clone()).await?;
         DesktopState::remember_choice(
@@ -498,6 +502,7 @@ impl App {
                 db_name: request.db_name,
                 db_roles: request.db_roles,
                 port: request.port,
+                socket_dir: request.socket_dir.as_ref().map(|d| d.display().to_string()),
             },
         );
         self.emit(AppEvent::TunnelsChanged);

@@ -193,6 +193,9 @@ pub struct ConnectChoice {
     pub db_roles: Vec<String>,
     /// A fixed port, if one was chosen.
     pub port: Option<u16>,
+    /// The Unix socket directory, if the tunnel listened on a socket.
+    #[serde(default)]
+    pub socket_dir: Option<String>,
 }
 
 /// A database in the catalog.
@@ -287,6 +290,8 @@ pub struct PortSuggestion {
     pub remembered_free: bool,
     /// A port that is free right now.
     pub free: u16,
+    /// A private directory for a Unix socket, if the user picks one.
+    pub socket_dir: String,
 }
 
 /// Open a tunnel.
@@ -302,6 +307,9 @@ pub struct StartTunnelArgs {
     pub db_roles: Vec<String>,
     /// A fixed port (None: remembered or new).
     pub port: Option<u16>,
+    /// Listen on a Unix socket in this directory instead of 127.0.0.1.
+    #[serde(default)]
+    pub socket_dir: Option<String>,
 }
 
 /// A running tunnel with live counters.
@@ -321,10 +329,12 @@ pub struct TunnelView {
     pub db_name: Option<String>,
     /// Requested database roles.
     pub db_roles: Vec<String>,
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT`, or the socket's path `DIR/.s.PGSQL.PORT`.
     pub address: String,
-    /// Loopback port.
+    /// libpq's port (in the socket's name for a Unix socket).
     pub port: u16,
+    /// The socket directory (libpq's `host`) of a Unix-socket tunnel.
+    pub socket_dir: Option<String>,
     /// Connection URI.
     pub uri: String,
     /// psql command line.
@@ -347,6 +357,10 @@ pub struct TunnelView {
     pub favourite: bool,
     /// The remembered port was taken; this one was used instead.
     pub port_changed_from: Option<u16>,
+    /// What to tell the user when that happened.
+    pub port_notice: Option<String>,
+    /// Connections refused because another OS user made them.
+    pub refused_connections: u32,
 }
 
 impl TunnelView {
@@ -374,8 +388,9 @@ impl From<&TunnelInfo> for TunnelView {
             db_user: t.db_user.clone(),
             db_name: t.db_name.clone(),
             db_roles: t.request.db_roles.clone(),
-            address: format!("{}:{}", t.host, t.port),
+            address: t.address.clone(),
             port: t.port,
+            socket_dir: t.request.socket_dir.as_ref().map(|_| t.host.clone()),
             uri: endpoint.uri(),
             psql: endpoint.psql_command(),
             started_unix: t.started_unix as f64,
@@ -387,6 +402,8 @@ impl From<&TunnelInfo> for TunnelView {
             cancel_after_secs: t.cancel_after_secs.map(small),
             favourite: t.favourite,
             port_changed_from: t.port_changed_from,
+            port_notice: t.port_notice.clone(),
+            refused_connections: small(t.refused_connections),
         }
     }
 }

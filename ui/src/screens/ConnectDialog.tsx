@@ -69,6 +69,8 @@ export function ConnectDialog(props: Props) {
   const [roles, setRoles] = useState<string[]>(last?.db_roles.length ? last.db_roles : d.db_roles);
   const [fixed, setFixed] = useState(last?.port != null);
   const [port, setPort] = useState(last?.port ? String(last.port) : "");
+  const [onSocket, setOnSocket] = useState(last?.socket_dir != null);
+  const [socketDir, setSocketDir] = useState(last?.socket_dir ?? "");
   const [suggestion, setSuggestion] = useState<PortSuggestion | null>(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<{ text: string; offerPort?: number } | null>(null);
@@ -90,6 +92,7 @@ export function ConnectDialog(props: Props) {
         if (stale) return;
         setSuggestion(s);
         if (!fixed && s.remembered && !s.remembered_free) setPort(String(s.free));
+        setSocketDir((dir) => dir || s.socket_dir);
       })
       .catch(() => {});
     return () => {
@@ -105,6 +108,11 @@ export function ConnectDialog(props: Props) {
       setError({ text: "Enter a port between 1 and 65535." });
       return;
     }
+    const dir = onSocket ? socketDir.trim() : "";
+    if (onSocket && !dir.startsWith("/")) {
+      setError({ text: "Enter the full path of a directory for the socket, e.g. /run/user/1000/postern." });
+      return;
+    }
     setBusy(true);
     try {
       const t = await call("start_tunnel", {
@@ -113,6 +121,7 @@ export function ConnectDialog(props: Props) {
         db_name: name,
         db_roles: d.db_roles.length && roles.length !== d.db_roles.length ? roles : [],
         port: chosen,
+        socket_dir: dir || null,
       });
       props.onConnected(t);
     } catch (e) {
@@ -165,8 +174,31 @@ export function ConnectDialog(props: Props) {
               ))}
             </fieldset>
           )}
+          <fieldset class="listen">
+            <legend>Listen on</legend>
+            <label class="check">
+              <input type="radio" name="listen" value="tcp" checked={!onSocket} onChange={() => setOnSocket(false)} />
+              <span>Loopback port on 127.0.0.1 (other OS users are refused)</span>
+            </label>
+            <label class="check">
+              <input type="radio" name="listen" value="socket" checked={onSocket} onChange={() => setOnSocket(true)} />
+              <span>Unix socket, reachable only by you</span>
+            </label>
+            {onSocket && (
+              <label class="field">
+                <span>Socket directory</span>
+                <input
+                  name="socket_dir"
+                  value={socketDir}
+                  spellcheck={false}
+                  placeholder={suggestion?.socket_dir ?? "/run/user/1000/postern"}
+                  onInput={(e) => setSocketDir(e.currentTarget.value)}
+                />
+              </label>
+            )}
+          </fieldset>
           <fieldset class="port">
-            <legend>Local port</legend>
+            <legend>{onSocket ? "Port (in the socket's name)" : "Local port"}</legend>
             <label class="check">
               <input type="radio" name="port_mode" checked={!fixed} onChange={() => setFixed(false)} />
               <span>

@@ -38,7 +38,7 @@ describe("Databases", () => {
   it("connects through the dialog with the chosen user, name and port", async () => {
     const fake = fakeBackend({
       databases: () => list,
-      suggest_port: () => ({ remembered: null, remembered_free: false, free: 41000 }),
+      suggest_port: () => ({ remembered: null, remembered_free: false, free: 41000, socket_dir: "/run/user/0/postern" }),
       start_tunnel: () => tunnel(),
     });
     const onConnected = vi.fn();
@@ -56,15 +56,62 @@ describe("Databases", () => {
       db_name: "shop",
       db_roles: [],
       port: 40111,
+      socket_dir: null,
     });
     expect(toast).toHaveBeenCalledWith("Tunnel to demo-pg listening on 127.0.0.1:40111.");
+  });
+
+  it("offers a Unix socket in a private directory instead of the loopback port", async () => {
+    const fake = fakeBackend({
+      databases: () => list,
+      suggest_port: () => ({ remembered: null, remembered_free: false, free: 41000, socket_dir: "/run/user/0/postern" }),
+      start_tunnel: () =>
+        tunnel({ address: "/run/user/0/postern/.s.PGSQL.5432", port: 5432, socket_dir: "/run/user/0/postern" }),
+    });
+    const toast = vi.fn();
+    render(<Databases toast={toast} onConnected={() => {}} />);
+    fireEvent.click(await screen.findByRole("button", { name: "Connect to demo-pg" }));
+    const dialog = screen.getByRole("dialog");
+    expect(within(dialog).queryByLabelText("Socket directory")).toBeNull();
+    fireEvent.click(within(dialog).getByLabelText("Unix socket, reachable only by you"));
+    const dir = (await within(dialog).findByLabelText("Socket directory")) as HTMLInputElement;
+    await waitFor(() => expect(dir.value).toBe("/run/user/0/postern"));
+
+    fireEvent.input(dir, { target: { value: "relative/dir" } });
+    fireEvent.click(within(dialog).getByRole("button", { name: "Connect" }));
+    expect((await within(dialog).findByRole("alert")).textContent).toContain("full path");
+    expect(fake.argsOf("start_tunnel")).toHaveLength(0);
+
+    fireEvent.input(dir, { target: { value: "/home/me/.sockets" } });
+    fireEvent.click(within(dialog).getByRole("button", { name: "Connect" }));
+    await waitFor(() => expect(fake.argsOf("start_tunnel")).toHaveLength(1));
+    expect(fake.argsOf("start_tunnel")[0]).toMatchObject({ socket_dir: "/home/me/.sockets", port: null });
+    await waitFor(() =>
+      expect(toast).toHaveBeenCalledWith("Tunnel to demo-pg listening on /run/user/0/postern/.s.PGSQL.5432."),
+    );
+  });
+
+  it("says plainly when the remembered port is held by another program", async () => {
+    const notice =
+      "Port 40111, used by this tunnel last time, is held by another program (run by OS user mallory). Saved connections that use port 40111 reach that program, not Postern.";
+    fakeBackend({
+      databases: () => list,
+      suggest_port: () => ({ remembered: 40111, remembered_free: false, free: 41234, socket_dir: "/run/user/0/postern" }),
+      start_tunnel: () => tunnel({ port: 41234, address: "127.0.0.1:41234", port_changed_from: 40111, port_notice: notice }),
+    });
+    const toast = vi.fn();
+    render(<Databases toast={toast} onConnected={() => {}} />);
+    fireEvent.click(await screen.findByRole("button", { name: "Connect to demo-pg" }));
+    await screen.findByText("Port 40111 (last time) is in use; another will be chosen");
+    fireEvent.click(screen.getByRole("button", { name: "Connect" }));
+    await waitFor(() => expect(toast).toHaveBeenCalledWith(notice));
   });
 
   it("offers another port when the chosen one is taken", async () => {
     let calls = 0;
     const fake = fakeBackend({
       databases: () => list,
-      suggest_port: () => ({ remembered: 40111, remembered_free: true, free: 41234 }),
+      suggest_port: () => ({ remembered: 40111, remembered_free: true, free: 41234, socket_dir: "/run/user/0/postern" }),
       start_tunnel: ({ port }) => (calls++ === 0 ? fail("port_unavailable", "Port 5432 is already in use on this computer.") : tunnel({ port: port! })),
     });
     const onConnected = vi.fn();
@@ -81,7 +128,7 @@ describe("Databases", () => {
   it("fixes the user of an auto-provisioned database and sends a roles subset", async () => {
     const fake = fakeBackend({
       databases: () => list,
-      suggest_port: () => ({ remembered: null, remembered_free: false, free: 41000 }),
+      suggest_port: () => ({ remembered: null, remembered_free: false, free: 41000, socket_dir: "/run/user/0/postern" }),
       start_tunnel: () => tunnel(),
     });
     render(<Databases toast={() => {}} onConnected={() => {}} />);
@@ -96,7 +143,7 @@ describe("Databases", () => {
   });
 
   it("closes the dialog with Escape", async () => {
-    fakeBackend({ databases: () => list, suggest_port: () => ({ remembered: null, remembered_free: false, free: 1 }) });
+    fakeBackend({ databases: () => list, suggest_port: () => ({ remembered: null, remembered_free: false, free: 1, socket_dir: "/run/user/0/postern" }) });
     render(<Databases toast={() => {}} onConnected={() => {}} />);
     fireEvent.click(await screen.findByRole("button", { name: "Connect to demo-pg" }));
     fireEvent.keyDown(screen.getByRole("dialog"), { key: "Escape" });

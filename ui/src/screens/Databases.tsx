@@ -161,9 +161,7 @@ export function Databases(props: Props) {
           onConnected={(t) => {
             setConnecting(null);
             props.toast(
-              t.port_changed_from
-                ? `Port ${t.port_changed_from} was taken; the tunnel to ${t.database} listens on ${t.address}.`
-                : `Tunnel to ${t.database} listening on ${t.address}.`,
+              t.port_notice ?? `Tunnel to ${t.database} listening on ${t.address}.`,
             );
             props.onConnected();
           }}

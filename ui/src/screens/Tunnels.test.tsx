@@ -26,6 +26,22 @@ describe("Tunnels", () => {
     await waitFor(() => expect(fake.argsOf("stop_tunnel")[0]).toEqual({ id: 1 }));
   });
 
+  it("shows refused connections and a port notice", () => {
+    const notice = "Port 40111, used by this tunnel last time, is held by another program.";
+    render(
+      <Tunnels
+        tunnels={[tunnel({ refused_connections: 3, port_notice: notice })]}
+        refresh={async () => {}}
+        toast={() => {}}
+        onQueries={() => {}}
+        onBrowse={() => {}}
+      />,
+    );
+    expect(screen.getByText("Refused")).toBeTruthy();
+    expect(screen.getByText("3")).toBeTruthy();
+    expect(screen.getByRole("status").textContent).toBe(notice);
+  });
+
   it("says how to open one when there are none", () => {
     const onBrowse = vi.fn();
     render(<Tunnels tunnels={[]} refresh={async () => {}} toast={() => {}} onQueries={() => {}} onBrowse={onBrowse} />);

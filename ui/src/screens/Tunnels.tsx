@@ -75,6 +75,11 @@ export function Tunnels(props: Props) {
                   {t.favourite ? "★" : "☆"}
                 </button>
               </div>
+              {t.port_notice && (
+                <p class="warning" role="status">
+                  {t.port_notice}
+                </p>
+              )}
               <div class="address">
                 <code class="addr">{t.address}</code>
                 <button class="small" onClick={() => act(call("copy_text", { text: t.uri }).then(() => null), "Connection URI copied.")}>
@@ -108,6 +113,12 @@ export function Tunnels(props: Props) {
                   <dt>Up</dt>
                   <dd>{duration(now - t.started_unix)}</dd>
                 </div>
+                {t.refused_connections > 0 && (
+                  <div class="refused" title="Programs of other OS users tried this tunnel and were turned away">
+                    <dt>Refused</dt>
+                    <dd data-stat="refused">{t.refused_connections}</dd>
+                  </div>
+                )}
                 {(t.warn_after_secs || t.cancel_after_secs) && (
                   <div>
                     <dt>Guard</dt>

@@ -93,7 +93,10 @@ export function tunnel(over: Partial<TunnelView> = {}): TunnelView {
     warn_after_secs: null,
     cancel_after_secs: null,
     favourite: false,
+    socket_dir: null,
     port_changed_from: null,
+    port_notice: null,
+    refused_connections: 0,
     ...over,
   };
 }
