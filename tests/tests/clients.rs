@@ -63,17 +63,17 @@ struct Steps {
 }
 
 impl Steps {
-    /// The next line, which must be step `step`.
-    async fn expect(&mut self, step: &str) -> Value {
+    /// The next line, which must be step `step`; `Err` says why there is none.
+    async fn expect(&mut self, step: &str) -> Result<Value, String> {
         let line = tokio::time::timeout(STEP_TIMEOUT, self.lines.next_line())
             .await
-            .unwrap_or_else(|_| panic!("{}: no {step:?} step in time", self.program))
-            .expect("read client stdout")
-            .unwrap_or_else(|| panic!("{}: ended before the {step:?} step", self.program));
+            .map_err(|_| format!("no {step:?} step in time"))?
+            .map_err(|e| format!("reading its stdout: {e}"))?
+            .ok_or_else(|| format!("it ended before the {step:?} step"))?;
         let value: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", self.program));
         assert_eq!(value["step"], step, "{}: {value}", self.program);
-        value
+        Ok(value)
     }
 }
 
@@ -103,25 +103,29 @@ async fn connect_query_cancel(stack: &Stack, mut cmd: Command) -> Value {
         program: program.clone(),
     };
 
-    let result = async {
-        let query = steps.expect("query").await;
+    let outcome = async {
+        let query = steps.expect("query").await?;
         assert_eq!(query["user"], "certuser", "{program}: {query}");
         assert_eq!(query["count"], 3, "{program}: {query}");
 
-        steps.expect("sleeping").await;
+        steps.expect("sleeping").await?;
         stack.pg.wait_activity(&format!("{SLEEP}%"), true).await;
         stdin
             .write_all(b"cancel\n")
             .await
             .expect("write client stdin");
-        let cancelled = steps.expect("cancelled").await;
-        let after = steps.expect("after").await;
+        let cancelled = steps.expect("cancelled").await?;
+        let after = steps.expect("after").await?;
         assert_eq!(after["value"], 1, "{program}: {after}");
-        cancelled
-    };
-    let cancelled = match tokio::time::timeout(3 * STEP_TIMEOUT, result).await {
+        Ok::<_, String>(cancelled)
+    }
+    .await;
+    let cancelled = match outcome {
         Ok(cancelled) => cancelled,
-        Err(_) => panic!("{program} did not finish its steps"),
+        Err(why) => {
+            let _ = child.start_kill();
+            panic!("{program}: {why}; its stderr:\n{}", stderr.await.unwrap());
+        }
     };
     let status = tokio::time::timeout(STEP_TIMEOUT, child.wait())
         .await
