@@ -61,10 +61,18 @@ def main():
         conn.cancel_safe(timeout=10)
     elif method == "pgadmin":
         with connect(port) as other:
+            other.add_notice_handler(
+                lambda notice: print(
+                    f"server: {notice.severity}: {notice.message_primary}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            )
+            pid = conn.info.backend_pid
             (cancelled,) = other.execute(
-                "SELECT pg_cancel_backend(%s)", (conn.info.backend_pid,)
+                "SELECT pg_cancel_backend(%s)", (pid,)
             ).fetchone()
-            outcome["pg_cancel_backend"] = cancelled
+            print(f"SELECT pg_cancel_backend({pid}) -> {cancelled}", file=sys.stderr, flush=True)
     else:
         sys.exit(f"unknown cancel method {method!r}")
     worker.join()
