@@ -158,6 +158,7 @@ fn cancelled_sleeps(stack: &Stack) -> usize {
         .count()
 }
 
+/// The driver reported PostgreSQL's answer to a cancel: SQLSTATE 57014.
 fn assert_query_canceled(program: &str, cancelled: &Value) {
     assert_eq!(cancelled["sqlstate"], "57014", "{program}: {cancelled}");
     assert_eq!(
@@ -169,6 +170,7 @@ fn assert_query_canceled(program: &str, cancelled: &Value) {
     );
 }
 
+/// psycopg_client.py against `proxy`, cancelling with `method` (see there).
 fn psycopg(proxy: &Proxy, method: &str) -> Command {
     let mut cmd = Command::new(python());
     cmd.arg(client_file("python/psycopg_client.py"))
