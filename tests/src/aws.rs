@@ -57,16 +57,7 @@ impl Moto {
     /// Starts moto on a free loopback port and waits until it answers.
     /// Panics (never skips) when moto is not installed.
     pub async fn start() -> Moto {
-        let venv = std::env::var_os("POSTERN_MOTO_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let cache = std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| {
-                        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-                    });
-                cache.join("postern/moto-venv")
-            });
+        let venv = crate::cached_venv("POSTERN_MOTO_VENV", "moto-venv");
         let server = venv.join("bin/moto_server");
         assert!(
             server.exists(),

@@ -29,6 +29,7 @@ pub mod stack;
 pub mod tray;
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
 
 /// Returns a TCP port on 127.0.0.1 that was free when this function ran.
 ///
@@ -42,4 +43,18 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("local address of a bound listener")
         .port()
+}
+
+/// Where `scripts/install-test-deps` puts the venv `name`: `$override_var`
+/// when set and not empty, else `postern/NAME` in the user's cache directory
+/// (`$XDG_CACHE_HOME`, else `~/.cache`), as the script does.
+pub fn cached_venv(override_var: &str, name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(override_var).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    cache.join("postern").join(name)
 }

@@ -3,8 +3,6 @@
 //! tunnel to its server list, the entry is in pgAdmin's configuration
 //! database, and its connection parameters connect through the tunnel.
 
-use std::path::PathBuf;
-
 use postern_client::launch::{Os, PgAdminAdded, PgAdminCli, PgAdminOptions, PgAdminSearch};
 use postern_client::manager::{TunnelManager, TunnelRequest};
 use postern_client::profile::{Home, profile_name_for};
@@ -13,21 +11,9 @@ use postern_tests::stack::{DEFAULT_ROLES, Stack, psql};
 
 use postern_tests::stack::PASSWORD as PW;
 
-/// Where scripts/install-test-deps puts the pgAdmin venv.
-fn pgadmin_venv() -> PathBuf {
-    if let Some(dir) = std::env::var_os("POSTERN_PGADMIN").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
-    cache.join("postern/pgadmin4-venv")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_in_pgadmin_adds_a_server_that_connects_through_the_tunnel() {
-    let venv = pgadmin_venv();
+    let venv = postern_tests::cached_venv("POSTERN_PGADMIN", "pgadmin4-venv");
     let pgadmin = PgAdminSearch {
         os: Os::Linux,
         explicit: Some(venv.clone()),
