@@ -191,8 +191,6 @@ async fn psycopg_connects_queries_and_cancels_through_the_tunnel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product bug: BackendKeyData carries a made-up pid, so pg_cancel_backend(pid) misses \
-            (\"PID N is not a PostgreSQL backend process\"); un-ignore with the fix"]
 async fn pgadmin_cancel_button_cancels_through_the_tunnel() {
     // pgAdmin 4's Cancel (cancel_transaction in its psycopg3 driver) runs
     // `SELECT pg_cancel_backend(pid)` on a second connection, with the pid

@@ -61,8 +61,15 @@ impl CancelMap {
         })
     }
 
-    /// Registers a session's real key and returns a fresh random key for the
-    /// client; the entry lives exactly as long as the guard.
+    /// Registers a session's real key and returns the key for the client:
+    /// the database's real process id with a secret of the gateway's own,
+    /// so the entry lives exactly as long as the guard.
+    ///
+    /// The pid is no secret (`pg_backend_pid()`, `pg_stat_activity` show
+    /// it), and clients rely on it: pgAdmin's Cancel runs
+    /// `pg_cancel_backend(pid)` on another connection, and `db queries`
+    /// lists real pids. Only the secret, never the database's, protects
+    /// the key.
     pub fn register(
         self: &Arc<Self>,
         owner: &str,
@@ -71,9 +78,9 @@ impl CancelMap {
     ) -> CancelKeyGuard {
         let mut keys = self.keys.lock().unwrap();
         let key = loop {
-            // Positive pids look like real ones to clients that print them.
-            let candidate = (rand::random::<i32>() & i32::MAX, rand::random::<i32>());
-            if candidate.0 != 0 && !keys.contains_key(&candidate) {
+            // Two databases behind one gateway may share a pid.
+            let candidate = (real.0, rand::random::<i32>());
+            if candidate.1 != real.1 && !keys.contains_key(&candidate) {
                 break candidate;
             }
         };
@@ -146,7 +153,8 @@ mod tests {
         let map = CancelMap::new(100);
         let guard = map.register("alice", upstream(), (4242, 7));
         let key = guard.key();
-        assert_ne!(key, (4242, 7), "clients never see the real key");
+        assert_eq!(key.0, 4242, "clients see the real pid");
+        assert_ne!(key.1, 7, "clients never see the real secret");
         assert!(matches!(map.decide("bob", key), CancelDecision::Ignore));
         match map.decide("alice", key) {
             CancelDecision::Forward(_, real) => assert_eq!(real, (4242, 7)),
