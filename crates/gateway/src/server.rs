@@ -17,8 +17,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, ApiState, Peer};
+use crate::api::{self, ApiState, Peer, Source};
 use crate::audit::Auditor;
+use crate::auth::limits::Limiter;
 use crate::auth::oidc::OidcConnector;
 use crate::aws::{Aws, AwsIdentity};
 use crate::ca::{Authority, CaKind, CaMaterial, Leaf, fingerprint, pem_certs, pem_key};
@@ -229,6 +230,7 @@ pub async fn start_with(
         sso: Default::default(),
         totp_replay: Default::default(),
         revocations: revocations.clone(),
+        login_limits: Limiter::new(store.clone(), config.limits.login.clone()),
     });
     let router = api::router(api_state);
     let tunnels = Arc::new(TunnelContext::new(
@@ -346,6 +348,10 @@ async fn accept_loop(
 
 async fn connection(tcp: TcpStream, serving: &Serving) {
     let timeout = serving.limits.handshake_timeout;
+    let source = Source(
+        tcp.peer_addr()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip()),
+    );
     let _ = tcp.set_nodelay(true);
     if !starts_with_tls(&tcp, timeout).await {
         return refuse_plain(tcp).await;
@@ -380,7 +386,13 @@ async fn connection(tcp: TcpStream, serving: &Serving) {
         }
         return tunnel::serve(stream, identity, &serving.tunnels).await;
     }
-    let service = TowerToHyperService::new(serving.router.clone().layer(Extension(Peer(identity))));
+    let service = TowerToHyperService::new(
+        serving
+            .router
+            .clone()
+            .layer(Extension(Peer(identity)))
+            .layer(Extension(source)),
+    );
     if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(stream), service)
         .await
