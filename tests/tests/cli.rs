@@ -37,7 +37,7 @@ async fn login_status_catalog_and_logout() {
     let out = stack.run("alice", &login, "wrong password\n").await;
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("invalid username or password"),
+        text(&out.stderr).contains("invalid username, password or one-time code"),
         "{}",
         text(&out.stderr)
     );
