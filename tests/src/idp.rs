@@ -188,20 +188,26 @@ struct Form {
     fields: Vec<(String, String)>,
 }
 
+/// A TLS client configuration that trusts `ca_pem` (the gateway's host CA)
+/// and no other, for HTTP clients of the gateway's API.
+pub fn trusting(ca_pem: &str) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in postern_gateway::ca::pem_certs(ca_pem).expect("gateway CA PEM") {
+        roots.add(cert).expect("gateway CA");
+    }
+    rustls::ClientConfig::builder_with_provider(postern_api::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 impl Browser {
     /// A browser that trusts `gateway_ca_pem` for the gateway's pages (a
     /// person would have installed the gateway's certificate, or the gateway
     /// would have a public one).
     pub fn new(idp: &Idp, gateway_ca_pem: &str) -> Browser {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in postern_gateway::ca::pem_certs(gateway_ca_pem).expect("gateway CA PEM") {
-            roots.add(cert).expect("gateway CA");
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(postern_api::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = trusting(gateway_ca_pem);
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .cookie_store(true)

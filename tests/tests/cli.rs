@@ -37,7 +37,7 @@ async fn login_status_catalog_and_logout() {
     let out = stack.run("alice", &login, "wrong password\n").await;
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("invalid username or password"),
+        text(&out.stderr).contains("invalid username, password or one-time code"),
         "{}",
         text(&out.stderr)
     );
@@ -206,11 +206,12 @@ async fn a_local_user_with_one_time_codes() {
         stack.run("bob", &args, &format!("{PW}\n")).await
     };
 
-    // No code, and no terminal to ask on.
+    // No code: refused like a wrong password, so a guesser cannot tell that
+    // the password was right; the person gives the code up front.
     let out = run(login(None)).await;
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("a one-time code is required"),
+        text(&out.stderr).contains("invalid username, password or one-time code"),
         "{}",
         text(&out.stderr)
     );
@@ -259,7 +260,7 @@ async fn a_local_user_with_one_time_codes() {
             "not the password\n",
         )
         .await;
-    assert!(text(&out.stderr).contains("invalid username or password"));
+    assert!(text(&out.stderr).contains("invalid username, password or one-time code"));
 
     // Users without a secret are not asked for codes.
     stack.add_user("carol", PW, &["dev"]);

@@ -576,3 +576,42 @@ impl Sso {
         format!("http://127.0.0.1:{}", self.idp.port)
     }
 }
+
+/// A stranger cannot fill the gateway with pending sign-ins: one source
+/// address keeps at most 20, and is then told when to come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_sign_ins_are_bounded_per_source() {
+    let sso = start().await;
+    let base = format!("https://localhost:{}", sso.stack.gateway.addr.port());
+    let http = sso.browser.http();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr_pem = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..25 {
+        let resp = http
+            .post(format!("{base}/v1/login/sso/start"))
+            .json(&SsoStartRequest {
+                connector: "corp".into(),
+                client_redirect: "http://127.0.0.1:9/callback".into(),
+                client_challenge: sso_challenge("verifier"),
+                csr_pem: csr_pem.clone(),
+            })
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+        last = Some(resp);
+    }
+    println!("statuses: {statuses:?}");
+    assert_eq!(statuses[..20], [200; 20]);
+    assert_eq!(statuses[20..], [429; 5]);
+    let last = last.unwrap();
+    assert!(last.headers().contains_key("retry-after"));
+    let body: Value = last.json().await.unwrap();
+    assert_eq!(body["kind"], "too_many_attempts");
+}

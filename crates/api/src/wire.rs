@@ -84,7 +84,9 @@ pub fn sso_challenge(verifier: &str) -> String {
 
 /// Stable [`ApiError::kind`] values a client acts on.
 pub mod error_kind {
-    /// The user has a one-time code (TOTP) and sent none: ask for it.
+    /// The user has a one-time code (TOTP) and sent none: ask for it. Only
+    /// older gateways send it: it told a guesser the password was right, so
+    /// a wrong code or none is now [`ACCESS_DENIED`] like a wrong password.
     pub const TOTP_REQUIRED: &str = "totp_required";
     /// No connector of that name; the message lists the known ones.
     pub const UNKNOWN_CONNECTOR: &str = "unknown_connector";
@@ -104,6 +106,9 @@ pub mod error_kind {
     pub const SESSION_EXPIRED: &str = "session_expired";
     /// An administrator locked the user; the message says why.
     pub const LOCKED: &str = "locked";
+    /// Too many failed logins, or the gateway is busy checking others: wait
+    /// for the `Retry-After` the answer carries.
+    pub const TOO_MANY_ATTEMPTS: &str = "too_many_attempts";
 }
 
 /// A signed session certificate.

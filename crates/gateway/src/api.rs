@@ -1,10 +1,11 @@
 //! The HTTPS API (`/v1/...`), served on the same TLS port as tunnels.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::{Extension, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,8 +17,9 @@ use postern_api::wire::{
 use serde::Deserialize;
 
 use crate::audit::{AuditKind, Auditor};
+use crate::auth::limits::{Limiter, Refused, shown_username};
 use crate::auth::oidc::{OidcConnector, OidcError};
-use crate::auth::sso::{CallbackLogin, ExchangeError, SsoLogins, loopback_redirect};
+use crate::auth::sso::{self, CallbackLogin, ExchangeError, SsoLogins, loopback_redirect};
 use crate::auth::{local, totp};
 use crate::ca::{Authority, unix};
 use crate::catalog;
@@ -47,14 +49,29 @@ pub struct ApiState {
     pub totp_replay: totp::ReplayGuard,
     /// Expiry and locks, checked on every call.
     pub revocations: Arc<Revocations>,
+    /// Budgets of password logins.
+    pub login_limits: Limiter,
 }
 
 /// The identity of the TLS peer, if it presented a valid session certificate.
 #[derive(Clone)]
 pub struct Peer(pub Option<Identity>);
 
-/// An API failure: HTTP status plus a user-facing [`ApiError`].
-pub struct Failure(pub(crate) StatusCode, pub(crate) ApiError);
+/// The TCP peer's address, which budgets of unauthenticated calls count by.
+#[derive(Clone, Copy)]
+pub struct Source(pub IpAddr);
+
+/// An API failure: HTTP status plus a user-facing [`ApiError`], and how long
+/// to wait before trying again (`Retry-After`) when that is the point.
+pub struct Failure(
+    pub(crate) StatusCode,
+    pub(crate) ApiError,
+    pub(crate) Option<Duration>,
+);
+
+/// The one answer to a wrong username, a wrong password, and a missing or
+/// wrong one-time code, so a guesser cannot tell a right password.
+const LOGIN_REFUSED: &str = "invalid username, password or one-time code";
 
 impl Failure {
     fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
@@ -64,7 +81,18 @@ impl Failure {
                 kind: kind.into(),
                 message: message.into(),
             },
+            None,
         )
+    }
+
+    fn too_many(why: &Refused) -> Self {
+        let mut failure = Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            error_kind::TOO_MANY_ATTEMPTS,
+            why.to_string(),
+        );
+        failure.2 = Some(why.retry_after());
+        failure
     }
 
     fn internal(what: impl std::fmt::Display) -> Self {
@@ -79,7 +107,15 @@ impl Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        let mut response = (self.0, Json(self.1)).into_response();
+        if let Some(wait) = self.2 {
+            // Whole seconds, rounded up so the caller never comes back early.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -161,62 +197,91 @@ async fn databases(
     }))
 }
 
+/// A password login. Every failure gives the same answer and counts
+/// against the user and the source address; a right password without the
+/// one-time code it needs is a failure too, so the answer never tells a
+/// guesser that the password was right (a client cannot learn that a code is
+/// needed either: the user gives it up front, with `--totp` or in the app).
 async fn login_local(
     State(state): State<Arc<ApiState>>,
+    Extension(Source(source)): Extension<Source>,
     Json(req): Json<LocalLoginRequest>,
 ) -> Result<Json<LoginResponse>, Failure> {
-    let store = state.store.clone();
     let LocalLoginRequest {
         username,
         password,
         csr_pem,
         totp: code,
     } = req;
-    let name = username.clone();
-    // argon2 is deliberately slow: keep it off the async workers.
-    let user = tokio::task::spawn_blocking(move || {
-        let record = store.user(&name)?;
-        Ok::<_, crate::store::StoreError>(local::verify(record.as_ref(), &password).cloned())
-    })
-    .await
-    .map_err(Failure::internal)?
-    .map_err(Failure::internal)?;
-    let refused = |message: &str| {
+    let shown = shown_username(&username);
+    let audit_failure = |user: &str| {
         state.auditor.record(AuditKind::Login {
-            user: username.clone(),
+            user: user.to_owned(),
             method: "local".into(),
             success: false,
         });
-        Failure::new(StatusCode::UNAUTHORIZED, error_kind::ACCESS_DENIED, message)
     };
-    let Some(user) = user else {
-        return Err(refused("invalid username or password"));
+    let limits = state.clone();
+    let name = shown.clone();
+    let budget = tokio::task::spawn_blocking(move || limits.login_limits.check(&name, source))
+        .await
+        .map_err(Failure::internal)?
+        .map_err(Failure::internal)?;
+    if let Err(why) = budget {
+        audit_failure(&shown);
+        return Err(Failure::too_many(&why));
+    }
+    let user = {
+        let _slot = state.login_limits.argon2_slot().await.map_err(|why| {
+            audit_failure(&shown);
+            Failure::too_many(&why)
+        })?;
+        let store = state.store.clone();
+        // argon2 is deliberately slow: keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let record = store.user(&username)?;
+            Ok::<_, crate::store::StoreError>(local::verify(record.as_ref(), &password).cloned())
+        })
+        .await
+        .map_err(Failure::internal)?
+        .map_err(Failure::internal)?
     };
-    state.revocations.check_user(&user.name).map_err(|why| {
-        state.auditor.record(AuditKind::Login {
-            user: user.name.clone(),
-            method: "local".into(),
-            success: false,
-        });
-        revoked(why)
-    })?;
-    // The second factor is asked for only once the password is right, so a
-    // guesser learns nothing about which users have one.
-    if let Some(secret) = &user.totp {
-        let Some(code) = code.filter(|c| !c.trim().is_empty()) else {
+    let second_factor = |user: &crate::store::UserRecord| match &user.totp {
+        None => Ok(true),
+        Some(secret) => {
+            let Some(code) = code.as_deref().filter(|c| !c.trim().is_empty()) else {
+                return Ok(false);
+            };
+            let step = totp::check(&secret.0, code, totp::now_unix()).map_err(Failure::internal)?;
+            Ok(step.is_some_and(|step| state.totp_replay.accept(&user.name, step)))
+        }
+    };
+    let user = match user {
+        Some(user) if second_factor(&user)? => user,
+        _ => {
+            audit_failure(&shown);
+            let limits = state.clone();
+            tokio::task::spawn_blocking(move || limits.login_limits.failed(&shown, source))
+                .await
+                .map_err(Failure::internal)?
+                .map_err(Failure::internal)?;
             return Err(Failure::new(
                 StatusCode::UNAUTHORIZED,
-                error_kind::TOTP_REQUIRED,
-                "a one-time code is required: give the code from your authenticator app with --totp CODE",
-            ));
-        };
-        let step = totp::check(&secret.0, &code, totp::now_unix()).map_err(Failure::internal)?;
-        if !step.is_some_and(|step| state.totp_replay.accept(&user.name, step)) {
-            return Err(refused(
-                "invalid username, password or one-time code (a code works once; wait for the next one)",
+                error_kind::ACCESS_DENIED,
+                LOGIN_REFUSED,
             ));
         }
-    }
+    };
+    state.revocations.check_user(&user.name).map_err(|why| {
+        audit_failure(&user.name);
+        revoked(why)
+    })?;
+    let limits = state.clone();
+    let name = user.name.clone();
+    tokio::task::spawn_blocking(move || limits.login_limits.succeeded(&name))
+        .await
+        .map_err(Failure::internal)?
+        .map_err(Failure::internal)?;
     let mut identity = Identity {
         username: user.name.clone(),
         roles: user.roles.clone(),
@@ -250,10 +315,26 @@ fn bad_request(message: impl Into<String>) -> Failure {
     Failure::new(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
+/// Starts a single sign-on. Strangers can call it, so every field is
+/// bounded before anything is kept, and so are the logins kept per source.
 async fn sso_start(
     State(state): State<Arc<ApiState>>,
+    Extension(Source(source)): Extension<Source>,
     Json(req): Json<SsoStartRequest>,
 ) -> Result<Json<SsoStartResponse>, Failure> {
+    for (field, value, max) in [
+        ("connector", &req.connector, sso::MAX_CONNECTOR_BYTES),
+        (
+            "client_redirect",
+            &req.client_redirect,
+            sso::MAX_REDIRECT_BYTES,
+        ),
+        ("csr_pem", &req.csr_pem, sso::MAX_CSR_BYTES),
+    ] {
+        if value.len() > max {
+            return Err(bad_request(format!("{field} is longer than {max} bytes")));
+        }
+    }
     let connector = state.connector(&req.connector)?;
     let client_redirect = loopback_redirect(&req.client_redirect).map_err(bad_request)?;
     if req.client_challenge.len() != 43
@@ -273,13 +354,22 @@ async fn sso_start(
     let request_id = state
         .sso
         .start(
+            source,
             connector.name(),
             client_redirect,
             req.client_challenge,
             req.csr_pem,
             pending,
         )
-        .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()))?;
+        .map_err(|busy| {
+            let mut failure = Failure::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                error_kind::TOO_MANY_ATTEMPTS,
+                busy.to_string(),
+            );
+            failure.2 = Some(busy.0);
+            failure
+        })?;
     Ok(Json(SsoStartResponse {
         request_id,
         auth_url,
@@ -419,7 +509,7 @@ impl ApiState {
         let connector = self.connector(&login.connector)?;
         let audit_failure = |user: &str| {
             self.auditor.record(AuditKind::Login {
-                user: user.to_owned(),
+                user: shown_username(user),
                 method: connector.name().to_owned(),
                 success: false,
             })
@@ -469,7 +559,7 @@ impl ApiState {
             audit_failure(&verified.username);
             tracing::warn!(
                 connector = connector.name(),
-                username = %verified.username,
+                username = %shown_username(&verified.username),
                 "single sign-on refused: the username belongs to a local user"
             );
             return Err(Failure::new(

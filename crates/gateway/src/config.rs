@@ -211,6 +211,42 @@ pub struct Limits {
     /// and API calls read the locks themselves, at once.
     #[serde(with = "humantime_serde")]
     pub lock_poll: Duration,
+    /// Budgets of password logins, which strangers can attempt.
+    pub login: LoginLimits,
+}
+
+/// Budgets of `/v1/login/local`: guessing a password or a one-time code
+/// must be slow, and must not exhaust the gateway's memory (each check
+/// runs argon2 with 19 MiB).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginLimits {
+    /// Failed logins in a row after which a user is refused for `lockout`
+    /// (Teleport's `max_login_attempts`).
+    pub max_failures: u32,
+    /// How long a user stays refused after `max_failures` failures.
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+    /// Failed logins one source address (an IPv6 /64) may make per minute.
+    pub per_source_per_minute: u32,
+    /// Password checks (argon2) running at once; the rest wait.
+    pub argon2_concurrency: usize,
+    /// How long a login waits for a password check before it is refused
+    /// as busy.
+    #[serde(with = "humantime_serde")]
+    pub argon2_wait: Duration,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            max_failures: 5,
+            lockout: Duration::from_secs(30 * 60),
+            per_source_per_minute: 30,
+            argon2_concurrency: 2,
+            argon2_wait: Duration::from_secs(2),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -226,6 +262,7 @@ impl Default for Limits {
             cancels_per_second: 10,
             workers: None,
             lock_poll: Duration::from_secs(1),
+            login: LoginLimits::default(),
         }
     }
 }
@@ -681,6 +718,16 @@ impl GatewayConfig {
                 )));
             }
             db.validate()?;
+        }
+        let login = &self.limits.login;
+        if login.max_failures == 0
+            || login.per_source_per_minute == 0
+            || login.argon2_concurrency == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits.login: max_failures, per_source_per_minute and argon2_concurrency must be at least 1"
+                    .into(),
+            ));
         }
         self.validate_sso()
     }

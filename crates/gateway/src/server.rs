@@ -16,8 +16,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, ApiState, Peer};
+use crate::api::{self, ApiState, Peer, Source};
 use crate::audit::Auditor;
+use crate::auth::limits::Limiter;
 use crate::auth::oidc::OidcConnector;
 use crate::aws::{Aws, AwsIdentity};
 use crate::budget::{Budgets, Unauthenticated};
@@ -229,6 +230,7 @@ pub async fn start_with(
         sso: Default::default(),
         totp_replay: Default::default(),
         revocations: revocations.clone(),
+        login_limits: Limiter::new(store.clone(), config.limits.login.clone()),
     });
     let router = api::router(api_state);
     let tunnels = Arc::new(TunnelContext::new(
@@ -353,6 +355,10 @@ async fn accept_loop(
 
 async fn connection(tcp: TcpStream, slot: Unauthenticated, serving: &Serving) {
     let timeout = serving.limits.handshake_timeout;
+    let source = Source(
+        tcp.peer_addr()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip()),
+    );
     let _ = tcp.set_nodelay(true);
     if !starts_with_tls(&tcp, timeout).await {
         return refuse_plain(tcp).await;
@@ -399,18 +405,28 @@ async fn connection(tcp: TcpStream, slot: Unauthenticated, serving: &Serving) {
         }
         return tunnel::serve(stream, identity, &serving.tunnels).await;
     }
-    serve_http(stream, identity, serving).await;
+    serve_http(stream, identity, source, serving).await;
 }
 
 /// Serves HTTP on one connection. A request's headers must arrive within
 /// `handshake_timeout`, and the connection is closed (after the request in
 /// progress) once it has lived `http_connection_lifetime`, so neither a
 /// slow client nor an idle keep-alive connection holds its place forever.
-async fn serve_http<S>(stream: S, identity: Option<postern_api::Identity>, serving: &Serving)
-where
+async fn serve_http<S>(
+    stream: S,
+    identity: Option<postern_api::Identity>,
+    source: Source,
+    serving: &Serving,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(serving.router.clone().layer(Extension(Peer(identity))));
+    let service = TowerToHyperService::new(
+        serving
+            .router
+            .clone()
+            .layer(Extension(Peer(identity)))
+            .layer(Extension(source)),
+    );
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -68,6 +68,31 @@ describe("SignIn", () => {
     expect(fake.argsOf("login_local")[1].totp).toBe("123456");
   });
 
+  it("offers the one-time code field after a refusal", async () => {
+    const fake = fakeBackend({
+      gateway_info: ({ gateway }) => ({ gateway, fingerprint: FP, trusted: true, connectors: [] }),
+      login_local: ({ totp }) =>
+        totp === "123456" ? session : fail("refused", "Invalid username, password or one-time code"),
+    });
+    const onSignedIn = vi.fn();
+    render(
+      <SignIn
+        state={{ ...empty, last_gateway: "127.0.0.1:3080", last_username: "alice" }}
+        expired={false}
+        onSignedIn={onSignedIn}
+      />,
+    );
+    expect(screen.queryByLabelText("One-time code")).toBeNull();
+    type("password", "pw");
+    fireEvent.click(screen.getByRole("button", { name: "Sign in" }));
+    await screen.findByLabelText("One-time code");
+    type("password", "pw");
+    type("totp", "123456");
+    fireEvent.click(screen.getByRole("button", { name: "Sign in" }));
+    await waitFor(() => expect(onSignedIn).toHaveBeenCalled());
+    expect(fake.argsOf("login_local")[1].totp).toBe("123456");
+  });
+
   it("offers single sign-on when the gateway has a connector", async () => {
     const fake = fakeBackend({
       gateway_info: ({ gateway }) => ({ gateway, fingerprint: FP, trusted: true, connectors: ["okta"] }),

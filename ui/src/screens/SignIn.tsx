@@ -102,6 +102,10 @@ export function SignIn(props: Props) {
       setPassword("");
       await props.onSignedIn();
     } catch (e) {
+      // Gateways answer a wrong password and a missing one-time code alike
+      // (telling them apart would tell a guesser the password was right), so
+      // a refusal offers the code field for accounts that have one.
+      if (isCommandError(e) && e.kind === "refused") setNeedTotp(true);
       fail(e);
     } finally {
       setBusy("");

@@ -16,7 +16,7 @@
 //! (as the cancel map does today); it moves to the shared store with them.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,18 @@ use super::oidc::OidcPending;
 pub const PENDING_TTL: Duration = Duration::from_secs(5 * 60);
 /// How long a one-time code may wait for its exchange.
 pub const CODE_TTL: Duration = Duration::from_secs(2 * 60);
-/// Logins in progress at once; unauthenticated callers must not fill memory.
-const MAX_PENDING: usize = 10_000;
+/// Logins in progress at once; unauthenticated callers must not fill memory
+/// (each holds at most about [`MAX_CSR_BYTES`] plus a redirect).
+const MAX_PENDING: usize = 1_000;
+/// Logins in progress from one source address, so one stranger cannot
+/// take every slot.
+const MAX_PENDING_PER_SOURCE: usize = 20;
+/// Longest certificate request accepted (a real one is about 1 KiB).
+pub const MAX_CSR_BYTES: usize = 16 * 1024;
+/// Longest client redirect accepted.
+pub const MAX_REDIRECT_BYTES: usize = 2 * 1024;
+/// Longest connector name accepted.
+pub const MAX_CONNECTOR_BYTES: usize = 128;
 /// Wrong codes or verifiers tolerated for one login before it is dropped.
 const MAX_FAILED_EXCHANGES: u8 = 5;
 
@@ -49,10 +59,11 @@ pub enum ExchangeError {
     Mismatch,
 }
 
-/// Too many logins in progress.
+/// Too many logins in progress, in all or from one source; the oldest of
+/// them expires after the given time.
 #[derive(Debug, thiserror::Error)]
-#[error("too many sign-ins are in progress; try again in a minute")]
-pub struct Busy;
+#[error("too many sign-ins are in progress; try again in a few minutes")]
+pub struct Busy(pub Duration);
 
 /// What the gateway's callback needs to finish a login.
 pub struct CallbackLogin {
@@ -79,6 +90,7 @@ enum Stage {
 }
 
 struct Login {
+    source: IpAddr,
     connector: String,
     client_redirect: Url,
     client_challenge: String,
@@ -136,6 +148,7 @@ impl SsoLogins {
     /// Records a login that was just sent to the provider; returns its id.
     pub fn start(
         &self,
+        source: IpAddr,
         connector: &str,
         client_redirect: Url,
         client_challenge: String,
@@ -145,8 +158,16 @@ impl SsoLogins {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.sweep(now);
-        if inner.logins.len() >= MAX_PENDING {
-            return Err(Busy);
+        let from_source = || inner.logins.values().filter(|l| l.source == source);
+        let full = if inner.logins.len() >= MAX_PENDING {
+            inner.logins.values().map(|l| l.created).min()
+        } else if from_source().count() >= MAX_PENDING_PER_SOURCE {
+            from_source().map(|l| l.created).min()
+        } else {
+            None
+        };
+        if let Some(oldest) = full {
+            return Err(Busy(PENDING_TTL.saturating_sub(now.duration_since(oldest))));
         }
         let request_id = random_token();
         inner
@@ -155,6 +176,7 @@ impl SsoLogins {
         inner.logins.insert(
             request_id.clone(),
             Login {
+                source,
                 connector: connector.to_owned(),
                 client_redirect,
                 client_challenge,
@@ -299,6 +321,7 @@ mod tests {
     fn started(logins: &SsoLogins, state: &str, verifier: &str) -> String {
         logins
             .start(
+                Ipv4Addr::LOCALHOST.into(),
                 "corp",
                 loopback_redirect("http://127.0.0.1:4000/callback").unwrap(),
                 sso_challenge(verifier),

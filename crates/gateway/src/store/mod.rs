@@ -7,7 +7,7 @@
 mod sqlite;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -103,4 +103,30 @@ pub trait Store: Send + Sync + 'static {
     fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
     /// Gives back a lease; does nothing unless `holder` holds it.
     fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError>;
+    /// The run of failed logins counted under `key` (a user or a source
+    /// address), if any. In the store so replicas share the budgets.
+    fn login_failures(&self, key: &str) -> Result<Option<FailureRun>, StoreError>;
+    /// Counts a failed login under `key` and returns the run it belongs to.
+    /// A run that began more than `run_length` ago is replaced by a new one;
+    /// runs of any key whose last failure is older than `forget_after` are
+    /// deleted, so strangers' guesses do not pile up.
+    fn add_login_failure(
+        &self,
+        key: &str,
+        run_length: Duration,
+        forget_after: Duration,
+    ) -> Result<FailureRun, StoreError>;
+    /// Forgets the failed logins under `key` (after a successful login).
+    fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Failed logins under one key, counted from the first of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureRun {
+    /// Failures in the run.
+    pub count: u32,
+    /// When the run began.
+    pub first: SystemTime,
+    /// When its latest failure happened.
+    pub last: SystemTime,
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Lock, Store, StoreError, UserRecord};
+use super::{FailureRun, Lock, Store, StoreError, UserRecord};
 use crate::audit::AuditEvent;
 use crate::ca::{CaKind, CaMaterial};
 
@@ -42,6 +42,13 @@ CREATE TABLE IF NOT EXISTS leases (
     holder TEXT NOT NULL,
     expires_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS login_failures (
+    key TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_by_last ON login_failures (last_ms);
 ";
 
 impl SqliteStore {
@@ -67,6 +74,22 @@ impl SqliteStore {
         // are atomic), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn time_of(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn failure_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRun> {
+    Ok(FailureRun {
+        count: row.get(0)?,
+        first: time_of(row.get(1)?),
+        last: time_of(row.get(2)?),
+    })
 }
 
 fn now_ms() -> i64 {
@@ -176,6 +199,51 @@ impl Store for SqliteStore {
             "DELETE FROM leases WHERE key = ?1 AND holder = ?2",
             params![key, holder],
         )?;
+        Ok(())
+    }
+
+    fn login_failures(&self, key: &str) -> Result<Option<FailureRun>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT count, first_ms, last_ms FROM login_failures WHERE key = ?1",
+                params![key],
+                failure_run,
+            )
+            .optional()?)
+    }
+
+    fn add_login_failure(
+        &self,
+        key: &str,
+        run_length: Duration,
+        forget_after: Duration,
+    ) -> Result<FailureRun, StoreError> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM login_failures WHERE last_ms < ?1",
+            params![now.saturating_sub(millis(forget_after))],
+        )?;
+        // One statement, so replicas counting the same key add up.
+        let run = tx.query_row(
+            "INSERT INTO login_failures (key, count, first_ms, last_ms) VALUES (?1, 1, ?2, ?2)
+             ON CONFLICT(key) DO UPDATE SET
+                 count = CASE WHEN first_ms < ?3 THEN 1 ELSE count + 1 END,
+                 first_ms = CASE WHEN first_ms < ?3 THEN ?2 ELSE first_ms END,
+                 last_ms = ?2
+             RETURNING count, first_ms, last_ms",
+            params![key, now, now.saturating_sub(millis(run_length))],
+            failure_run,
+        )?;
+        tx.commit()?;
+        Ok(run)
+    }
+
+    fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM login_failures WHERE key = ?1", params![key])?;
         Ok(())
     }
 

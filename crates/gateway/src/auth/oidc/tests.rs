@@ -605,6 +605,7 @@ fn api_state(corp: OidcConnector, store: Arc<dyn Store>) -> ApiState {
         connectors: vec![Arc::new(corp)],
         sso: Default::default(),
         totp_replay: Default::default(),
+        login_limits: crate::auth::limits::Limiter::new(store.clone(), Default::default()),
         revocations: Revocations::start(
             store,
             Duration::from_secs(1),
