@@ -121,7 +121,7 @@ fn confirm_ca(gateway: &str, fingerprint: &str, interactive: bool) -> bool {
 }
 
 fn read_totp() -> Result<String, ClientError> {
-    eprint!("One-time code: ");
+    eprint!("One-time code (if your account has one; Enter if not): ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     std::io::stdin()
@@ -190,10 +190,17 @@ async fn login_with_password(
     )
     .await;
     match first {
-        // The gateway asks for the code only once the password was right.
+        // The gateway answers a wrong password and a missing code alike (so
+        // a guesser learns nothing), and gateways before that asked for the
+        // code. On a terminal, ask once: an empty answer keeps the refusal.
         // The CA trusted a moment ago is not asked about again.
-        Err(ClientError::TotpRequired) if interactive && args.totp.is_none() => {
+        Err(refused @ (ClientError::TotpRequired | ClientError::LoginRefused(_)))
+            if interactive && args.totp.is_none() =>
+        {
             let code = read_totp()?;
+            if code.is_empty() {
+                return Err(refused);
+            }
             let pin = args.ca_pin.clone().or(trusted.take());
             login_local(home, request(Some(code), pin), |fp| {
                 confirm_ca(&gateway, fp, interactive)

@@ -96,6 +96,9 @@ impl GatewayClient {
         match resp.json::<ApiError>().await {
             Ok(err) if err.kind == "no_session" => Err(ClientError::SessionExpired),
             Ok(err) if err.kind == error_kind::TOTP_REQUIRED => Err(ClientError::TotpRequired),
+            Ok(err) if err.kind == error_kind::ACCESS_DENIED => {
+                Err(ClientError::LoginRefused(err.message))
+            }
             Ok(err) => Err(ClientError::Gateway(err.message)),
             Err(_) => Err(ClientError::Gateway(format!(
                 "the gateway answered {status}"

@@ -54,6 +54,10 @@ pub enum ClientError {
     /// The gateway answered with an error.
     #[error("{0}")]
     Gateway(String),
+    /// The gateway refused a login's credentials. It gives the same answer
+    /// for a wrong password and a missing or wrong one-time code.
+    #[error("{0}")]
+    LoginRefused(String),
     /// The account has one-time codes (TOTP) and none was given.
     #[error(
         "a one-time code is required: give the code from your authenticator app with --totp CODE"

@@ -108,7 +108,7 @@ impl From<ClientError> for CommandError {
                 };
             }
             C::BadPin => (K::Invalid, "That CA fingerprint is not valid.".into()),
-            C::Gateway(m) => (K::Refused, capitalise(m)),
+            C::Gateway(m) | C::LoginRefused(m) => (K::Refused, capitalise(m)),
             C::TotpRequired => (
                 K::TotpRequired,
                 "Enter the one-time code from your authenticator app.".into(),
