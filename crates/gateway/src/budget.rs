@@ -75,6 +75,13 @@ impl Budgets {
     }
 }
 
+impl Unauthenticated {
+    /// The address the connection came from, as accepted.
+    pub fn source(&self) -> IpAddr {
+        self.source
+    }
+}
+
 impl Drop for Unauthenticated {
     fn drop(&mut self) {
         let mut per_source = self

@@ -355,10 +355,8 @@ async fn accept_loop(
 
 async fn connection(tcp: TcpStream, slot: Unauthenticated, serving: &Serving) {
     let timeout = serving.limits.handshake_timeout;
-    let source = Source(
-        tcp.peer_addr()
-            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip()),
-    );
+    // The address accept() reported, not another getpeername per connection.
+    let source = Source(slot.source());
     let _ = tcp.set_nodelay(true);
     if !starts_with_tls(&tcp, timeout).await {
         return refuse_plain(tcp).await;
