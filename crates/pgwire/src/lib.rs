@@ -13,6 +13,7 @@ pub mod auth;
 pub mod backend;
 mod backend_message;
 mod boundaries;
+mod cancel_key;
 mod error;
 pub mod frontend;
 mod message;
@@ -23,6 +24,7 @@ mod writer;
 
 pub use backend_message::{AuthRequest, BackendMessage, ErrorFields};
 pub use boundaries::Boundaries;
+pub use cancel_key::CancelKey;
 pub use error::ProtocolError;
 pub use message::{Message, parse_message};
 pub use scanner::{
