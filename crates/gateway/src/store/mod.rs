@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 pub use sqlite::SqliteStore;
 
-use crate::audit::AuditEvent;
 use crate::ca::{CaKind, CaMaterial};
 
 /// Why the store failed.
@@ -86,10 +85,11 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the stored CA of this kind, storing `fresh` first if none exists
     /// (so concurrent first starts agree on one CA).
     fn ca_or_insert(&self, kind: CaKind, fresh: &CaMaterial) -> Result<CaMaterial, StoreError>;
-    /// Appends audit events, each a JSON-encoded [`AuditEvent`], in one transaction.
+    /// Appends audit events, each a JSON line (the audit module encodes
+    /// them; the store only keeps text), in one transaction.
     fn append_audit(&self, lines: &[String]) -> Result<(), StoreError>;
-    /// The most recent audit events, newest last.
-    fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    /// The most recent audit events as stored JSON, newest last.
+    fn recent_audit(&self, limit: usize) -> Result<Vec<serde_json::Value>, StoreError>;
     /// Adds a lock.
     fn add_lock(&self, lock: &Lock) -> Result<(), StoreError>;
     /// The locks that apply now, of one user or of everyone, oldest first.

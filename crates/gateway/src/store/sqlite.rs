@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{FailureRun, Lock, Store, StoreError, UserRecord};
-use crate::audit::AuditEvent;
 use crate::ca::{CaKind, CaMaterial};
 
 /// SQLite-backed [`Store`].
@@ -285,7 +284,7 @@ impl Store for SqliteStore {
         Ok(conn.execute("DELETE FROM locks WHERE id = ?1", [id])? > 0)
     }
 
-    fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+    fn recent_audit(&self, limit: usize) -> Result<Vec<serde_json::Value>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT event FROM audit ORDER BY id DESC LIMIT ?1")?;
         let rows = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?;
