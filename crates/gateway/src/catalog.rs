@@ -10,7 +10,7 @@ use crate::aws::{Aws, AwsDatabase};
 use crate::ca::Authority;
 use crate::config::{ConfigError, DatabaseConfig, DatabaseKind};
 use crate::rbac::{AccessChecker, Target};
-use crate::tunnel::upstream::Upstream;
+use crate::upstream::{Connector, Kind, TcpTls, Upstream};
 
 /// One database: its configuration and its connection logic.
 pub struct CatalogDb {
@@ -36,23 +36,16 @@ impl CatalogDb {
 
     /// What RBAC matches against.
     pub fn target(&self) -> Target<'_> {
-        // Only there is a db user an IAM role, written by name or ARN.
-        let aws_account_id = match self.config.kind {
-            DatabaseKind::RedshiftServerless => {
-                self.upstream.aws().and_then(|aws| aws.account_id())
-            }
-            _ => None,
-        };
         Target {
             name: &self.config.name,
             labels: &self.labels,
-            aws_account_id,
+            aws_account_id: self.upstream.kind.iam_role_account(),
         }
     }
 
     /// Kind shown to users: `self-hosted`, `rds-postgres` or `redshift-serverless`.
     pub fn kind(&self) -> &'static str {
-        self.config.kind.as_str()
+        self.upstream.kind.as_str()
     }
 }
 
@@ -70,19 +63,40 @@ impl Catalog {
         aws: Option<Arc<Aws>>,
         login_timeout: Duration,
     ) -> Result<Self, ConfigError> {
+        Self::with_connector(configs, db_ca, aws, login_timeout, Arc::new(TcpTls))
+    }
+
+    /// [`Catalog::new`] whose databases are reached through `connector`
+    /// instead of TCP and TLS: in-process tests hand it one that returns
+    /// in-memory pipes to a scripted database (see [`crate::upstream::connector`]).
+    pub fn with_connector(
+        configs: &[DatabaseConfig],
+        db_ca: Arc<Authority>,
+        aws: Option<Arc<Aws>>,
+        login_timeout: Duration,
+        connector: Arc<dyn Connector>,
+    ) -> Result<Self, ConfigError> {
         let mut dbs = BTreeMap::new();
         for config in configs {
-            let aws_db = match (config.kind.is_aws(), &aws) {
-                (false, _) => None,
-                (true, Some(aws)) => Some(Arc::new(AwsDatabase::new(config, aws.clone())?)),
-                (true, None) => {
-                    return Err(ConfigError::Invalid(format!(
-                        "database {:?}: AWS is not set up in the gateway",
-                        config.name
-                    )));
-                }
+            let aws_db = || match &aws {
+                Some(aws) => Ok(Arc::new(AwsDatabase::new(config, aws.clone())?)),
+                None => Err(ConfigError::Invalid(format!(
+                    "database {:?}: AWS is not set up in the gateway",
+                    config.name
+                ))),
             };
-            let upstream = Arc::new(Upstream::new(config, db_ca.clone(), aws_db, login_timeout)?);
+            let kind = match config.kind {
+                DatabaseKind::SelfHosted => Kind::SelfHosted,
+                DatabaseKind::RdsPostgres => Kind::Rds(aws_db()?),
+                DatabaseKind::RedshiftServerless => Kind::RedshiftServerless(aws_db()?),
+            };
+            let upstream = Arc::new(Upstream::new(
+                config,
+                kind,
+                db_ca.clone(),
+                connector.clone(),
+                login_timeout,
+            )?);
             dbs.insert(
                 config.name.clone(),
                 CatalogDb {
@@ -103,12 +117,10 @@ impl Catalog {
     pub async fn discover_aws(&mut self) {
         let mut lookups = tokio::task::JoinSet::new();
         for db in self.dbs.values() {
-            if db.config.kind != DatabaseKind::RedshiftServerless {
-                continue;
-            }
-            let Some(aws) = db.upstream.aws().cloned() else {
+            let Kind::RedshiftServerless(aws) = &db.upstream.kind else {
                 continue;
             };
+            let aws = aws.clone();
             let name = db.config.name.clone();
             lookups.spawn(async move { (name, aws.discover().await) });
         }

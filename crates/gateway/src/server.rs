@@ -29,8 +29,8 @@ use crate::rbac::RoleSet;
 use crate::revocation::Revocations;
 use crate::store::{SqliteStore, Store};
 use crate::tls::{identity_from_cert, server_config};
-use crate::tunnel::upstream::READ_BUFFER;
 use crate::tunnel::{self, TunnelContext};
+use crate::upstream::READ_BUFFER;
 use crate::workers::Workers;
 
 /// Why the gateway could not start.

@@ -14,6 +14,7 @@
 //! own login is done ([`Activated::connected`] or [`Activated::abandon`]);
 //! the resulting [`LiveUser`] is ended with [`LiveUser::end`].
 
+mod error;
 mod lock;
 mod sql;
 
@@ -28,8 +29,9 @@ use crate::catalog::CatalogDb;
 use crate::config::AdminUser;
 use crate::rbac::{Allowed, AutoUserMode, DbPermission};
 use crate::store::Store;
-use crate::tunnel::error::TunnelError;
-use crate::tunnel::upstream::Upstream;
+
+use crate::upstream::Upstream;
+pub use error::ProvisioningError;
 pub use lock::{LockError, ProvisioningLocks};
 use sql::{Admin, Desired};
 
@@ -74,16 +76,19 @@ impl Grants {
     /// otherwise their `db_permissions`. Both at once is refused, since a
     /// session's user cannot sensibly hold a role's privileges and also have
     /// object grants revoked and re-applied underneath it.
-    pub fn choose(allowed: &Allowed<'_>, requested: &[String]) -> Result<Grants, TunnelError> {
+    pub fn choose(
+        allowed: &Allowed<'_>,
+        requested: &[String],
+    ) -> Result<Grants, ProvisioningError> {
         let roles = allowed
             .select_db_roles(requested)
-            .map_err(|e| TunnelError::Denied(e.to_string()))?;
+            .map_err(ProvisioningError::Denied)?;
         let permissions = allowed.db_permissions();
         if permissions.is_empty() {
             return Ok(Grants::Roles(roles));
         }
         if !roles.is_empty() {
-            return Err(TunnelError::RolesAndPermissions {
+            return Err(ProvisioningError::RolesAndPermissions {
                 database: allowed.database().to_owned(),
                 roles,
             });
@@ -105,8 +110,8 @@ impl Grants {
 
 impl TablePermission {
     /// Checks one rule: tables only, known privileges (`ALL` means all).
-    pub fn from_rule(rule: &DbPermission) -> Result<Self, TunnelError> {
-        let bad = |why: String| TunnelError::BadDbPermission(why);
+    pub fn from_rule(rule: &DbPermission) -> Result<Self, ProvisioningError> {
+        let bad = |why: String| ProvisioningError::BadDbPermission(why);
         match rule.match_.object_kind.as_deref() {
             None => {}
             Some(kind) if kind.eq_ignore_ascii_case("table") => {}
@@ -243,7 +248,10 @@ impl Provisioner {
 
     /// Creates or re-enables the session's database user with exactly the
     /// requested grants.
-    pub async fn activate<'p>(&'p self, req: Request<'_>) -> Result<Activated<'p>, TunnelError> {
+    pub async fn activate<'p>(
+        &'p self,
+        req: Request<'_>,
+    ) -> Result<Activated<'p>, ProvisioningError> {
         debug_assert_ne!(req.mode, AutoUserMode::Off);
         let database = &req.db.config.name;
         let admin = req
@@ -251,7 +259,7 @@ impl Provisioner {
             .config
             .admin_user
             .clone()
-            .ok_or_else(|| TunnelError::NoAdminUser(database.clone()))?;
+            .ok_or_else(|| ProvisioningError::NoAdminUser(database.clone()))?;
         let upstream = req.db.upstream.clone();
         let provisioned = Provisioned {
             key: format!("provisioning/{}/{}", upstream.server_addr(), req.user),
@@ -271,8 +279,8 @@ impl Provisioner {
             )
             .await
             .map_err(|e| match e {
-                LockError::Busy => TunnelError::ProvisioningBusy(req.user.to_owned()),
-                other => TunnelError::Internal(other.to_string()),
+                LockError::Busy => ProvisioningError::Busy(req.user.to_owned()),
+                other => ProvisioningError::Internal(other.to_string()),
             })?;
         // Table privileges live in the session's database, so that is where
         // the admin must be for them; roles are server-wide.
@@ -295,7 +303,7 @@ impl Provisioner {
             sql::activate(&mut client, admin, database, req.user, &desired, live).await
         })
         .await
-        .map_err(|_| TunnelError::Timeout("provisioning the database user"))??;
+        .map_err(|_| ProvisioningError::Timeout("provisioning the database user"))??;
         tracing::info!(user = %req.user, %database, roles = ?granted.roles, "database user provisioned");
         self.auditor.record(AuditKind::UserProvisioned {
             user: req.user.to_owned(),
@@ -326,7 +334,9 @@ impl Provisioner {
             sql::deactivate(&mut client, admin, database, user, drop_user, ended_pid).await
         })
         .await
-        .unwrap_or(Err(TunnelError::Timeout("deactivating the database user")));
+        .unwrap_or(Err(ProvisioningError::Timeout(
+            "deactivating the database user",
+        )));
         let action = match outcome {
             Ok(done) => match done.action() {
                 Some(action) => action,

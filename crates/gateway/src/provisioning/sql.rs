@@ -13,9 +13,8 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient, NoTls};
 
-use super::{GROUP_ROLE, TablePermission};
-use crate::tunnel::error::TunnelError;
-use crate::tunnel::upstream::Upstream;
+use super::{GROUP_ROLE, ProvisioningError, TablePermission};
+use crate::upstream::{Refusal, Upstream};
 
 /// Attempts for a transaction that hits a serialization failure, deadlock or
 /// a concurrent catalog update.
@@ -78,11 +77,11 @@ impl Deactivated {
 /// A failed attempt: worth another try, or final.
 enum Failure {
     Retry(String),
-    Fatal(TunnelError),
+    Fatal(ProvisioningError),
 }
 
-impl From<TunnelError> for Failure {
-    fn from(e: TunnelError) -> Self {
+impl From<ProvisioningError> for Failure {
+    fn from(e: ProvisioningError) -> Self {
         Failure::Fatal(e)
     }
 }
@@ -101,7 +100,7 @@ enum Step {
 }
 
 /// Logs in as the admin over the database's TLS, like any user login.
-pub(super) async fn connect(admin: Admin<'_>, database: &str) -> Result<Client, TunnelError> {
+pub(super) async fn connect(admin: Admin<'_>, database: &str) -> Result<Client, ProvisioningError> {
     // The admin logs in as the database's kind says: certificate or
     // configured password (self-hosted), IAM token or configured password (RDS).
     let credentials = admin
@@ -110,7 +109,7 @@ pub(super) async fn connect(admin: Admin<'_>, database: &str) -> Result<Client, 
         .await?;
     let stream = admin
         .upstream
-        .connect_tls(credentials.certificate_user())
+        .connect(credentials.certificate_user())
         .await?;
     let mut config = tokio_postgres::Config::new();
     config
@@ -124,20 +123,18 @@ pub(super) async fn connect(admin: Admin<'_>, database: &str) -> Result<Client, 
     }
     let (client, connection) = config.connect_raw(stream, NoTls).await.map_err(|e| {
         let Some(db) = e.as_db_error() else {
-            return TunnelError::ProvisioningFailed(format!(
+            return ProvisioningError::Failed(format!(
                 "admin login to {database:?}: {}",
                 describe(&e)
             ));
         };
-        if *db.code() == SqlState::INSUFFICIENT_PRIVILEGE
-            && db.message().contains("permission denied for database")
-        {
-            TunnelError::AdminNoConnect {
+        if Refusal::classify(db.code().code(), db.message()) == Refusal::NoConnect {
+            ProvisioningError::AdminNoConnect {
                 admin: admin.name.to_owned(),
                 db_name: admin.db_name.to_owned(),
             }
         } else {
-            TunnelError::AdminLoginFailed {
+            ProvisioningError::AdminLoginFailed {
                 admin: admin.name.to_owned(),
                 message: db.message().to_owned(),
             }
@@ -166,7 +163,7 @@ macro_rules! with_retries {
                     tokio::time::sleep(RETRY_PAUSE * tries + jitter).await;
                 }
                 Err(Failure::Retry(why)) => {
-                    break Err(TunnelError::ProvisioningFailed(format!(
+                    break Err(ProvisioningError::Failed(format!(
                         "{} gave up after {ATTEMPTS} attempts: {why}",
                         $what
                     )));
@@ -185,7 +182,7 @@ pub(super) async fn activate(
     user: &str,
     desired: &Desired<'_>,
     live: bool,
-) -> Result<Granted, TunnelError> {
+) -> Result<Granted, ProvisioningError> {
     with_retries!(
         "activation",
         activate_once(client, admin, database, user, desired, live)
@@ -233,7 +230,7 @@ async fn activate_once(
                 .ok_or_else(|| Failure::Retry("created user not visible".into()))?
         }
         Some(state) if !state.managed => {
-            return Err(TunnelError::UnmanagedDbUser {
+            return Err(ProvisioningError::UnmanagedDbUser {
                 user: user.to_owned(),
                 group: GROUP_ROLE.to_owned(),
             }
@@ -254,7 +251,7 @@ async fn activate_once(
         Desired::Tables(_) => BTreeSet::new(),
     };
     if busy && state.roles != wanted_roles {
-        return Err(TunnelError::DbRolesInUse {
+        return Err(ProvisioningError::DbRolesInUse {
             user: user.to_owned(),
             current: state.roles.iter().cloned().collect(),
             requested: wanted_roles.into_iter().collect(),
@@ -280,7 +277,7 @@ async fn activate_once(
             .map_err(err(Step::Read))?;
         let wanted = matching_tables(&tx, rules).await.map_err(err(Step::Read))?;
         if busy && !current.is_empty() && current != wanted {
-            return Err(TunnelError::DbPermissionsInUse {
+            return Err(ProvisioningError::DbPermissionsInUse {
                 user: user.to_owned(),
                 db_name: admin.db_name.to_owned(),
             }
@@ -309,7 +306,7 @@ pub(super) async fn deactivate(
     user: &str,
     drop_user: bool,
     ended_pid: Option<i32>,
-) -> Result<Deactivated, TunnelError> {
+) -> Result<Deactivated, ProvisioningError> {
     with_retries!(
         "deactivation",
         deactivate_once(client, admin, database, user, drop_user, ended_pid)
@@ -407,7 +404,7 @@ async fn prepare(
         .map_err(err)?
         .get(0);
     if standby {
-        return Err(TunnelError::ReadOnlyEndpoint(database.to_owned()).into());
+        return Err(ProvisioningError::ReadOnlyEndpoint(database.to_owned()).into());
     }
     let key = format!("{GROUP_ROLE}:{user}");
     tx.execute(
@@ -564,13 +561,13 @@ async fn apply_table_privileges<C: GenericClient>(
                     .map_err(|e| classify(&e, &step(), admin, database))?
                     .get(0);
                 if !grantable {
-                    return Err(TunnelError::AdminNoGrantOption {
+                    return Err(ProvisioningError::AdminNoGrantOption {
                         admin: admin.name.to_owned(),
                         privilege: (*privilege).to_owned(),
                         table: format!(
                             "{}.{}",
-                            crate::tunnel::error::quote(schema),
-                            crate::tunnel::error::quote(table)
+                            crate::upstream::error::quote(schema),
+                            crate::upstream::error::quote(table)
                         ),
                     }
                     .into());
@@ -619,17 +616,17 @@ async fn revoke_privileges_in(
     user: &str,
     oid: u32,
     db_name: &str,
-) -> Result<(), TunnelError> {
+) -> Result<(), ProvisioningError> {
     let there = Admin { db_name, ..admin };
     let client = connect(there, database).await?;
     let current = table_privileges(&client, oid)
         .await
-        .map_err(|e| TunnelError::ProvisioningFailed(describe(&e)))?;
+        .map_err(|e| ProvisioningError::Failed(describe(&e)))?;
     apply_table_privileges(&client, there, database, user, &current, &BTreeMap::new())
         .await
         .map_err(|f| match f {
             Failure::Fatal(e) => e,
-            Failure::Retry(why) => TunnelError::ProvisioningFailed(why),
+            Failure::Retry(why) => ProvisioningError::Failed(why),
         })
 }
 
@@ -637,7 +634,7 @@ async fn revoke_privileges_in(
 /// retry for transient conflicts between concurrent provisionings.
 fn classify(e: &tokio_postgres::Error, step: &Step, admin: Admin<'_>, database: &str) -> Failure {
     let Some(db) = e.as_db_error() else {
-        return Failure::Fatal(TunnelError::ProvisioningFailed(format!(
+        return Failure::Fatal(ProvisioningError::Failed(format!(
             "{step:?}: {}",
             describe(e)
         )));
@@ -660,15 +657,15 @@ fn classify(e: &tokio_postgres::Error, step: &Step, admin: Admin<'_>, database: 
     }
     let error = match (code, step) {
         (c, _) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => {
-            TunnelError::ReadOnlyEndpoint(database.to_owned())
+            ProvisioningError::ReadOnlyEndpoint(database.to_owned())
         }
-        (c, _) if *c == SqlState::INVALID_SCHEMA_NAME => TunnelError::AdminNoSchemaUsage {
+        (c, _) if *c == SqlState::INVALID_SCHEMA_NAME => ProvisioningError::AdminNoSchemaUsage {
             admin: admin_name(),
             schema: "public".into(),
             db_name: admin.db_name.to_owned(),
         },
         (c, Step::Table { schema }) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
-            TunnelError::AdminNoSchemaUsage {
+            ProvisioningError::AdminNoSchemaUsage {
                 admin: admin_name(),
                 schema: schema_in(message).unwrap_or(schema).to_owned(),
                 db_name: admin.db_name.to_owned(),
@@ -679,23 +676,23 @@ fn classify(e: &tokio_postgres::Error, step: &Step, admin: Admin<'_>, database: 
                 || *c == SqlState::INVALID_GRANT_OPERATION =>
         {
             if role == "rds_iam" {
-                TunnelError::AdminNoRdsIam(admin_name())
+                ProvisioningError::AdminNoRdsIam(admin_name())
             } else {
-                TunnelError::AdminNoAdminOption {
+                ProvisioningError::AdminNoAdminOption {
                     admin: admin_name(),
                     role: role.clone(),
                 }
             }
         }
         (c, Step::GrantRole(role)) if *c == SqlState::UNDEFINED_OBJECT => {
-            TunnelError::UnknownDbRole(role.clone())
+            ProvisioningError::UnknownDbRole(role.clone())
         }
         (c, Step::CreateGroup | Step::CreateUser | Step::AlterUser | Step::DropUser)
             if *c == SqlState::INSUFFICIENT_PRIVILEGE =>
         {
-            TunnelError::AdminNoCreateRole(admin_name())
+            ProvisioningError::AdminNoCreateRole(admin_name())
         }
-        _ => TunnelError::ProvisioningFailed(format!("{step:?}: {}: {message}", code.code())),
+        _ => ProvisioningError::Failed(format!("{step:?}: {}: {message}", code.code())),
     };
     Failure::Fatal(error)
 }

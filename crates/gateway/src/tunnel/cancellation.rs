@@ -6,19 +6,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::upstream::Upstream;
+use postern_pgwire::CancelKey;
+
+use crate::upstream::Upstream;
 
 /// Where a cancel for one gateway key goes.
 struct Target {
     owner: String,
     upstream: Arc<Upstream>,
-    real: (i32, i32),
+    real: CancelKey,
 }
 
 /// Outcome of a cancel lookup.
 pub enum CancelDecision {
     /// Forward to this database with the real key.
-    Forward(Arc<Upstream>, (i32, i32)),
+    Forward(Arc<Upstream>, CancelKey),
     /// Unknown key, or owned by someone else: drop silently, as PostgreSQL does.
     Ignore,
     /// The identity sent too many cancels.
@@ -27,7 +29,7 @@ pub enum CancelDecision {
 
 /// The live cancel keys of this gateway.
 pub struct CancelMap {
-    keys: Mutex<HashMap<(i32, i32), Target>>,
+    keys: Mutex<HashMap<CancelKey, Target>>,
     rate: Mutex<HashMap<String, (Instant, u32)>>,
     per_second: u32,
 }
@@ -35,12 +37,12 @@ pub struct CancelMap {
 /// Removes its key from the map when the session ends.
 pub struct CancelKeyGuard {
     map: Arc<CancelMap>,
-    key: (i32, i32),
+    key: CancelKey,
 }
 
 impl CancelKeyGuard {
     /// The gateway's key to give the client.
-    pub fn key(&self) -> (i32, i32) {
+    pub fn key(&self) -> CancelKey {
         self.key
     }
 }
@@ -74,13 +76,16 @@ impl CancelMap {
         self: &Arc<Self>,
         owner: &str,
         upstream: Arc<Upstream>,
-        real: (i32, i32),
+        real: CancelKey,
     ) -> CancelKeyGuard {
         let mut keys = self.keys.lock().unwrap();
         let key = loop {
             // Two databases behind one gateway may share a pid.
-            let candidate = (real.0, rand::random::<i32>());
-            if candidate.1 != real.1 && !keys.contains_key(&candidate) {
+            let candidate = CancelKey {
+                pid: real.pid,
+                secret: rand::random(),
+            };
+            if candidate.secret != real.secret && !keys.contains_key(&candidate) {
                 break candidate;
             }
         };
@@ -99,7 +104,7 @@ impl CancelMap {
     }
 
     /// Looks a cancel up for `identity`.
-    pub fn decide(&self, identity: &str, key: (i32, i32)) -> CancelDecision {
+    pub fn decide(&self, identity: &str, key: CancelKey) -> CancelDecision {
         if !self.allow_rate(identity) {
             return CancelDecision::RateLimited;
         }
@@ -140,8 +145,9 @@ mod tests {
         Arc::new(
             Upstream::new(
                 &config,
+                crate::upstream::Kind::SelfHosted,
                 Arc::new(ca),
-                None,
+                Arc::new(crate::upstream::TcpTls),
                 std::time::Duration::from_secs(5),
             )
             .unwrap(),
@@ -151,13 +157,17 @@ mod tests {
     #[test]
     fn keys_are_honoured_only_for_their_owner_and_only_while_the_session_lives() {
         let map = CancelMap::new(100);
-        let guard = map.register("alice", upstream(), (4242, 7));
+        let real = CancelKey {
+            pid: 4242,
+            secret: 7,
+        };
+        let guard = map.register("alice", upstream(), real);
         let key = guard.key();
-        assert_eq!(key.0, 4242, "clients see the real pid");
-        assert_ne!(key.1, 7, "clients never see the real secret");
+        assert_eq!(key.pid, 4242, "clients see the real pid");
+        assert_ne!(key.secret, 7, "clients never see the real secret");
         assert!(matches!(map.decide("bob", key), CancelDecision::Ignore));
         match map.decide("alice", key) {
-            CancelDecision::Forward(_, real) => assert_eq!(real, (4242, 7)),
+            CancelDecision::Forward(_, forwarded) => assert_eq!(forwarded, real),
             _ => panic!("the owner's cancel is forwarded"),
         }
         drop(guard);
@@ -167,7 +177,7 @@ mod tests {
     #[test]
     fn cancels_are_rate_limited_per_identity() {
         let map = CancelMap::new(3);
-        let guard = map.register("alice", upstream(), (1, 1));
+        let guard = map.register("alice", upstream(), CancelKey { pid: 1, secret: 1 });
         for _ in 0..3 {
             assert!(matches!(
                 map.decide("alice", guard.key()),

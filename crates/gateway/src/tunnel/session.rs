@@ -1,0 +1,342 @@
+//! One tunnel session as a pipeline of named stages, each a function from
+//! what the previous one produced to what the next one needs:
+//!
+//! route frame (checked in [`super::route`]) → [`authorize`] →
+//! [`provision`] → [`connect_upstream`] → [`greet`] → [`relay`] → [`end`].
+//!
+//! A stage that fails returns a [`TunnelError`]; whatever an earlier stage
+//! set up (a provisioned user, a cancel key) is undone by the stage that
+//! fails or by the value's own lifecycle, never left behind.
+
+use std::sync::atomic::Ordering;
+
+use postern_api::Identity;
+use postern_pgwire::{CancelKey, backend};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::TunnelContext;
+use super::cancellation::CancelKeyGuard;
+use super::error::TunnelError;
+use super::relay::{self as bytes_relay, Relayed};
+use super::route::{SessionRequest, StartupParams};
+use crate::audit::AuditKind;
+use crate::catalog::CatalogDb;
+use crate::provisioning::{Activated, Grants, LiveUser, ProvisioningError, Request};
+use crate::rbac::AutoUserMode;
+use crate::upstream::{DbStream, Established, Refusal, UpstreamError};
+
+/// Runs a session from its checked request to its end.
+pub(super) async fn run<S>(
+    conn: &mut S,
+    ctx: &TunnelContext,
+    identity: &Identity,
+    request: SessionRequest,
+) -> Result<(), TunnelError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let authorized = authorize(ctx, identity, request)?;
+    let activated = provision(ctx, &authorized).await?;
+    let connected = connect_upstream(ctx, &authorized, activated).await?;
+    let greeted = greet(conn, ctx, identity, &authorized, connected).await?;
+    let relayed = relay(conn, ctx, identity, &authorized, greeted.stream).await;
+    end(
+        ctx,
+        identity,
+        &authorized,
+        greeted.real_key,
+        greeted.live,
+        relayed,
+    )
+    .await;
+    Ok(())
+}
+
+/// A session RBAC allows, with every value that goes upstream decided.
+struct Authorized<'c> {
+    db: &'c CatalogDb,
+    /// Catalog name.
+    database: String,
+    db_user: String,
+    /// The requested one, or the kind's default, or the db user's name.
+    db_name: String,
+    /// What provisioning must give the user; `None` when the roles do not
+    /// provision users on this database.
+    provisioning: Option<(AutoUserMode, Grants)>,
+    params: StartupParams,
+    /// Whether the session ends at the certificate's expiry.
+    disconnect_expired_cert: bool,
+}
+
+/// Decides, with the caller's roles, whether and how the session may run.
+fn authorize<'c>(
+    ctx: &'c TunnelContext,
+    identity: &Identity,
+    request: SessionRequest,
+) -> Result<Authorized<'c>, TunnelError> {
+    let SessionRequest {
+        database,
+        db_user,
+        db_name,
+        db_roles,
+        params,
+    } = request;
+    let checker = ctx
+        .roles
+        .checker(identity)
+        .map_err(|e| TunnelError::BadIdentity(e.to_string()))?;
+    let db = ctx
+        .catalog
+        .reachable(&database, &checker)
+        .ok_or_else(|| TunnelError::UnknownDatabase(database.clone()))?;
+    let target = db.target();
+    let Some(db_user) = db_user else {
+        return Err(TunnelError::Denied(format!(
+            "no database user was given for database {database:?}; start the tunnel with --db-user"
+        )));
+    };
+    let kind = &db.upstream.kind;
+    let db_name = db_name.or(kind.default_db_name().map(str::to_owned));
+    let allowed = checker
+        .check(&target, &db_user, db_name.as_deref())
+        .map_err(|e| TunnelError::Denied(e.to_string()))?;
+    let db_name = db_name.unwrap_or_else(|| db_user.clone());
+
+    let mode = checker.auto_user_mode(&target);
+    let provisioning = if mode == AutoUserMode::Off {
+        if !db_roles.is_empty() {
+            return Err(TunnelError::Denied(format!(
+                "database {database:?} does not create database users automatically, so db roles cannot be chosen there"
+            )));
+        }
+        None
+    } else if !kind.can_provision() {
+        return Err(TunnelError::Denied(format!(
+            "your roles create database users automatically (create_db_user_mode: {}), which Redshift Serverless database {database:?} does not support; an administrator must set create_db_user_mode: off in the roles that select it",
+            mode.as_str()
+        )));
+    } else {
+        let mut grants = Grants::choose(&allowed, &db_roles)?;
+        if let Grants::Roles(roles) = &mut grants {
+            for needed in kind.login_roles() {
+                if !roles.iter().any(|r| r == needed) {
+                    roles.push((*needed).to_owned());
+                }
+            }
+        }
+        Some((mode, grants))
+    };
+    Ok(Authorized {
+        db,
+        database,
+        db_user,
+        db_name,
+        provisioning,
+        params,
+        disconnect_expired_cert: checker.disconnect_expired_cert(),
+    })
+}
+
+/// Creates or re-enables the session's database user when the roles say so.
+async fn provision<'p>(
+    ctx: &'p TunnelContext,
+    authorized: &Authorized<'_>,
+) -> Result<Option<Activated<'p>>, TunnelError> {
+    let Some((mode, grants)) = &authorized.provisioning else {
+        return Ok(None);
+    };
+    let request = Request {
+        db: authorized.db,
+        user: &authorized.db_user,
+        db_name: &authorized.db_name,
+        mode: *mode,
+        grants: grants.clone(),
+    };
+    Ok(Some(ctx.provisioner.activate(request).await?))
+}
+
+/// A database login made for the session, with its provisioned user.
+struct Connected<'p> {
+    established: Established,
+    live: Option<LiveUser<'p>>,
+}
+
+/// Logs in to the database as the session's user. A provisioned user whose
+/// login fails is undone here.
+async fn connect_upstream<'p>(
+    ctx: &TunnelContext,
+    authorized: &Authorized<'_>,
+    activated: Option<Activated<'p>>,
+) -> Result<Connected<'p>, TunnelError> {
+    let params: Vec<(&str, &str)> = authorized.params.iter().collect();
+    // Each AWS call and each login attempt has its own timeout (with its
+    // own error); this one only backs them up.
+    let login = tokio::time::timeout(
+        ctx.limits.upstream_timeout * 5,
+        authorized
+            .db
+            .upstream
+            .login(&authorized.db_user, &authorized.db_name, &params),
+    )
+    .await;
+    let error = match (login, activated) {
+        (Ok(Ok(established)), activated) => {
+            let live = activated.map(|a| a.connected(established.key.pid));
+            return Ok(Connected { established, live });
+        }
+        (Err(_), None) => return Err(TunnelError::Timeout("connecting to the database")),
+        (Ok(Err(e)), None) => return Err(e.into()),
+        (Err(_), Some(activated)) => {
+            activated.abandon().await;
+            return Err(TunnelError::Timeout("connecting to the database"));
+        }
+        (Ok(Err(e)), Some(activated)) => {
+            let error = match e {
+                // The user exists now, so a refusal is about its privileges.
+                UpstreamError::Refused(fields)
+                    if Refusal::classify(&fields.code, &fields.message) == Refusal::NoConnect =>
+                {
+                    ProvisioningError::UserNoConnect {
+                        user: authorized.db_user.clone(),
+                        db_name: authorized.db_name.clone(),
+                        roles: activated.roles().to_vec(),
+                    }
+                    .into()
+                }
+                e => e.into(),
+            };
+            activated.abandon().await;
+            error
+        }
+    };
+    Err(error)
+}
+
+/// The session, greeted and ready to relay.
+struct Greeted<'p> {
+    stream: DbStream,
+    /// The database's real key, to cancel what runs when the gateway ends
+    /// the session.
+    real_key: CancelKey,
+    live: Live<'p>,
+}
+
+/// What lives exactly as long as the session.
+struct Live<'p> {
+    /// The client's cancel key; dropping it forgets the key.
+    cancel: CancelKeyGuard,
+    user: Option<LiveUser<'p>>,
+}
+
+/// Completes the client's startup: the database's messages with the
+/// gateway's own cancel key in place of the real one.
+async fn greet<'p, S>(
+    conn: &mut S,
+    ctx: &TunnelContext,
+    identity: &Identity,
+    authorized: &Authorized<'_>,
+    connected: Connected<'p>,
+) -> Result<Greeted<'p>, TunnelError>
+where
+    S: AsyncWrite + Unpin,
+{
+    let Connected { established, live } = connected;
+    let upstream = authorized.db.upstream.clone();
+    let cancel = ctx
+        .cancels
+        .register(&identity.username, upstream, established.key);
+    let key = cancel.key();
+    let mut reply = established.reply;
+    let tail = reply.split_off(established.key_at);
+    backend::backend_key_data(key.pid, key.secret, &mut reply);
+    reply.unsplit(tail);
+    let greeted = async {
+        conn.write_all(&reply).await?;
+        conn.flush().await
+    }
+    .await;
+    if let Err(e) = greeted {
+        // The client left before the session began; the user it was
+        // provisioned for must not stay enabled.
+        drop(cancel);
+        if let Some(live) = live {
+            live.end().await;
+        }
+        return Err(e.into());
+    }
+    Ok(Greeted {
+        stream: established.stream,
+        real_key: established.key,
+        live: Live { cancel, user: live },
+    })
+}
+
+/// Audits the start, relays until either side or the gateway ends the
+/// session, and returns what was relayed.
+async fn relay<S>(
+    conn: &mut S,
+    ctx: &TunnelContext,
+    identity: &Identity,
+    authorized: &Authorized<'_>,
+    database: DbStream,
+) -> (u64, Relayed)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let session = ctx.next_session.fetch_add(1, Ordering::Relaxed);
+    ctx.auditor.record(AuditKind::SessionStart {
+        session,
+        user: identity.username.clone(),
+        database: authorized.database.clone(),
+        db_user: authorized.db_user.clone(),
+        db_name: authorized.db_name.clone(),
+    });
+    let auditor = ctx.auditor.clone();
+    let user = &identity.username;
+    let ended = ctx
+        .revocations
+        .ended(identity, authorized.disconnect_expired_cert);
+    let relayed = bytes_relay::relay(
+        conn,
+        database,
+        ctx.limits.max_message_bytes,
+        |event| {
+            if let Some(what) = AuditKind::from_client(session, user, event) {
+                auditor.record(what);
+            }
+        },
+        async { ended.await.session_end_fields() },
+    )
+    .await;
+    (session, relayed)
+}
+
+/// Cancels what still runs when the gateway ended the session, forgets
+/// the cancel key, audits the end and ends the provisioned user.
+async fn end(
+    ctx: &TunnelContext,
+    identity: &Identity,
+    authorized: &Authorized<'_>,
+    real_key: CancelKey,
+    live: Live<'_>,
+    (session, relayed): (u64, Relayed),
+) {
+    let upstream = &authorized.db.upstream;
+    if relayed.stopped.is_some() {
+        // The statement running now would otherwise go on on the server.
+        if let Err(e) = upstream.cancel(real_key).await {
+            tracing::warn!(error = %e, database = %upstream.name, "cancel of an ended session could not be delivered");
+        }
+    }
+    drop(live.cancel);
+    ctx.auditor.record(AuditKind::SessionEnd {
+        session,
+        user: identity.username.clone(),
+        bytes_in: relayed.bytes_in,
+        bytes_out: relayed.bytes_out,
+        reason: relayed.stopped.map(|fields| fields.message),
+    });
+    if let Some(user) = live.user {
+        user.end().await;
+    }
+}
