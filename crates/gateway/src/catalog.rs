@@ -8,7 +8,7 @@ use postern_api::wire::CatalogEntry;
 
 use crate::aws::{Aws, AwsDatabase};
 use crate::ca::Authority;
-use crate::config::{ConfigError, DatabaseConfig, DatabaseKind};
+use crate::config::{ConfigError, DatabaseConfig, DatabaseKindConfig};
 use crate::rbac::{AccessChecker, Target};
 use crate::upstream::{Connector, Kind, TcpTls, Upstream};
 
@@ -78,17 +78,22 @@ impl Catalog {
     ) -> Result<Self, ConfigError> {
         let mut dbs = BTreeMap::new();
         for config in configs {
-            let aws_db = || match &aws {
-                Some(aws) => Ok(Arc::new(AwsDatabase::new(config, aws.clone())?)),
-                None => Err(ConfigError::Invalid(format!(
-                    "database {:?}: AWS is not set up in the gateway",
-                    config.name
-                ))),
+            let aws = || {
+                aws.clone().ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "database {:?}: AWS is not set up in the gateway",
+                        config.name
+                    ))
+                })
             };
-            let kind = match config.kind {
-                DatabaseKind::SelfHosted => Kind::SelfHosted,
-                DatabaseKind::RdsPostgres => Kind::Rds(aws_db()?),
-                DatabaseKind::RedshiftServerless => Kind::RedshiftServerless(aws_db()?),
+            let kind = match &config.kind {
+                DatabaseKindConfig::SelfHosted(_) => Kind::SelfHosted,
+                DatabaseKindConfig::RdsPostgres(rds) => {
+                    Kind::Rds(Arc::new(AwsDatabase::rds(config, rds, aws()?)?))
+                }
+                DatabaseKindConfig::RedshiftServerless(rs) => Kind::RedshiftServerless(Arc::new(
+                    AwsDatabase::redshift_serverless(config, rs, aws()?)?,
+                )),
             };
             let upstream = Arc::new(Upstream::new(
                 config,

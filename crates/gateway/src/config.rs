@@ -267,34 +267,78 @@ impl Default for Limits {
     }
 }
 
-/// A database in the catalog (Teleport `db` resource style).
+/// A database in the catalog (Teleport `db` resource style). In
+/// `gateway.yaml` it is one mapping whose `kind` (default `self-hosted`)
+/// decides which other keys it may and must have; [`DatabaseKindConfig`]
+/// holds those, so a Redshift database cannot carry passwords and an RDS
+/// one cannot lack its `aws` block.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "serde_yaml_ng::Mapping")]
 pub struct DatabaseConfig {
     /// Catalog name users refer to.
     pub name: String,
     /// Free text shown in listings.
-    #[serde(default)]
     pub description: String,
     /// Labels matched by role `db_labels`.
-    #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Wire protocol; only `postgres` today.
-    #[serde(default = "default_protocol")]
     pub protocol: String,
-    /// Where the database runs, which decides how the gateway logs in.
-    #[serde(default)]
-    pub kind: DatabaseKind,
-    /// `host:port` of the database. Optional for `redshift-serverless`,
-    /// whose endpoint `GetWorkgroup` tells.
-    #[serde(default)]
-    pub uri: Option<String>,
-    /// AWS settings of `rds-postgres` and `redshift-serverless` databases.
-    #[serde(default)]
-    pub aws: Option<AwsConfig>,
     /// How the gateway verifies the database's TLS certificate.
-    #[serde(default)]
     pub tls: DatabaseTls,
+    /// Where the database runs, with that kind's settings.
+    pub kind: DatabaseKindConfig,
+}
+
+/// The keys every kind of database has.
+#[derive(Deserialize)]
+struct Common {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default = "default_protocol")]
+    protocol: String,
+    #[serde(default)]
+    tls: DatabaseTls,
+}
+
+/// One database entry as written: the common keys and those of its kind,
+/// nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry<K> {
+    #[serde(flatten)]
+    common: Common,
+    #[serde(flatten)]
+    kind: K,
+}
+
+/// The entry, told apart by `kind`.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum TaggedEntry {
+    SelfHosted(Entry<SelfHostedConfig>),
+    RdsPostgres(Entry<RdsPostgresConfig>),
+    RedshiftServerless(Entry<RedshiftServerlessDbConfig>),
+}
+
+/// Where a database runs, which decides how the gateway logs in to it.
+#[derive(Clone, Debug)]
+pub enum DatabaseKindConfig {
+    /// PostgreSQL the gateway reaches directly (`kind: self-hosted`, the default).
+    SelfHosted(SelfHostedConfig),
+    /// Amazon RDS for PostgreSQL (`kind: rds-postgres`).
+    RdsPostgres(RdsPostgresConfig),
+    /// Amazon Redshift Serverless (`kind: redshift-serverless`).
+    RedshiftServerless(RedshiftServerlessDbConfig),
+}
+
+/// A self-hosted PostgreSQL: client certificate or a configured password.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SelfHostedConfig {
+    /// `host:port` of the database.
+    pub uri: String,
     /// Passwords for db users that log in with SCRAM-SHA-256 or md5.
     #[serde(default)]
     pub passwords: Vec<DbPassword>,
@@ -304,41 +348,37 @@ pub struct DatabaseConfig {
     pub admin_user: Option<AdminUser>,
 }
 
-/// Where a database runs; decides how the gateway logs in to it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DatabaseKind {
-    /// PostgreSQL the gateway reaches directly: client certificate or a
-    /// configured password.
-    #[default]
-    SelfHosted,
-    /// Amazon RDS for PostgreSQL: an IAM authentication token is the password.
-    RdsPostgres,
-    /// Amazon Redshift Serverless: the db user is an IAM role whose
-    /// temporary database credentials the gateway fetches.
-    RedshiftServerless,
+/// Amazon RDS for PostgreSQL: an IAM authentication token is the password
+/// of every db user without a configured one.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RdsPostgresConfig {
+    /// `host:port` of the RDS endpoint.
+    pub uri: String,
+    /// AWS settings.
+    pub aws: AwsConfig<RdsSettings>,
+    /// Passwords for db users that do not log in with IAM (e.g. the master user).
+    #[serde(default)]
+    pub passwords: Vec<DbPassword>,
+    /// The database user that provisions users automatically.
+    #[serde(default)]
+    pub admin_user: Option<AdminUser>,
 }
 
-impl DatabaseKind {
-    /// The name in `gateway.yaml` and in the catalog.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatabaseKind::SelfHosted => "self-hosted",
-            DatabaseKind::RdsPostgres => "rds-postgres",
-            DatabaseKind::RedshiftServerless => "redshift-serverless",
-        }
-    }
-
-    /// Whether the gateway logs in with AWS credentials.
-    pub fn is_aws(self) -> bool {
-        self != DatabaseKind::SelfHosted
-    }
+/// Amazon Redshift Serverless: the db user is an IAM role whose temporary
+/// database credentials the gateway fetches.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RedshiftServerlessDbConfig {
+    /// `host:port` of the workgroup; default: what `GetWorkgroup` tells.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// AWS settings.
+    pub aws: AwsConfig<RedshiftSettings>,
 }
 
-/// The `aws` block of a database.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The `aws` block of a database; `S` is the kind's own part.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AwsConfig {
+pub struct AwsConfig<S> {
     /// AWS region, e.g. `eu-central-1` (default: taken from the uri's AWS host name).
     #[serde(default)]
     pub region: Option<String>,
@@ -352,15 +392,27 @@ pub struct AwsConfig {
     /// External ID sent when assuming `assume_role_arn` (the first hop only).
     #[serde(default)]
     pub external_id: Option<String>,
-    /// Redshift Serverless settings.
-    #[serde(default)]
-    pub redshift_serverless: Option<RedshiftServerlessConfig>,
-    /// RDS settings.
-    #[serde(default)]
-    pub rds: Option<RdsConfig>,
     /// Endpoint URLs instead of the public AWS ones (private endpoints, tests).
     #[serde(default)]
     pub endpoints: AwsEndpoints,
+    /// The kind's own settings.
+    #[serde(flatten)]
+    pub service: S,
+}
+
+/// The RDS part of an `aws` block.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RdsSettings {
+    /// RDS settings.
+    #[serde(default)]
+    pub rds: RdsConfig,
+}
+
+/// The Redshift Serverless part of an `aws` block.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RedshiftSettings {
+    /// Redshift Serverless settings.
+    pub redshift_serverless: RedshiftServerlessConfig,
 }
 
 /// Redshift Serverless settings of a database.
@@ -471,10 +523,157 @@ impl DbPassword {
     }
 }
 
+/// Keys one kind needs or refuses, with the sentence that says so; serde's
+/// own "missing field" would not tell a user what the key is for.
+fn explain_keys(kind: &str, entry: &serde_yaml_ng::Mapping) -> Result<(), String> {
+    let has = |key: &str| entry.contains_key(key);
+    let aws_has = |key: &str| {
+        entry
+            .get("aws")
+            .and_then(|aws| aws.as_mapping())
+            .is_some_and(|aws| aws.contains_key(key))
+    };
+    let needs_aws = || format!("kind {kind} needs an aws block (region, account_id, ...)");
+    match kind {
+        "self-hosted" if has("aws") => Err(
+            "the aws block needs kind: rds-postgres or redshift-serverless".into(),
+        ),
+        "self-hosted" if !has("uri") => Err("uri is required".into()),
+        "rds-postgres" if !has("aws") => Err(needs_aws()),
+        "rds-postgres" if !has("uri") => {
+            Err("uri (the RDS endpoint host:port) is required".into())
+        }
+        "rds-postgres" if aws_has("redshift_serverless") => {
+            Err("aws.redshift_serverless belongs to kind redshift-serverless".into())
+        }
+        "redshift-serverless" if !has("aws") => Err(needs_aws()),
+        "redshift-serverless" if aws_has("rds") => {
+            Err("aws.rds belongs to kind rds-postgres".into())
+        }
+        "redshift-serverless" if !aws_has("redshift_serverless") => {
+            Err("aws.redshift_serverless.workgroup_name is required".into())
+        }
+        "redshift-serverless" if has("passwords") || has("admin_user") => Err(
+            "kind redshift-serverless logs in with IAM credentials and cannot provision users: passwords and admin_user do not apply".into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+impl TryFrom<serde_yaml_ng::Mapping> for DatabaseConfig {
+    type Error = String;
+
+    /// Reads one database entry: `kind` defaults to `self-hosted`, and the
+    /// entry may hold only the keys of its kind.
+    fn try_from(mut entry: serde_yaml_ng::Mapping) -> Result<Self, String> {
+        let name = entry
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map_or_else(|| "(no name)".to_owned(), |n| format!("{n:?}"));
+        if !entry.contains_key("kind") {
+            entry.insert("kind".into(), "self-hosted".into());
+        }
+        if let Some(kind) = entry.get("kind").and_then(|k| k.as_str()) {
+            explain_keys(kind, &entry).map_err(|why| format!("database {name}: {why}"))?;
+        }
+        let tagged: TaggedEntry = serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(entry))
+            .map_err(|e| format!("database {name}: {e}"))?;
+        let (common, kind) = match tagged {
+            TaggedEntry::SelfHosted(e) => (e.common, DatabaseKindConfig::SelfHosted(e.kind)),
+            TaggedEntry::RdsPostgres(e) => (e.common, DatabaseKindConfig::RdsPostgres(e.kind)),
+            TaggedEntry::RedshiftServerless(e) => {
+                (e.common, DatabaseKindConfig::RedshiftServerless(e.kind))
+            }
+        };
+        Ok(DatabaseConfig {
+            name: common.name,
+            description: common.description,
+            labels: common.labels,
+            protocol: common.protocol,
+            tls: common.tls,
+            kind,
+        })
+    }
+}
+
+impl DatabaseKindConfig {
+    /// The name in `gateway.yaml` and in the catalog.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DatabaseKindConfig::SelfHosted(_) => "self-hosted",
+            DatabaseKindConfig::RdsPostgres(_) => "rds-postgres",
+            DatabaseKindConfig::RedshiftServerless(_) => "redshift-serverless",
+        }
+    }
+
+    /// Passwords the gateway holds for db users (none on Redshift).
+    pub fn passwords(&self) -> &[DbPassword] {
+        match self {
+            DatabaseKindConfig::SelfHosted(c) => &c.passwords,
+            DatabaseKindConfig::RdsPostgres(c) => &c.passwords,
+            DatabaseKindConfig::RedshiftServerless(_) => &[],
+        }
+    }
+
+    /// The user that provisions users automatically (never on Redshift).
+    pub fn admin_user(&self) -> Option<&AdminUser> {
+        match self {
+            DatabaseKindConfig::SelfHosted(c) => c.admin_user.as_ref(),
+            DatabaseKindConfig::RdsPostgres(c) => c.admin_user.as_ref(),
+            DatabaseKindConfig::RedshiftServerless(_) => None,
+        }
+    }
+
+    /// `uri` as written, if any.
+    fn uri(&self) -> Option<&str> {
+        match self {
+            DatabaseKindConfig::SelfHosted(c) => Some(&c.uri),
+            DatabaseKindConfig::RdsPostgres(c) => Some(&c.uri),
+            DatabaseKindConfig::RedshiftServerless(c) => c.uri.as_deref(),
+        }
+    }
+
+    /// The `aws` keys both AWS kinds have: region, account, role chain,
+    /// endpoints.
+    fn aws_access(&self) -> Option<AwsAccess<'_>> {
+        match self {
+            DatabaseKindConfig::SelfHosted(_) => None,
+            DatabaseKindConfig::RdsPostgres(c) => Some(AwsAccess::of(&c.aws)),
+            DatabaseKindConfig::RedshiftServerless(c) => Some(AwsAccess::of(&c.aws)),
+        }
+    }
+}
+
+/// The kind-independent part of an `aws` block, borrowed.
+pub struct AwsAccess<'a> {
+    /// `aws.region` as written.
+    pub region: Option<&'a str>,
+    /// `aws.account_id` as written.
+    pub account_id: Option<&'a str>,
+    /// `aws.assume_role_arn`.
+    pub assume_role_arn: Option<&'a str>,
+    /// `aws.external_id`.
+    pub external_id: Option<&'a str>,
+    /// `aws.endpoints`.
+    pub endpoints: &'a AwsEndpoints,
+}
+
+impl<'a> AwsAccess<'a> {
+    fn of<S>(aws: &'a AwsConfig<S>) -> Self {
+        AwsAccess {
+            region: aws.region.as_deref(),
+            account_id: aws.account_id.as_deref(),
+            assume_role_arn: aws.assume_role_arn.as_deref(),
+            external_id: aws.external_id.as_deref(),
+            endpoints: &aws.endpoints,
+        }
+    }
+}
+
 impl DatabaseConfig {
     /// Host and port of `uri`; None when there is no uri.
     pub fn host_port(&self) -> Result<Option<(String, u16)>, ConfigError> {
-        let Some(uri) = &self.uri else {
+        let Some(uri) = self.kind.uri() else {
             return Ok(None);
         };
         let uri = uri
@@ -499,9 +698,14 @@ impl DatabaseConfig {
         Ok(Some((host.to_owned(), port)))
     }
 
+    /// The `aws` keys of an AWS-hosted database.
+    pub fn aws_access(&self) -> Option<AwsAccess<'_>> {
+        self.kind.aws_access()
+    }
+
     /// The AWS region: `aws.region`, else the one in an AWS host name of `uri`.
     pub fn aws_region(&self) -> Option<String> {
-        let configured = self.aws.as_ref().and_then(|aws| aws.region.clone());
+        let configured = self.aws_access()?.region.map(str::to_owned);
         configured.or_else(|| {
             let host = self.host_port().ok()??.0;
             aws_host_parts(&host).map(|(region, _)| region.to_owned())
@@ -511,13 +715,14 @@ impl DatabaseConfig {
     /// The AWS account: `aws.account_id`, else the one in a Redshift
     /// Serverless host name of `uri`.
     pub fn aws_account_id(&self) -> Option<String> {
-        let configured = self.aws.as_ref().and_then(|aws| aws.account_id.clone());
+        let configured = self.aws_access()?.account_id.map(str::to_owned);
         configured.or_else(|| {
             let host = self.host_port().ok()??.0;
             aws_host_parts(&host).and_then(|(_, account)| account.map(str::to_owned))
         })
     }
 
+    /// Checks the values serde cannot: the kind's keys are there already.
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |why: &str| ConfigError::Invalid(format!("database {:?}: {why}", self.name));
         if self.protocol != "postgres" {
@@ -526,29 +731,17 @@ impl DatabaseConfig {
                 self.protocol
             )));
         }
-        let has_uri = self.host_port()?.is_some();
-        if let Some(admin) = &self.admin_user
+        self.host_port()?;
+        if let Some(admin) = self.kind.admin_user()
             && (admin.name.is_empty() || admin.default_database.as_deref() == Some(""))
         {
             return Err(invalid(
                 "admin_user.name and admin_user.default_database must not be empty",
             ));
         }
-        let Some(aws) = &self.aws else {
-            return match self.kind {
-                DatabaseKind::SelfHosted if has_uri => Ok(()),
-                DatabaseKind::SelfHosted => Err(invalid("uri is required")),
-                kind => Err(invalid(&format!(
-                    "kind {} needs an aws block (region, account_id, ...)",
-                    kind.as_str()
-                ))),
-            };
+        let Some(aws) = self.aws_access() else {
+            return Ok(());
         };
-        if !self.kind.is_aws() {
-            return Err(invalid(
-                "the aws block needs kind: rds-postgres or redshift-serverless",
-            ));
-        }
         // Temporary passwords go to the server: it must be the real one.
         if self.tls.mode == TlsMode::Insecure {
             return Err(invalid(&format!(
@@ -559,14 +752,14 @@ impl DatabaseConfig {
         if self.aws_region().is_none() {
             return Err(invalid("aws.region is required"));
         }
-        if let Some(account) = &aws.account_id
+        if let Some(account) = aws.account_id
             && (account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()))
         {
             return Err(invalid(&format!(
                 "aws.account_id {account:?} must be 12 digits"
             )));
         }
-        if let Some(arn) = &aws.assume_role_arn
+        if let Some(arn) = aws.assume_role_arn
             && !is_role_arn(arn)
         {
             return Err(invalid(&format!(
@@ -593,35 +786,14 @@ impl DatabaseConfig {
                 }
             }
         }
-        match self.kind {
-            DatabaseKind::SelfHosted => unreachable!("checked above"),
-            DatabaseKind::RdsPostgres => {
-                if !has_uri {
-                    return Err(invalid("uri (the RDS endpoint host:port) is required"));
-                }
-                if aws.redshift_serverless.is_some() {
-                    return Err(invalid(
-                        "aws.redshift_serverless belongs to kind redshift-serverless",
-                    ));
-                }
+        if let DatabaseKindConfig::RedshiftServerless(rs) = &self.kind {
+            if rs.aws.service.redshift_serverless.workgroup_name.is_empty() {
+                return Err(invalid("aws.redshift_serverless.workgroup_name is empty"));
             }
-            DatabaseKind::RedshiftServerless => {
-                let Some(rs) = &aws.redshift_serverless else {
-                    return Err(invalid(
-                        "aws.redshift_serverless.workgroup_name is required",
-                    ));
-                };
-                if rs.workgroup_name.is_empty() {
-                    return Err(invalid("aws.redshift_serverless.workgroup_name is empty"));
-                }
-                if aws.rds.is_some() {
-                    return Err(invalid("aws.rds belongs to kind rds-postgres"));
-                }
-                if self.aws_account_id().is_none() {
-                    return Err(invalid(
-                        "aws.account_id is required (IAM role names in db_users are resolved in it)",
-                    ));
-                }
+            if self.aws_account_id().is_none() {
+                return Err(invalid(
+                    "aws.account_id is required (IAM role names in db_users are resolved in it)",
+                ));
             }
         }
         Ok(())
@@ -699,7 +871,12 @@ impl GatewayConfig {
             if let Some(ca) = &mut db.tls.ca_cert_file {
                 fix(ca);
             }
-            for pw in &mut db.passwords {
+            let passwords = match &mut db.kind {
+                DatabaseKindConfig::SelfHosted(c) => &mut c.passwords,
+                DatabaseKindConfig::RdsPostgres(c) => &mut c.passwords,
+                DatabaseKindConfig::RedshiftServerless(_) => continue,
+            };
+            for pw in passwords {
                 if let Some(f) = &mut pw.password_file {
                     fix(f);
                 }
@@ -867,9 +1044,9 @@ databases:
             db.host_port().unwrap(),
             Some(("localhost".to_string(), 5432u16))
         );
-        assert_eq!(db.kind, DatabaseKind::SelfHosted);
+        assert_eq!(db.kind.as_str(), "self-hosted");
         assert_eq!(db.tls.ca_cert_file, Some(dir.path().join("pg-ca.pem")));
-        let admin = db.admin_user.as_ref().unwrap();
+        let admin = db.kind.admin_user().unwrap();
         assert_eq!(admin.name, "postern_admin");
         assert_eq!(admin.default_database.as_deref(), Some("postgres"));
     }
@@ -955,7 +1132,7 @@ databases:
         let [warehouse, orders, found] = &config.databases[..] else {
             panic!("three databases")
         };
-        assert_eq!(warehouse.kind, DatabaseKind::RedshiftServerless);
+        assert_eq!(warehouse.kind.as_str(), "redshift-serverless");
         assert_eq!(warehouse.host_port().unwrap(), None);
         assert_eq!(warehouse.aws_account_id().as_deref(), Some("123456789012"));
         assert_eq!(orders.kind.as_str(), "rds-postgres");
@@ -1011,6 +1188,79 @@ databases:
         assert!(is_role_arn("arn:aws:iam::123456789012:role/team/x"));
         assert!(!is_role_arn("arn:aws:iam::123456789012:user/x"));
         assert!(!is_role_arn("arn:aws:iam::123456789012:role/"));
+    }
+
+    /// Every `databases:` example in the README, read from the README
+    /// itself so the two cannot drift apart.
+    #[test]
+    fn the_readme_database_examples_parse_and_validate() {
+        let readme = include_str!("../../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```yaml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+            .filter(|block| block.contains("databases:"))
+            .collect();
+        assert!(blocks.len() >= 2, "README examples not found");
+        let mut kinds = std::collections::BTreeSet::new();
+        for block in blocks {
+            let mut document: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(block).unwrap();
+            let databases = document.remove("databases").unwrap();
+            let databases: Vec<DatabaseConfig> =
+                serde_yaml_ng::from_value(databases).unwrap_or_else(|e| panic!("{e}\n{block}"));
+            for db in &databases {
+                db.validate().unwrap_or_else(|e| panic!("{e}\n{block}"));
+                kinds.insert(db.kind.as_str());
+            }
+            if block.contains("data_dir:") {
+                let config: GatewayConfig = serde_yaml_ng::from_str(block).unwrap();
+                config.validate().unwrap();
+            }
+        }
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            ["rds-postgres", "redshift-serverless", "self-hosted"]
+        );
+    }
+
+    #[test]
+    fn each_kind_holds_only_its_own_keys() {
+        let error = |db: &str| {
+            serde_yaml_ng::from_str::<GatewayConfig>(&format!(
+                "data_dir: x\ndatabases:\n  - {db}\n"
+            ))
+            .unwrap_err()
+            .to_string()
+        };
+        for (db, why) in [
+            (
+                "{ name: a, kind: redshift-serverless, passwords: [], aws: { region: r, account_id: '123456789012', redshift_serverless: { workgroup_name: w } } }",
+                "passwords and admin_user do not apply",
+            ),
+            (
+                "{ name: a, kind: redshift-serverless, aws: { region: r, rds: {}, redshift_serverless: { workgroup_name: w } } }",
+                "aws.rds belongs to kind rds-postgres",
+            ),
+            (
+                "{ name: a, kind: rds-postgres, uri: 'h:1', aws: { region: r, redshift_serverless: { workgroup_name: w } } }",
+                "belongs to kind redshift-serverless",
+            ),
+            (
+                "{ name: a, uri: 'h:1', aws_typo: 1 }",
+                "unknown field `aws_typo`",
+            ),
+            (
+                "{ name: a, kind: rds-postgres, uri: 'h:1', aws: { region: r, regoin: s } }",
+                "unknown field `regoin`",
+            ),
+            (
+                "{ name: a, kind: mysql, uri: 'h:1' }",
+                "unknown variant `mysql`",
+            ),
+        ] {
+            let error = error(db);
+            assert!(error.contains(why), "{db}: {error}");
+        }
     }
 
     #[test]

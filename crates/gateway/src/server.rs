@@ -179,11 +179,7 @@ pub async fn start_with(
     let roles = Arc::new(RoleSet::load_paths(&config.roles)?);
     // Only a gateway with AWS databases sets up the SDK; the region of the
     // first is the region of the credential chain's own STS calls.
-    let aws = match config
-        .databases
-        .iter()
-        .find_map(|db| db.kind.is_aws().then(|| db.aws_region()).flatten())
-    {
+    let aws = match config.databases.iter().find_map(|db| db.aws_region()) {
         Some(region) => Some(Arc::new(
             Aws::load(
                 options.aws_identity,

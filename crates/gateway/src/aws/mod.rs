@@ -9,7 +9,7 @@
 //! gets an [`AwsDatabase`]: its region, account, optional first role
 //! (`assume_role_arn` with `external_id`), endpoint overrides and caches.
 //! What the tunnel needs from it is one password (and, for Redshift, the
-//! user) per connection; see `tunnel::upstream::LoginCredentials`.
+//! user) per connection; see `upstream::LoginCredentials`.
 
 pub mod errors;
 pub mod rds;
@@ -26,7 +26,9 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, future};
 use aws_sdk_sts::error::DisplayErrorContext;
 
-use crate::config::{ConfigError, DatabaseConfig, DatabaseKind, is_role_arn};
+use crate::config::{
+    ConfigError, DatabaseConfig, RdsPostgresConfig, RedshiftServerlessDbConfig, is_role_arn,
+};
 pub use errors::AwsError;
 use redshift::Workgroup;
 pub(crate) use redshift::{DbCredentials, WorkgroupInfo};
@@ -193,7 +195,7 @@ pub struct AwsDatabase {
     /// Catalog name.
     pub database: String,
     /// `rds-postgres` or `redshift-serverless`.
-    pub kind: DatabaseKind,
+    pub kind: &'static str,
     region: String,
     account_id: Option<String>,
     aws: Arc<Aws>,
@@ -214,47 +216,64 @@ impl std::fmt::Debug for AwsDatabase {
 }
 
 impl AwsDatabase {
-    /// Prepares a validated `rds-postgres` or `redshift-serverless` database.
-    pub fn new(config: &DatabaseConfig, aws: Arc<Aws>) -> Result<Self, ConfigError> {
+    /// Prepares a validated `rds-postgres` database.
+    pub fn rds(
+        config: &DatabaseConfig,
+        rds: &RdsPostgresConfig,
+        aws: Arc<Aws>,
+    ) -> Result<Self, ConfigError> {
+        let mut db = Self::prepare(config, aws)?;
+        db.rds_instance = rds.aws.service.rds.instance_id.clone();
+        Ok(db)
+    }
+
+    /// Prepares a validated `redshift-serverless` database.
+    pub fn redshift_serverless(
+        config: &DatabaseConfig,
+        redshift: &RedshiftServerlessDbConfig,
+        aws: Arc<Aws>,
+    ) -> Result<Self, ConfigError> {
+        let mut db = Self::prepare(config, aws)?;
+        let account = db.account_id.as_deref().ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "database {:?}: aws.account_id is required",
+                config.name
+            ))
+        })?;
+        db.workgroup = Some(Workgroup::new(
+            &db.aws.sdk,
+            &redshift.aws.service.redshift_serverless.workgroup_name,
+            &db.region,
+            account,
+            redshift.aws.endpoints.redshift_serverless.as_deref(),
+        ));
+        Ok(db)
+    }
+
+    /// What both AWS kinds share: region, account and the role chain.
+    fn prepare(config: &DatabaseConfig, aws: Arc<Aws>) -> Result<Self, ConfigError> {
         let invalid =
             |why: &str| ConfigError::Invalid(format!("database {:?}: {why}", config.name));
         let settings = config
-            .aws
-            .as_ref()
+            .aws_access()
             .ok_or_else(|| invalid("the aws block is missing"))?;
         let region = config
             .aws_region()
             .ok_or_else(|| invalid("aws.region is required"))?;
-        let account_id = config.aws_account_id();
-        let first = settings.assume_role_arn.as_ref().map(|arn| FirstHop {
-            role_arn: arn.clone(),
-            external_id: settings.external_id.clone(),
+        let first = settings.assume_role_arn.map(|arn| FirstHop {
+            role_arn: arn.to_owned(),
+            external_id: settings.external_id.map(str::to_owned),
         });
         let chain = RoleChain::new(&aws.sdk, &region, settings.endpoints.sts.as_deref(), first);
-        let workgroup = match (&settings.redshift_serverless, &account_id) {
-            (Some(rs), Some(account)) => Some(Workgroup::new(
-                &aws.sdk,
-                &rs.workgroup_name,
-                &region,
-                account,
-                settings.endpoints.redshift_serverless.as_deref(),
-            )),
-            _ => None,
-        };
-        if config.kind == DatabaseKind::RedshiftServerless && workgroup.is_none() {
-            return Err(invalid(
-                "aws.redshift_serverless.workgroup_name and aws.account_id are required",
-            ));
-        }
         Ok(AwsDatabase {
             database: config.name.clone(),
-            kind: config.kind,
+            kind: config.kind.as_str(),
             region,
-            account_id,
+            account_id: config.aws_account_id(),
             aws,
             chain,
-            workgroup,
-            rds_instance: settings.rds.as_ref().and_then(|r| r.instance_id.clone()),
+            workgroup: None,
+            rds_instance: None,
         })
     }
 
@@ -409,6 +428,7 @@ impl AwsDatabase {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DatabaseKindConfig;
 
     fn database(yaml: &str) -> AwsDatabase {
         let config: DatabaseConfig = serde_yaml_ng::from_str(yaml).unwrap();
@@ -423,7 +443,14 @@ mod tests {
                     Duration::from_secs(1),
                 )),
         );
-        AwsDatabase::new(&config, aws).unwrap()
+        match &config.kind {
+            DatabaseKindConfig::RdsPostgres(rds) => AwsDatabase::rds(&config, rds, aws),
+            DatabaseKindConfig::RedshiftServerless(rs) => {
+                AwsDatabase::redshift_serverless(&config, rs, aws)
+            }
+            DatabaseKindConfig::SelfHosted(_) => panic!("an AWS database"),
+        }
+        .unwrap()
     }
 
     #[test]

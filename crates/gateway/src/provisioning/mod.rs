@@ -257,8 +257,9 @@ impl Provisioner {
         let admin = req
             .db
             .config
-            .admin_user
-            .clone()
+            .kind
+            .admin_user()
+            .cloned()
             .ok_or_else(|| ProvisioningError::NoAdminUser(database.clone()))?;
         let upstream = req.db.upstream.clone();
         let provisioned = Provisioned {

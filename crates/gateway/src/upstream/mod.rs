@@ -164,7 +164,7 @@ impl Upstream {
             None => None,
         };
         let mut passwords = HashMap::new();
-        for pw in &config.passwords {
+        for pw in config.kind.passwords() {
             passwords.insert(pw.db_user.clone(), pw.read()?);
         }
         let db_ca_subject = subject_der(db_ca.cert_der())
