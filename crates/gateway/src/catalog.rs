@@ -9,6 +9,7 @@ use postern_api::wire::CatalogEntry;
 use crate::aws::{Aws, AwsDatabase};
 use crate::ca::Authority;
 use crate::config::{ConfigError, DatabaseConfig, DatabaseKindConfig};
+use crate::names::DatabaseName;
 use crate::rbac::{AccessChecker, Target};
 use crate::upstream::{Connector, Kind, TcpTls, Upstream};
 
@@ -177,7 +178,8 @@ impl Catalog {
     /// A database the caller may see in [`Catalog::visible`]; `None` both
     /// for one that does not exist and for one the caller's roles hide, so
     /// the two cannot be told apart.
-    pub fn reachable(&self, name: &str, checker: &AccessChecker) -> Option<&CatalogDb> {
-        self.get(name).filter(|db| db.entry(checker).is_some())
+    pub fn reachable(&self, name: &DatabaseName, checker: &AccessChecker) -> Option<&CatalogDb> {
+        self.get(name.as_str())
+            .filter(|db| db.entry(checker).is_some())
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::names::{DbName, DbUser};
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -451,10 +453,10 @@ pub struct AwsEndpoints {
 pub struct AdminUser {
     /// Database user name; it logs in like any other user (certificate or a
     /// password from `passwords`).
-    pub name: String,
+    pub name: DbUser,
     /// Database the admin connects to; default: the session's database.
     #[serde(default)]
-    pub default_database: Option<String>,
+    pub default_database: Option<DbName>,
 }
 
 /// TLS towards a database. There is no plaintext mode.
@@ -733,7 +735,11 @@ impl DatabaseConfig {
         }
         self.host_port()?;
         if let Some(admin) = self.kind.admin_user()
-            && (admin.name.is_empty() || admin.default_database.as_deref() == Some(""))
+            && (admin.name.as_str().is_empty()
+                || admin
+                    .default_database
+                    .as_ref()
+                    .is_some_and(|d| d.as_str().is_empty()))
         {
             return Err(invalid(
                 "admin_user.name and admin_user.default_database must not be empty",
@@ -1047,8 +1053,11 @@ databases:
         assert_eq!(db.kind.as_str(), "self-hosted");
         assert_eq!(db.tls.ca_cert_file, Some(dir.path().join("pg-ca.pem")));
         let admin = db.kind.admin_user().unwrap();
-        assert_eq!(admin.name, "postern_admin");
-        assert_eq!(admin.default_database.as_deref(), Some("postgres"));
+        assert_eq!(admin.name.as_str(), "postern_admin");
+        assert_eq!(
+            admin.default_database.as_ref().map(DbName::as_str),
+            Some("postgres")
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::audit::{AuditKind, Auditor};
 use crate::catalog::CatalogDb;
 use crate::config::AdminUser;
+use crate::names::{DbName, DbUser};
 use crate::rbac::{Allowed, AutoUserMode, DbPermission};
 use crate::store::Store;
 
@@ -151,9 +152,9 @@ pub struct Request<'a> {
     /// The catalog database.
     pub db: &'a CatalogDb,
     /// The Postern user, who is also the database user.
-    pub user: &'a str,
+    pub user: &'a DbUser,
     /// Database name inside the server.
-    pub db_name: &'a str,
+    pub db_name: &'a DbName,
     /// Effective mode; never [`AutoUserMode::Off`].
     pub mode: AutoUserMode,
     /// What to grant.
@@ -175,16 +176,16 @@ struct Provisioned {
     upstream: Arc<Upstream>,
     database: String,
     admin: AdminUser,
-    db_name: String,
-    user: String,
+    db_name: DbName,
+    user: DbUser,
     mode: AutoUserMode,
 }
 
 impl Provisioned {
-    fn admin_db(&self) -> &str {
+    fn admin_db(&self) -> &DbName {
         self.admin
             .default_database
-            .as_deref()
+            .as_ref()
             .unwrap_or(&self.db_name)
     }
 }
@@ -267,8 +268,8 @@ impl Provisioner {
             upstream,
             database: database.clone(),
             admin,
-            db_name: req.db_name.to_owned(),
-            user: req.user.to_owned(),
+            db_name: req.db_name.clone(),
+            user: req.user.clone(),
             mode: req.mode,
         };
         let guard = self
@@ -280,7 +281,7 @@ impl Provisioner {
             )
             .await
             .map_err(|e| match e {
-                LockError::Busy => ProvisioningError::Busy(req.user.to_owned()),
+                LockError::Busy => ProvisioningError::Busy(req.user.to_string()),
                 other => ProvisioningError::Internal(other.to_string()),
             })?;
         // Table privileges live in the session's database, so that is where
@@ -301,13 +302,21 @@ impl Provisioner {
         let live = self.live_count(&provisioned.key) > 0;
         let granted = tokio::time::timeout(self.timeout, async {
             let mut client = sql::connect(admin, database).await?;
-            sql::activate(&mut client, admin, database, req.user, &desired, live).await
+            sql::activate(
+                &mut client,
+                admin,
+                database,
+                req.user.as_str(),
+                &desired,
+                live,
+            )
+            .await
         })
         .await
         .map_err(|_| ProvisioningError::Timeout("provisioning the database user"))??;
         tracing::info!(user = %req.user, %database, roles = ?granted.roles, "database user provisioned");
         self.auditor.record(AuditKind::UserProvisioned {
-            user: req.user.to_owned(),
+            user: req.user.to_string(),
             database: database.clone(),
             roles: granted.roles.clone(),
             permissions: granted.permissions,
@@ -332,7 +341,15 @@ impl Provisioner {
         let drop_user = provisioned.mode == AutoUserMode::BestEffortDrop;
         let outcome = tokio::time::timeout(self.timeout, async {
             let mut client = sql::connect(admin, database).await?;
-            sql::deactivate(&mut client, admin, database, user, drop_user, ended_pid).await
+            sql::deactivate(
+                &mut client,
+                admin,
+                database,
+                user.as_str(),
+                drop_user,
+                ended_pid,
+            )
+            .await
         })
         .await
         .unwrap_or(Err(ProvisioningError::Timeout(
@@ -353,7 +370,7 @@ impl Provisioner {
         };
         tracing::info!(%user, %database, action, "database user deactivated");
         self.auditor.record(AuditKind::UserDeactivated {
-            user: user.clone(),
+            user: user.to_string(),
             database: database.clone(),
             action: action.to_owned(),
         });

@@ -14,6 +14,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient, NoTls};
 
 use super::{GROUP_ROLE, ProvisioningError, TablePermission};
+use crate::names::{DbName, DbUser};
 use crate::upstream::{Refusal, Upstream};
 
 /// Attempts for a transaction that hits a serialization failure, deadlock or
@@ -26,9 +27,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(40);
 pub(super) struct Admin<'a> {
     pub upstream: &'a Upstream,
     /// The admin database user.
-    pub name: &'a str,
+    pub name: &'a DbUser,
     /// Database name inside the server the admin connects to.
-    pub db_name: &'a str,
+    pub db_name: &'a DbName,
 }
 
 /// What the session should hold.
@@ -114,7 +115,7 @@ pub(super) async fn connect(admin: Admin<'_>, database: &str) -> Result<Client, 
     let mut config = tokio_postgres::Config::new();
     config
         .user(&credentials.user)
-        .dbname(admin.db_name)
+        .dbname(admin.db_name.as_str())
         .application_name("postern-gateway provisioning")
         // The stream is already TLS; tokio-postgres must not negotiate again.
         .ssl_mode(SslMode::Disable);
@@ -130,12 +131,12 @@ pub(super) async fn connect(admin: Admin<'_>, database: &str) -> Result<Client, 
         };
         if Refusal::classify(db.code().code(), db.message()) == Refusal::NoConnect {
             ProvisioningError::AdminNoConnect {
-                admin: admin.name.to_owned(),
-                db_name: admin.db_name.to_owned(),
+                admin: admin.name.to_string(),
+                db_name: admin.db_name.to_string(),
             }
         } else {
             ProvisioningError::AdminLoginFailed {
-                admin: admin.name.to_owned(),
+                admin: admin.name.to_string(),
                 message: db.message().to_owned(),
             }
         }
@@ -279,7 +280,7 @@ async fn activate_once(
         if busy && !current.is_empty() && current != wanted {
             return Err(ProvisioningError::DbPermissionsInUse {
                 user: user.to_owned(),
-                db_name: admin.db_name.to_owned(),
+                db_name: admin.db_name.to_string(),
             }
             .into());
         }
@@ -562,7 +563,7 @@ async fn apply_table_privileges<C: GenericClient>(
                     .get(0);
                 if !grantable {
                     return Err(ProvisioningError::AdminNoGrantOption {
-                        admin: admin.name.to_owned(),
+                        admin: admin.name.to_string(),
                         privilege: (*privilege).to_owned(),
                         table: format!(
                             "{}.{}",
@@ -617,7 +618,11 @@ async fn revoke_privileges_in(
     oid: u32,
     db_name: &str,
 ) -> Result<(), ProvisioningError> {
-    let there = Admin { db_name, ..admin };
+    let db_name = DbName::new(db_name);
+    let there = Admin {
+        db_name: &db_name,
+        ..admin
+    };
     let client = connect(there, database).await?;
     let current = table_privileges(&client, oid)
         .await
@@ -641,7 +646,7 @@ fn classify(e: &tokio_postgres::Error, step: &Step, admin: Admin<'_>, database: 
     };
     let code = db.code();
     let message = db.message();
-    let admin_name = || admin.name.to_owned();
+    let admin_name = || admin.name.to_string();
     // Two gateways (or two users creating the group) raced; the next
     // attempt sees the winner's work.
     let transient = [
@@ -662,13 +667,13 @@ fn classify(e: &tokio_postgres::Error, step: &Step, admin: Admin<'_>, database: 
         (c, _) if *c == SqlState::INVALID_SCHEMA_NAME => ProvisioningError::AdminNoSchemaUsage {
             admin: admin_name(),
             schema: "public".into(),
-            db_name: admin.db_name.to_owned(),
+            db_name: admin.db_name.to_string(),
         },
         (c, Step::Table { schema }) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
             ProvisioningError::AdminNoSchemaUsage {
                 admin: admin_name(),
                 schema: schema_in(message).unwrap_or(schema).to_owned(),
-                db_name: admin.db_name.to_owned(),
+                db_name: admin.db_name.to_string(),
             }
         }
         (c, Step::GrantRole(role) | Step::RevokeRole(role))

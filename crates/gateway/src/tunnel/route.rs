@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::names::{DatabaseName, DbName, DbUser};
+
 /// Startup parameters the protocol reserves: the gateway sets `user` and
 /// `database` itself, never opens replication connections, and speaks no
 /// protocol extensions (`_pq_.*`).
@@ -41,11 +43,11 @@ pub enum RouteRefusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRequest {
     /// Catalog name of the database.
-    pub database: String,
+    pub database: DatabaseName,
     /// Database user; `None` is refused later with a sentence.
-    pub db_user: Option<String>,
+    pub db_user: Option<DbUser>,
     /// Database name inside the server; `None` means the kind's default.
-    pub db_name: Option<String>,
+    pub db_name: Option<DbName>,
     /// Database roles requested for an auto-provisioned user.
     pub db_roles: Vec<String>,
     /// The client's other startup parameters.
@@ -97,9 +99,9 @@ impl SessionRequest {
             plain(role, || "db_roles".into())?;
         }
         Ok(SessionRequest {
-            database,
-            db_user,
-            db_name,
+            database: DatabaseName::new(database),
+            db_user: db_user.map(DbUser::new),
+            db_name: db_name.map(DbName::new),
             db_roles,
             params: StartupParams::new(params)?,
         })
@@ -168,7 +170,7 @@ mod tests {
         ];
         let request = request("jürgen", "shop", &pairs).unwrap();
         assert_eq!(request.params.iter().count(), pairs.len());
-        assert_eq!(request.db_user.as_deref(), Some("jürgen"));
+        assert_eq!(request.db_user, Some(DbUser::new("jürgen")));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::relay::{self as bytes_relay, Relayed};
 use super::route::{SessionRequest, StartupParams};
 use crate::audit::AuditKind;
 use crate::catalog::CatalogDb;
+use crate::names::{DatabaseName, DbName, DbUser};
 use crate::provisioning::{Activated, Grants, LiveUser, ProvisioningError, Request};
 use crate::rbac::AutoUserMode;
 use crate::upstream::{DbStream, Established, Refusal, UpstreamError};
@@ -55,11 +56,10 @@ where
 /// A session RBAC allows, with every value that goes upstream decided.
 struct Authorized<'c> {
     db: &'c CatalogDb,
-    /// Catalog name.
-    database: String,
-    db_user: String,
+    database: DatabaseName,
+    db_user: DbUser,
     /// The requested one, or the kind's default, or the db user's name.
-    db_name: String,
+    db_name: DbName,
     /// What provisioning must give the user; `None` when the roles do not
     /// provision users on this database.
     provisioning: Option<(AutoUserMode, Grants)>,
@@ -88,7 +88,7 @@ fn authorize<'c>(
     let db = ctx
         .catalog
         .reachable(&database, &checker)
-        .ok_or_else(|| TunnelError::UnknownDatabase(database.clone()))?;
+        .ok_or_else(|| TunnelError::UnknownDatabase(database.to_string()))?;
     let target = db.target();
     let Some(db_user) = db_user else {
         return Err(TunnelError::Denied(format!(
@@ -96,11 +96,16 @@ fn authorize<'c>(
         )));
     };
     let kind = &db.upstream.kind;
-    let db_name = db_name.or(kind.default_db_name().map(str::to_owned));
+    let db_name = db_name.or(kind.default_db_name().map(DbName::new));
     let allowed = checker
-        .check(&target, &db_user, db_name.as_deref())
+        .check(
+            &target,
+            db_user.as_str(),
+            db_name.as_ref().map(DbName::as_str),
+        )
         .map_err(|e| TunnelError::Denied(e.to_string()))?;
-    let db_name = db_name.unwrap_or_else(|| db_user.clone());
+    // PostgreSQL's own default: the database named after the user.
+    let db_name = db_name.unwrap_or_else(|| DbName::new(db_user.as_str()));
 
     let mode = checker.auto_user_mode(&target);
     let provisioning = if mode == AutoUserMode::Off {
@@ -197,8 +202,8 @@ async fn connect_upstream<'p>(
                     if Refusal::classify(&fields.code, &fields.message) == Refusal::NoConnect =>
                 {
                     ProvisioningError::UserNoConnect {
-                        user: authorized.db_user.clone(),
-                        db_name: authorized.db_name.clone(),
+                        user: authorized.db_user.to_string(),
+                        db_name: authorized.db_name.to_string(),
                         roles: activated.roles().to_vec(),
                     }
                     .into()
@@ -287,9 +292,9 @@ where
     ctx.auditor.record(AuditKind::SessionStart {
         session,
         user: identity.username.clone(),
-        database: authorized.database.clone(),
-        db_user: authorized.db_user.clone(),
-        db_name: authorized.db_name.clone(),
+        database: authorized.database.to_string(),
+        db_user: authorized.db_user.to_string(),
+        db_name: authorized.db_name.to_string(),
     });
     let auditor = ctx.auditor.clone();
     let user = &identity.username;

@@ -13,6 +13,7 @@ use postern_pgwire::ErrorFields;
 
 use super::{LoginCredentials, Origin, Refusal, Upstream, UpstreamError};
 use crate::aws::{AwsDatabase, AwsError};
+use crate::names::{DbName, DbUser};
 
 /// The RDS role that lets a user log in with an IAM authentication token.
 const RDS_IAM_ROLE: &str = "rds_iam";
@@ -97,10 +98,11 @@ impl Kind {
     pub(super) async fn credentials(
         &self,
         upstream: &Upstream,
-        db_user: &str,
-        db_name: &str,
+        db_user: &DbUser,
+        db_name: &DbName,
         configured: Option<String>,
     ) -> Result<LoginCredentials, UpstreamError> {
+        let (db_user, db_name) = (db_user.as_str(), db_name.as_str());
         let aws_error = |error: AwsError| UpstreamError::Aws {
             database: upstream.name.clone(),
             error,
@@ -166,8 +168,8 @@ impl Kind {
         upstream: &Upstream,
         fields: ErrorFields,
         credentials: &LoginCredentials,
-        db_user: &str,
-        db_name: &str,
+        db_user: &DbUser,
+        db_name: &DbName,
         retried: bool,
     ) -> AfterRefusal {
         let refusal = Refusal::classify(&fields.code, &fields.message);
@@ -175,7 +177,7 @@ impl Kind {
             (Kind::Rds(aws), Origin::RdsToken, Refusal::BadPassword) => {
                 UpstreamError::RdsIamRefused {
                     database: upstream.name.clone(),
-                    db_user: db_user.to_owned(),
+                    db_user: db_user.to_string(),
                     instance: aws.rds_instance().map(str::to_owned),
                 }
             }
@@ -201,7 +203,7 @@ impl Kind {
                     Refusal::NoConnect | Refusal::PermissionDenied | Refusal::NotAuthorized => {
                         UpstreamError::RedshiftNoPrivileges {
                             iam_user: credentials.user.clone(),
-                            db_name: db_name.to_owned(),
+                            db_name: db_name.to_string(),
                             message: fields.message,
                         }
                     }

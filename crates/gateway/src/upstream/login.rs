@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{DbStream, Established, LoginCredentials, Upstream, UpstreamError};
 use crate::config::TlsMode;
+use crate::names::DbName;
 
 /// Largest message accepted from a database during login.
 const LOGIN_MESSAGE_MAX: usize = 1 << 20;
@@ -18,7 +19,7 @@ impl Upstream {
     pub(super) async fn login_as(
         &self,
         credentials: &LoginCredentials,
-        db_name: &str,
+        db_name: &DbName,
         params: &[(&str, &str)],
     ) -> Result<Established, UpstreamError> {
         let db_user = credentials.user.as_str();
@@ -27,7 +28,7 @@ impl Upstream {
         // The caller's `params` hold no reserved name (the tunnel's
         // `StartupParams` make sure), so these two are the only ones.
         frontend::startup_message(
-            [("user", db_user), ("database", db_name)]
+            [("user", db_user), ("database", db_name.as_str())]
                 .into_iter()
                 .chain(params.iter().copied()),
             &mut out,
@@ -59,8 +60,8 @@ impl Upstream {
             match action {
                 Step::Reply => send(&mut stream, &mut out).await?,
                 Step::Forward => reply.extend_from_slice(&raw),
-                Step::Key(pid, secret) => {
-                    key = Some(CancelKey { pid, secret });
+                Step::Key(real) => {
+                    key = Some(real);
                     key_at = Some(reply.len());
                 }
                 Step::Ready => {
@@ -173,7 +174,7 @@ impl Upstream {
             BackendMessage::ErrorResponse(fields) => {
                 return Err(UpstreamError::Refused(fields));
             }
-            BackendMessage::BackendKeyData { pid, secret } => Step::Key(pid, secret),
+            BackendMessage::BackendKeyData { pid, secret } => Step::Key(CancelKey { pid, secret }),
             BackendMessage::ReadyForQuery(_) => Step::Ready,
             BackendMessage::ParameterStatus { .. } | BackendMessage::NoticeResponse(_) => {
                 Step::Forward
@@ -202,7 +203,7 @@ enum Step {
     /// Pass the message on to the client.
     Forward,
     /// Keep the real cancel key; the client gets the gateway's.
-    Key(i32, i32),
+    Key(CancelKey),
     /// Login is done.
     Ready,
     /// Nothing to do.

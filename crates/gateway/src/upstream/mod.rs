@@ -31,6 +31,7 @@ pub use refusal::Refusal;
 use crate::aws::AwsDatabase;
 use crate::ca::Authority;
 use crate::config::{ConfigError, DatabaseConfig, TlsMode};
+use crate::names::{DbName, DbUser};
 use crate::tls::{ClientCertForCa, subject_der, upstream_config};
 use kind::AfterRefusal;
 
@@ -233,10 +234,10 @@ impl Upstream {
     /// How to log in as `db_user` to `db_name`, by the database's kind.
     pub async fn credentials(
         &self,
-        db_user: &str,
-        db_name: &str,
+        db_user: &DbUser,
+        db_name: &DbName,
     ) -> Result<LoginCredentials, UpstreamError> {
-        let configured = self.passwords.get(db_user).cloned();
+        let configured = self.passwords.get(db_user.as_str()).cloned();
         self.kind
             .credentials(self, db_user, db_name, configured)
             .await
@@ -305,8 +306,8 @@ impl Upstream {
     /// (cached temporary Redshift credentials it refuses are fetched once more).
     pub async fn login(
         &self,
-        db_user: &str,
-        db_name: &str,
+        db_user: &DbUser,
+        db_name: &DbName,
         params: &[(&str, &str)],
     ) -> Result<Established, UpstreamError> {
         let mut credentials = self.credentials(db_user, db_name).await?;
