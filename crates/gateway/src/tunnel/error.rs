@@ -30,13 +30,10 @@ pub enum TunnelError {
     /// The caller's roles no longer exist on the gateway.
     #[error("identity rejected: {0}")]
     BadIdentity(String),
-    /// The gateway could not issue a certificate for the database login.
-    #[error("internal: {0}")]
-    Internal(String),
     /// A step took too long.
     #[error("timed out while {0}")]
     Timeout(&'static str),
-    /// An I/O error on an established connection.
+    /// An I/O error on the client's connection.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     /// Reaching or logging in to the database failed.
@@ -81,10 +78,6 @@ impl TunnelError {
                 .with_hint("run `postern db ls -v` to see what your roles allow"),
             BadIdentity(why) => ErrorFields::fatal("28000", format!("postern: {why}"))
                 .with_hint("run `postern login` to get a new session"),
-            Internal(_) => ErrorFields::fatal(
-                "XX000",
-                "postern: internal gateway error; see the gateway log",
-            ),
             Timeout(step) => {
                 ErrorFields::fatal("08006", format!("postern: timed out while {step}"))
             }

@@ -40,16 +40,8 @@ where
     let activated = provision(ctx, &authorized).await?;
     let connected = connect_upstream(ctx, &authorized, activated).await?;
     let greeted = greet(conn, ctx, identity, &authorized, connected).await?;
-    let relayed = relay(conn, ctx, identity, &authorized, greeted.stream).await;
-    end(
-        ctx,
-        identity,
-        &authorized,
-        greeted.real_key,
-        greeted.live,
-        relayed,
-    )
-    .await;
+    let ended = relay(conn, ctx, identity, &authorized, greeted.stream).await;
+    end(ctx, identity, &authorized, greeted.live, ended).await;
     Ok(())
 }
 
@@ -184,45 +176,40 @@ async fn connect_upstream<'p>(
             .login(&authorized.db_user, &authorized.db_name, &params),
     )
     .await;
-    let error = match (login, activated) {
-        (Ok(Ok(established)), activated) => {
-            let live = activated.map(|a| a.connected(established.key.pid));
-            return Ok(Connected { established, live });
-        }
-        (Err(_), None) => return Err(TunnelError::Timeout("connecting to the database")),
-        (Ok(Err(e)), None) => return Err(e.into()),
-        (Err(_), Some(activated)) => {
-            activated.abandon().await;
-            return Err(TunnelError::Timeout("connecting to the database"));
-        }
-        (Ok(Err(e)), Some(activated)) => {
-            let error = match e {
-                // The user exists now, so a refusal is about its privileges.
-                UpstreamError::Refused(fields)
-                    if Refusal::classify(&fields.code, &fields.message) == Refusal::NoConnect =>
-                {
-                    ProvisioningError::UserNoConnect {
-                        user: authorized.db_user.to_string(),
-                        db_name: authorized.db_name.to_string(),
-                        roles: activated.roles().to_vec(),
-                    }
-                    .into()
+    let login = match login {
+        Err(_) => Err(TunnelError::Timeout("connecting to the database")),
+        Ok(Ok(established)) => Ok(established),
+        Ok(Err(e)) => Err(match (&activated, e) {
+            // The user exists now, so a refusal is about its privileges.
+            (Some(activated), UpstreamError::Refused(fields))
+                if Refusal::classify(&fields.code, &fields.message) == Refusal::NoConnect =>
+            {
+                ProvisioningError::UserNoConnect {
+                    user: authorized.db_user.to_string(),
+                    db_name: authorized.db_name.to_string(),
+                    roles: activated.roles().to_vec(),
                 }
-                e => e.into(),
-            };
-            activated.abandon().await;
-            error
-        }
+                .into()
+            }
+            (_, e) => e.into(),
+        }),
     };
-    Err(error)
+    match (login, activated) {
+        (Ok(established), activated) => {
+            let live = activated.map(|a| a.connected(established.key.pid));
+            Ok(Connected { established, live })
+        }
+        (Err(e), Some(activated)) => {
+            activated.abandon().await;
+            Err(e)
+        }
+        (Err(e), None) => Err(e),
+    }
 }
 
 /// The session, greeted and ready to relay.
 struct Greeted<'p> {
     stream: DbStream,
-    /// The database's real key, to cancel what runs when the gateway ends
-    /// the session.
-    real_key: CancelKey,
     live: Live<'p>,
 }
 
@@ -230,7 +217,17 @@ struct Greeted<'p> {
 struct Live<'p> {
     /// The client's cancel key; dropping it forgets the key.
     cancel: CancelKeyGuard,
+    /// The database's real key, to cancel what runs when the gateway ends
+    /// the session.
+    real_key: CancelKey,
+    /// The provisioned database user, if any.
     user: Option<LiveUser<'p>>,
+}
+
+/// A relayed session: its number in the audit, and how it went.
+struct Ended {
+    session: u64,
+    relayed: Relayed,
 }
 
 /// Completes the client's startup: the database's messages with the
@@ -271,8 +268,11 @@ where
     }
     Ok(Greeted {
         stream: established.stream,
-        real_key: established.key,
-        live: Live { cancel, user: live },
+        live: Live {
+            cancel,
+            real_key: established.key,
+            user: live,
+        },
     })
 }
 
@@ -284,7 +284,7 @@ async fn relay<S>(
     identity: &Identity,
     authorized: &Authorized<'_>,
     database: DbStream,
-) -> (u64, Relayed)
+) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -313,7 +313,7 @@ where
         async { ended.await.session_end_fields() },
     )
     .await;
-    (session, relayed)
+    Ended { session, relayed }
 }
 
 /// Cancels what still runs when the gateway ended the session, forgets
@@ -322,14 +322,13 @@ async fn end(
     ctx: &TunnelContext,
     identity: &Identity,
     authorized: &Authorized<'_>,
-    real_key: CancelKey,
     live: Live<'_>,
-    (session, relayed): (u64, Relayed),
+    Ended { session, relayed }: Ended,
 ) {
     let upstream = &authorized.db.upstream;
     if relayed.stopped.is_some() {
         // The statement running now would otherwise go on on the server.
-        if let Err(e) = upstream.cancel(real_key).await {
+        if let Err(e) = upstream.cancel(live.real_key).await {
             tracing::warn!(error = %e, database = %upstream.name, "cancel of an ended session could not be delivered");
         }
     }

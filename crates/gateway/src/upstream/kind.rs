@@ -52,14 +52,6 @@ impl Kind {
         }
     }
 
-    /// The AWS side of an AWS-hosted database.
-    pub fn aws(&self) -> Option<&Arc<AwsDatabase>> {
-        match self {
-            Kind::SelfHosted => None,
-            Kind::Rds(aws) | Kind::RedshiftServerless(aws) => Some(aws),
-        }
-    }
-
     /// The database name a session without one gets; `None`: PostgreSQL's
     /// own default, the db user's name. Redshift's is `dev`.
     pub fn default_db_name(&self) -> Option<&'static str> {

@@ -28,7 +28,6 @@ pub use error::UpstreamError;
 pub use kind::Kind;
 pub use refusal::Refusal;
 
-use crate::aws::AwsDatabase;
 use crate::ca::Authority;
 use crate::config::{ConfigError, DatabaseConfig, TlsMode};
 use crate::names::{DbName, DbUser};
@@ -224,11 +223,6 @@ impl Upstream {
                 self.name
             ))
         })
-    }
-
-    /// The AWS side of an AWS-hosted database.
-    pub fn aws(&self) -> Option<&Arc<AwsDatabase>> {
-        self.kind.aws()
     }
 
     /// How to log in as `db_user` to `db_name`, by the database's kind.
