@@ -14,6 +14,7 @@
 //! - [`raw`]: a hostile client with a person's real session certificate:
 //!   hand-written route frames, resumed TLS sessions, raw HTTP.
 //! - [`free_port`]: a loopback port that was free a moment ago.
+//! - [`eventually`]: waits until a condition holds (no sleep-then-assert).
 //!
 //! nextest runs every test in its own process, so nothing here shares state
 //! through statics: what is shared between tests (PostgreSQL's template data
@@ -27,6 +28,9 @@ pub mod pg;
 pub mod raw;
 pub mod stack;
 pub mod tray;
+mod wait;
+
+pub use wait::{TimedOut, eventually};
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;

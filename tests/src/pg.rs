@@ -49,6 +49,7 @@ use tempfile::TempDir;
 use tokio_postgres::{Client, NoTls};
 
 use crate::certs::TestCa;
+use crate::eventually;
 
 /// Login role that authenticates with a client certificate (CN = role name).
 pub const CERT_USER: &str = "certuser";
@@ -327,8 +328,7 @@ impl PgServer {
     /// runs (`present`) or no longer runs; returns its backend pid.
     pub async fn wait_activity(&self, like: &str, present: bool) -> Option<i32> {
         let admin = self.admin("postgres").await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
+        eventually(Duration::from_secs(20), async || {
             let rows = admin
                 .query(
                     "select pid from pg_stat_activity where state = 'active' and query like $1 and pid <> pg_backend_pid()",
@@ -338,14 +338,13 @@ impl PgServer {
                 .unwrap();
             let pid = rows.first().map(|r| r.get::<_, i32>(0));
             if pid.is_some() == present {
-                return pid;
+                Ok(pid)
+            } else {
+                Err(format!("pid {pid:?}"))
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "statement {like:?} present={present} never observed"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("statement {like:?} present={present} never observed: {e}"))
     }
 }
 
@@ -678,24 +677,22 @@ impl Postmaster {
     /// Waits until the server accepts connections on its socket. Returns the
     /// server log if it exited instead; panics after [`READY_TIMEOUT`].
     async fn wait_ready(&mut self, socket_dir: &Path, port: u16, user: &str) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
+        // `Ok(Err(log))`: it exited instead.
+        let ready = eventually(READY_TIMEOUT, async || {
             if self.has_exited() {
-                return Err(read_lossy(&self.log_path));
+                return Ok(Err(read_lossy(&self.log_path)));
             }
-            let last_error = match connect_socket(socket_dir, port, user, "postgres").await {
-                Ok(_client) => return Ok(()),
-                Err(e) => e,
-            };
-            if Instant::now() >= deadline {
-                panic!(
-                    "PostgreSQL did not accept connections within {READY_TIMEOUT:?} \
-                     (last error: {last_error}); log tail:\n{}",
-                    tail(&read_lossy(&self.log_path), 40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+            connect_socket(socket_dir, port, user, "postgres")
+                .await
+                .map(|_client| Ok(()))
+        })
+        .await;
+        ready.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL did not accept connections: {e}; log tail:\n{}",
+                tail(&read_lossy(&self.log_path), 40)
+            )
+        })
     }
 
     /// Sends `signal` and waits for exit, then kills; returns whether the
