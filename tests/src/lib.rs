@@ -49,6 +49,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `bytes` random bytes as lowercase hex: a secret that needs no quoting in
+/// SQL, YAML or a shell.
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read as _;
+    let mut buf = vec![0; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("read /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Where `scripts/install-test-deps` puts the venv `name`: `$override_var`
 /// when set and not empty, else `postern/NAME` in the user's cache directory
 /// (`$XDG_CACHE_HOME`, else `~/.cache`), as the script does.
