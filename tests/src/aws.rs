@@ -33,6 +33,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
+use crate::eventually;
 use crate::pg::{IAM_GROUP, PgServer};
 
 /// The AWS account of the fake Redshift Serverless.
@@ -75,24 +76,21 @@ impl Moto {
                 .expect("start moto_server");
             let url = format!("http://127.0.0.1:{port}");
             let client = http_client();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            loop {
+            // `Ok(false)`: it exited, because the port was taken most likely.
+            let answers = eventually(Duration::from_secs(30), async || {
                 if let Ok(Some(_)) = child.try_wait() {
-                    break; // port taken, most likely: try another
+                    return Ok(false);
                 }
-                let ready = client
-                    .get(format!("{url}/moto-api/"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if ready {
-                    return Moto { child, url };
+                match client.get(format!("{url}/moto-api/")).send().await {
+                    Ok(r) if r.status().is_success() => Ok(true),
+                    Ok(r) => Err(r.status().to_string()),
+                    Err(e) => Err(e.to_string()),
                 }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "moto_server did not answer on {url} within 30 s"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            })
+            .await
+            .unwrap_or_else(|e| panic!("moto_server did not answer on {url}: {e}"));
+            if answers {
+                return Moto { child, url };
             }
         }
         panic!("moto_server did not start");
@@ -163,6 +161,8 @@ pub struct GetCredentialsCall {
     pub role_arn: String,
     /// `dbName`.
     pub db_name: String,
+    /// When the password it handed out stops working.
+    pub expires: SystemTime,
 }
 
 #[derive(Default)]
@@ -544,7 +544,11 @@ async fn redshift(
                 .lock()
                 .unwrap()
                 .get_credentials
-                .push(GetCredentialsCall { role_arn, db_name });
+                .push(GetCredentialsCall {
+                    role_arn,
+                    db_name,
+                    expires,
+                });
             json_ok(json!({
                 "dbUser": user,
                 "dbPassword": password,

@@ -6,13 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::free_port;
+use crate::{eventually, free_port};
 
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -177,18 +177,22 @@ impl Display {
                 .expect("start Xvfb (apt-get install xvfb; scripts/install-test-deps does)");
             let mut server = Guarded::new(child, "Xvfb");
             let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
+            // `false`: it exited, having lost a race for this display.
+            let listening = eventually(Duration::from_secs(10), async || {
                 if socket.exists() {
-                    return Display {
-                        name,
-                        _server: server,
-                    };
+                    Ok(true)
+                } else if let Ok(Some(_)) = server.child.try_wait() {
+                    Ok(false)
+                } else {
+                    Err("no socket yet")
                 }
-                if let Ok(Some(_)) = server.child.try_wait() {
-                    break; // lost a race for this display: try the next
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            })
+            .await;
+            if let Ok(true) = listening {
+                return Display {
+                    name,
+                    _server: server,
+                };
             }
         }
         panic!("no X display could be started");
@@ -291,14 +295,11 @@ impl Driver {
         let driver = Guarded::new(cmd.spawn().expect("start tauri-driver"), "tauri-driver");
         let url = format!("http://127.0.0.1:{port}");
         let http = http_client();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if http.get(format!("{url}/status")).send().await.is_ok() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "tauri-driver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(Duration::from_secs(20), async || {
+            http.get(format!("{url}/status")).send().await.map(drop)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("tauri-driver did not start: {e}"));
         Driver {
             url,
             bus_address: address,
@@ -431,34 +432,30 @@ impl WebDriver {
 
     /// Waits for an element (the UI renders asynchronously).
     pub async fn wait(&self, by: By<'_>, timeout: Duration) -> Element {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(e) = self.find(by).await {
-                return e;
-            }
-            if Instant::now() > deadline {
+        match eventually(timeout, async || self.find(by).await.ok_or("not there")).await {
+            Ok(e) => e,
+            Err(_) => {
                 let text = self.page_text().await;
                 panic!("timed out waiting for {by:?}; the page says:\n{text}");
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
         }
     }
 
     /// Waits until nothing matches.
     pub async fn wait_gone(&self, by: By<'_>, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.find(by).await.is_some() {
-            assert!(Instant::now() < deadline, "{by:?} is still there");
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
+        eventually(timeout, async || match self.find(by).await {
+            Some(_) => Err("still there"),
+            None => Ok(()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{by:?}: {e}"));
     }
 
     /// Clicks an element. While something covers it (the app's toasts stack
     /// over the bottom right for a few seconds) the click is tried again, as
     /// a person waits for the toast to go.
     pub async fn click(&self, e: &Element) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        let clicked = eventually(Duration::from_secs(15), async || {
             match self
                 .cmd(
                     reqwest::Method::POST,
@@ -467,14 +464,16 @@ impl WebDriver {
                 )
                 .await
             {
-                Ok(_) => return,
-                Err(err)
-                    if err.contains("element click intercepted") && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                }
-                Err(err) => panic!("click: {err}"),
+                Ok(_) => Ok(Ok(())),
+                Err(err) if err.contains("element click intercepted") => Err(err),
+                Err(err) => Ok(Err(err)),
             }
+        })
+        .await;
+        match clicked {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => panic!("click: {err}"),
+            Err(e) => panic!("click: {e}"),
         }
     }
 

@@ -14,6 +14,7 @@
 //! - [`raw`]: a hostile client with a person's real session certificate:
 //!   hand-written route frames, resumed TLS sessions, raw HTTP.
 //! - [`free_port`]: a loopback port that was free a moment ago.
+//! - [`eventually`]: waits until a condition holds (no sleep-then-assert).
 //!
 //! nextest runs every test in its own process, so nothing here shares state
 //! through statics: what is shared between tests (PostgreSQL's template data
@@ -27,6 +28,9 @@ pub mod pg;
 pub mod raw;
 pub mod stack;
 pub mod tray;
+mod wait;
+
+pub use wait::{TimedOut, eventually};
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
@@ -43,6 +47,17 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("local address of a bound listener")
         .port()
+}
+
+/// `bytes` random bytes as lowercase hex: a secret that needs no quoting in
+/// SQL, YAML or a shell.
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read as _;
+    let mut buf = vec![0; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("read /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where `scripts/install-test-deps` puts the venv `name`: `$override_var`

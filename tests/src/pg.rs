@@ -11,6 +11,10 @@
 //! PostgreSQL refuses to run as root: under root (CI) `initdb` and `postgres`
 //! run as the `postgres` OS user, otherwise as the current user.
 //!
+//! The steps themselves ([`initdb`], [`configure`], [`Postmaster`]) are
+//! public: the demo (`tools/demo`) builds its long-lived cluster with them,
+//! so there is one PostgreSQL bootstrap.
+//!
 //! What every server has:
 //!
 //! | pg_hba line (first match wins)                | meaning                          |
@@ -36,7 +40,7 @@
 //! [`READER_ROLE`] and [`WRITER_ROLE`].
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -49,6 +53,7 @@ use tempfile::TempDir;
 use tokio_postgres::{Client, NoTls};
 
 use crate::certs::TestCa;
+use crate::{eventually, random_hex};
 
 /// Login role that authenticates with a client certificate (CN = role name).
 pub const CERT_USER: &str = "certuser";
@@ -112,6 +117,19 @@ const INITDB_ARGS: &[&str] = &[
     // 1 MiB WAL segments keep the template, and so every copy of it, small.
     "--wal-segsize=1",
 ];
+
+/// Settings of the throwaway test servers, on top of [`configure`]'s.
+const TEST_SETTINGS: &str = "\
+max_connections = 100
+shared_buffers = 32MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+";
+
+/// The settings file [`configure`] writes into a data directory, included
+/// from `postgresql.conf`.
+const SETTINGS_FILE: &str = "postern.conf";
 
 const HBA_CONF: &str = "\
 # Written by postern-tests (tests/src/pg.rs). First match wins.
@@ -180,35 +198,15 @@ impl PgServer {
         fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700)).unwrap();
         fs::create_dir(&socket_dir).unwrap();
 
-        let server_ca = TestCa::new("postern-test PostgreSQL server CA");
-        let server_cert = server_ca.issue_server(&[TLS_HOST, "127.0.0.1"]);
-        write_file(&data_dir.join("server.crt"), &server_cert.cert_pem, 0o644);
-        write_file(&data_dir.join("server.key"), &server_cert.key_pem, 0o600);
-        write_file(&data_dir.join("client-ca.crt"), client_ca_pem, 0o644);
-        write_file(&data_dir.join("pg_hba.conf"), HBA_CONF, 0o600);
-        let mut conf = OpenOptions::new()
-            .append(true)
-            .open(data_dir.join("postgresql.conf"))
-            .expect("open postgresql.conf");
-        write!(
-            conf,
-            "\n# Added by postern-tests (tests/src/pg.rs).\n\
-             listen_addresses = '127.0.0.1'\n\
-             unix_socket_directories = '{socket}'\n\
-             max_connections = 100\n\
-             shared_buffers = 32MB\n\
-             fsync = off\n\
-             synchronous_commit = off\n\
-             full_page_writes = off\n\
-             ssl = on\n\
-             ssl_cert_file = 'server.crt'\n\
-             ssl_key_file = 'server.key'\n\
-             ssl_ca_file = 'client-ca.crt'\n\
-             password_encryption = 'scram-sha-256'\n",
-            socket = conf_quote(&socket_dir),
-        )
-        .expect("append to postgresql.conf");
-        drop(conf);
+        let server_ca_pem = configure(
+            &data_dir,
+            &ServerSetup {
+                socket_dir: &socket_dir,
+                client_ca_pem,
+                hba: HBA_CONF,
+                settings: TEST_SETTINGS,
+            },
+        );
         if let Some((uid, gid)) = install.user.switch_to {
             chown_tree(dir.path(), uid, gid).expect("chown PostgreSQL instance directory");
         }
@@ -219,12 +217,8 @@ impl PgServer {
             attempt += 1;
             let port = crate::free_port();
             let port_arg = port.to_string();
-            let mut postmaster =
-                Postmaster::spawn(install, &data_dir, &["-p", &port_arg], &log_path);
-            match postmaster
-                .wait_ready(&socket_dir, port, &install.user.name)
-                .await
-            {
+            let mut postmaster = Postmaster::spawn(&data_dir, &["-p", &port_arg], &log_path);
+            match postmaster.wait_ready(&socket_dir, port).await {
                 Ok(()) => break (postmaster, port),
                 Err(log) if attempt < PORT_ATTEMPTS && log.contains("Address already in use") => {
                     continue;
@@ -243,7 +237,7 @@ impl PgServer {
             socket_dir,
             port,
             superuser: install.user.name.clone(),
-            server_ca_pem: server_ca.cert_pem().to_owned(),
+            server_ca_pem,
             scram_password: random_hex(16),
             md5_password: random_hex(16),
         };
@@ -327,8 +321,7 @@ impl PgServer {
     /// runs (`present`) or no longer runs; returns its backend pid.
     pub async fn wait_activity(&self, like: &str, present: bool) -> Option<i32> {
         let admin = self.admin("postgres").await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
+        eventually(Duration::from_secs(20), async || {
             let rows = admin
                 .query(
                     "select pid from pg_stat_activity where state = 'active' and query like $1 and pid <> pg_backend_pid()",
@@ -338,14 +331,13 @@ impl PgServer {
                 .unwrap();
             let pid = rows.first().map(|r| r.get::<_, i32>(0));
             if pid.is_some() == present {
-                return pid;
+                Ok(pid)
+            } else {
+                Err(format!("pid {pid:?}"))
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "statement {like:?} present={present} never observed"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("statement {like:?} present={present} never observed: {e}"))
     }
 }
 
@@ -366,6 +358,12 @@ impl Drop for PgServer {
 /// else `pg_config --bindir`, else `/usr/lib/postgresql/15/bin`.
 pub fn bindir() -> &'static Path {
     &install().bindir
+}
+
+/// The OS user that runs PostgreSQL, which also names the bootstrap
+/// superuser: `postgres` under root, else the current user.
+pub fn server_user() -> &'static str {
+    &install().user.name
 }
 
 /// Where PostgreSQL is and which OS user runs it; found once per process.
@@ -549,36 +547,14 @@ async fn build_template(install: &'static Install, tmp: &Path, name: &str, templ
         chown_tree(staging.path(), uid, gid).expect("chown template staging directory");
     }
 
-    let mut initdb = tokio::process::Command::new(install.bindir.join("initdb"));
-    initdb
-        .arg("--pgdata")
-        .arg(&data_dir)
-        .arg("--username")
-        .arg(&install.user.name)
-        .args(INITDB_ARGS)
-        .env("LC_ALL", "C")
-        .current_dir(staging.path())
-        .kill_on_drop(true);
-    if let Some((uid, gid)) = install.user.switch_to {
-        initdb.uid(uid).gid(gid);
+    if let Err(e) = initdb(&data_dir).await {
+        panic!("{e}");
     }
-    let out = tokio::time::timeout(INITDB_TIMEOUT, initdb.output())
-        .await
-        .unwrap_or_else(|_| panic!("initdb did not finish within {INITDB_TIMEOUT:?}"))
-        .expect("run initdb");
-    assert!(
-        out.status.success(),
-        "initdb failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     // Socket only: the template server needs no TCP port.
     let socket_arg = format!("unix_socket_directories={}", socket_dir.display());
     let log_path = staging.path().join("postgres.log");
     let mut postmaster = Postmaster::spawn(
-        install,
         &data_dir,
         &[
             "-p",
@@ -592,10 +568,7 @@ async fn build_template(install: &'static Install, tmp: &Path, name: &str, templ
         ],
         &log_path,
     );
-    if let Err(log) = postmaster
-        .wait_ready(&socket_dir, 5432, &install.user.name)
-        .await
-    {
+    if let Err(log) = postmaster.wait_ready(&socket_dir, 5432).await {
         panic!(
             "PostgreSQL exited while building the template; log tail:\n{}",
             tail(&log, 40)
@@ -622,7 +595,7 @@ async fn build_template(install: &'static Install, tmp: &Path, name: &str, templ
     // A fast (not immediate) shutdown leaves a clean checkpoint, so copies
     // start without crash recovery.
     assert!(
-        postmaster.stop(Signal::INT),
+        postmaster.shut_down(),
         "template PostgreSQL did not stop within {STOP_TIMEOUT:?}; log tail:\n{}",
         tail(&read_lossy(&log_path), 40)
     );
@@ -635,15 +608,156 @@ async fn build_template(install: &'static Install, tmp: &Path, name: &str, templ
     }
 }
 
-/// A `postgres` child process that is stopped when dropped.
-struct Postmaster {
+/// Runs `initdb` for `data_dir` (which must not exist; its parent must be
+/// writable by the PostgreSQL OS user) with the bootstrap superuser named
+/// after that OS user and trust authentication; returns initdb's output if
+/// it fails.
+pub async fn initdb(data_dir: &Path) -> Result<(), String> {
+    let install = install();
+    let mut initdb = tokio::process::Command::new(install.bindir.join("initdb"));
+    initdb
+        .arg("--pgdata")
+        .arg(data_dir)
+        .arg("--username")
+        .arg(&install.user.name)
+        .args(INITDB_ARGS)
+        .env("LC_ALL", "C")
+        .current_dir(data_dir.parent().unwrap_or(Path::new("/")))
+        .kill_on_drop(true);
+    if let Some((uid, gid)) = install.user.switch_to {
+        initdb.uid(uid).gid(gid);
+    }
+    let out = tokio::time::timeout(INITDB_TIMEOUT, initdb.output())
+        .await
+        .map_err(|_| format!("initdb did not finish within {INITDB_TIMEOUT:?}"))?
+        .map_err(|e| format!("run initdb: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "initdb failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// What [`configure`] writes into a data directory.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerSetup<'a> {
+    /// Where the server puts its unix socket (trust authentication for the
+    /// superuser, in the `hba` of every caller).
+    pub socket_dir: &'a Path,
+    /// The CA that signs client certificates: the gateway's database CA.
+    pub client_ca_pem: &'a str,
+    /// The whole `pg_hba.conf`.
+    pub hba: &'a str,
+    /// More `postgresql.conf` lines (the port is a command-line argument of
+    /// [`Postmaster::spawn`]).
+    pub settings: &'a str,
+}
+
+/// Gives a data directory a fresh server certificate for [`TLS_HOST`] and
+/// `127.0.0.1` from a new CA, the client CA, `pg_hba.conf`, and the settings
+/// every Postern server has (TLS on, loopback only, SCRAM passwords) plus
+/// `setup.settings`, in a file `postgresql.conf` includes. Run it before each
+/// start; returns the PEM of the server certificate's CA.
+pub fn configure(data_dir: &Path, setup: &ServerSetup<'_>) -> String {
+    let server_ca = TestCa::new("Postern PostgreSQL server CA");
+    let server_cert = server_ca.issue_server(&[TLS_HOST, "127.0.0.1"]);
+    let settings = format!(
+        "# Written by postern-tests (tests/src/pg.rs) before each start.\n\
+         listen_addresses = '127.0.0.1'\n\
+         unix_socket_directories = '{socket}'\n\
+         ssl = on\n\
+         ssl_cert_file = 'server.crt'\n\
+         ssl_key_file = 'server.key'\n\
+         ssl_ca_file = 'client-ca.crt'\n\
+         password_encryption = 'scram-sha-256'\n\
+         {extra}",
+        socket = conf_quote(setup.socket_dir),
+        extra = setup.settings,
+    );
+    for (name, contents, mode) in [
+        ("server.crt", server_cert.cert_pem.as_str(), 0o644),
+        ("server.key", &server_cert.key_pem, 0o600),
+        ("client-ca.crt", setup.client_ca_pem, 0o644),
+        ("pg_hba.conf", setup.hba, 0o600),
+        (SETTINGS_FILE, &settings, 0o600),
+    ] {
+        let path = data_dir.join(name);
+        write_file(&path, contents, mode);
+        give_to_server_user(&path);
+    }
+    let main_conf = data_dir.join("postgresql.conf");
+    let include = format!("include_if_exists = '{SETTINGS_FILE}'");
+    let conf = fs::read_to_string(&main_conf).expect("read postgresql.conf");
+    if !conf.lines().any(|line| line == include) {
+        let mut conf = OpenOptions::new()
+            .append(true)
+            .open(&main_conf)
+            .expect("open postgresql.conf");
+        writeln!(conf, "\n{include}").expect("append to postgresql.conf");
+    }
+    server_ca.cert_pem().to_owned()
+}
+
+/// Hands `path` (and, for a directory, everything in it) to the OS user that
+/// runs PostgreSQL; a no-op unless this process runs as root.
+pub fn give_to_server_user(path: &Path) {
+    if let Some((uid, gid)) = install().user.switch_to {
+        chown_tree(path, uid, gid).unwrap_or_else(|e| panic!("chown {path:?}: {e}"));
+    }
+}
+
+/// Whether the OS user that runs PostgreSQL may enter `dir` (always, unless
+/// this process runs as root and that user is `postgres`).
+pub fn server_user_can_enter(dir: &Path) -> bool {
+    let Some((uid, gid)) = install().user.switch_to else {
+        return true;
+    };
+    std::process::Command::new("test")
+        .arg("-x")
+        .arg(dir)
+        .uid(uid)
+        .gid(gid)
+        .current_dir("/")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Stops, with a fast shutdown, a server that still runs on `data_dir`
+/// although no one owns it any more (its owner was killed); returns whether
+/// there was one.
+pub fn stop_leftover(data_dir: &Path) -> bool {
+    let Some(pid) = postmaster_pid(data_dir) else {
+        return false;
+    };
+    let Some(pid) = Pid::from_raw(pid) else {
+        return false;
+    };
+    let _ = rustix::process::kill_process(pid, Signal::INT);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while postmaster_pid(data_dir).is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// A `postgres` child process that is stopped when dropped (immediate
+/// shutdown).
+pub struct Postmaster {
     child: Child,
     log_path: PathBuf,
     exited: Option<ExitStatus>,
 }
 
 impl Postmaster {
-    fn spawn(install: &Install, data_dir: &Path, args: &[&str], log_path: &Path) -> Postmaster {
+    /// Starts `postgres -D data_dir ARGS...` as the OS user that runs
+    /// PostgreSQL, its output going to `log_path`.
+    pub fn spawn(data_dir: &Path, args: &[&str], log_path: &Path) -> Postmaster {
+        let install = install();
         let log = File::create(log_path)
             .unwrap_or_else(|e| panic!("create PostgreSQL log {log_path:?}: {e}"));
         let mut cmd = std::process::Command::new(install.bindir.join("postgres"));
@@ -668,34 +782,40 @@ impl Postmaster {
         }
     }
 
+    /// Waits until the server accepts connections on its socket. Returns the
+    /// server log if it exited instead; panics after [`READY_TIMEOUT`].
+    pub async fn wait_ready(&mut self, socket_dir: &Path, port: u16) -> Result<(), String> {
+        let user = &install().user.name;
+        // `Ok(Err(log))`: it exited instead.
+        let ready = eventually(READY_TIMEOUT, async || {
+            if self.has_exited() {
+                return Ok(Err(read_lossy(&self.log_path)));
+            }
+            connect_socket(socket_dir, port, user, "postgres")
+                .await
+                .map(|_client| Ok(()))
+        })
+        .await;
+        ready.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL did not accept connections: {e}; log tail:\n{}",
+                tail(&read_lossy(&self.log_path), 40)
+            )
+        })
+    }
+
+    /// Stops the server with a fast shutdown (sessions end, a clean
+    /// checkpoint is written); returns whether it stopped on its own.
+    pub fn shut_down(&mut self) -> bool {
+        self.stop(Signal::INT)
+    }
+
+    /// Whether the server has exited.
     fn has_exited(&mut self) -> bool {
         if self.exited.is_none() {
             self.exited = self.child.try_wait().expect("wait for postgres");
         }
         self.exited.is_some()
-    }
-
-    /// Waits until the server accepts connections on its socket. Returns the
-    /// server log if it exited instead; panics after [`READY_TIMEOUT`].
-    async fn wait_ready(&mut self, socket_dir: &Path, port: u16, user: &str) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if self.has_exited() {
-                return Err(read_lossy(&self.log_path));
-            }
-            let last_error = match connect_socket(socket_dir, port, user, "postgres").await {
-                Ok(_client) => return Ok(()),
-                Err(e) => e,
-            };
-            if Instant::now() >= deadline {
-                panic!(
-                    "PostgreSQL did not accept connections within {READY_TIMEOUT:?} \
-                     (last error: {last_error}); log tail:\n{}",
-                    tail(&read_lossy(&self.log_path), 40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
     }
 
     /// Sends `signal` and waits for exit, then kills; returns whether the
@@ -755,10 +875,15 @@ fn sweep_stale_dirs() {
 /// Whether `postmaster.pid` in `data_dir` names a live process (a reused
 /// pid errs on the side of keeping the directory).
 fn postmaster_alive(data_dir: &Path) -> bool {
+    postmaster_pid(data_dir).is_some()
+}
+
+/// The pid in `data_dir`'s `postmaster.pid`, if that process is alive.
+fn postmaster_pid(data_dir: &Path) -> Option<i32> {
     fs::read_to_string(data_dir.join("postmaster.pid"))
         .ok()
-        .and_then(|pidfile| pidfile.lines().next()?.trim().parse::<u32>().ok())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        .and_then(|pidfile| pidfile.lines().next()?.trim().parse::<i32>().ok())
+        .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Connects over the unix socket in `socket_dir` (trust authentication).
@@ -849,14 +974,6 @@ fn read_lossy(path: &Path) -> String {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0; bytes];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .expect("read /dev/urandom");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Describes a client error with the server's message, which `Display` of

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use postern_client::profile::Home;
 
 use postern_gateway::auth::local::hash_password;
 use postern_gateway::aws::AwsIdentity;
@@ -16,6 +18,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::eventually;
 use crate::pg::PgServer;
 
 /// The password of every test user.
@@ -220,22 +223,28 @@ impl Stack {
         kind: &str,
         matches: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
+        eventually(Duration::from_secs(20), async || {
             let events = self.gateway.store.recent_audit(1000).unwrap();
-            if let Some(event) = events
+            events
                 .iter()
                 .map(|e| serde_json::to_value(e).unwrap())
                 .find(|e| e["event"] == kind && matches(e))
-            {
-                return event;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no {kind} audit event: {events:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                .ok_or_else(|| format!("{events:?}"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("no {kind} audit event: {e}"))
+    }
+
+    /// Sleeps until `who`'s session certificate has expired: the expiry is
+    /// the event tests of expiry wait for.
+    pub async fn until_expired(&self, who: &str) {
+        let profile = Home::at(self.home(who)).resolve(None).unwrap();
+        let expires =
+            UNIX_EPOCH + Duration::from_secs(profile.identity.unwrap().expires_unix as u64);
+        let left = expires
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::sleep(left + Duration::from_secs(1)).await;
     }
 
     /// Runs `postern-gateway --config <this stack's config> ARGS...` to its end.

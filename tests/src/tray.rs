@@ -16,15 +16,16 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zbus::message::Header;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 use zbus::{Connection, interface};
 
+use crate::eventually;
+
 const ITEM_INTERFACE: &str = "org.kde.StatusNotifierItem";
 const MENU_INTERFACE: &str = "com.canonical.dbusmenu";
-const POLL: Duration = Duration::from_millis(100);
 
 /// A notification as the notification server received it.
 #[derive(Clone, Debug)]
@@ -152,40 +153,30 @@ impl DesktopShell {
 
     /// The app's tray item, once it has registered.
     pub async fn tray_item(&self, timeout: Duration) -> TrayItem {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some((service, path)) = self.seen.lock().unwrap().items.last().cloned() {
-                return TrayItem {
-                    conn: self.conn.clone(),
-                    service,
-                    path: OwnedObjectPath::try_from(path).expect("item path"),
-                };
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no tray item registered with the StatusNotifierWatcher"
-            );
-            tokio::time::sleep(POLL).await;
+        let (service, path) = eventually(timeout, async || {
+            let last = self.seen.lock().unwrap().items.last().cloned();
+            last.ok_or("no tray item registered with the StatusNotifierWatcher")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        TrayItem {
+            conn: self.conn.clone(),
+            service,
+            path: OwnedObjectPath::try_from(path).expect("item path"),
         }
     }
 
     /// The first notification whose summary is `summary`.
     pub async fn notification(&self, summary: &str, timeout: Duration) -> Notification {
-        let deadline = Instant::now() + timeout;
-        loop {
-            {
-                let seen = self.seen.lock().unwrap();
-                if let Some(n) = seen.notifications.iter().find(|n| n.summary == summary) {
-                    return n.clone();
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "no notification {summary:?}; received: {:?}",
-                    seen.notifications
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        eventually(timeout, async || {
+            let seen = self.seen.lock().unwrap();
+            let found = seen.notifications.iter().find(|n| n.summary == summary);
+            found
+                .cloned()
+                .ok_or_else(|| format!("received {:?}", seen.notifications))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("no notification {summary:?}: {e}"))
     }
 }
 
@@ -331,39 +322,33 @@ impl TrayItem {
         timeout: Duration,
         ready: impl Fn(&MenuEntry) -> bool,
     ) -> MenuEntry {
-        let deadline = Instant::now() + timeout;
-        loop {
+        eventually(timeout, async || {
             let menu = self.menu().await;
             if ready(&menu) {
-                return menu;
+                Ok(menu)
+            } else {
+                Err(format!("{menu:#?}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "the tray menu never showed {what}; it is:\n{menu:#?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the tray menu never showed {what}: {e}"))
     }
 
     /// Polls until the icon shown has the pixels of `expected`.
     pub async fn wait_icon(&self, expected: &Path, timeout: Duration) {
         let want = rgba(expected).unwrap_or_else(|| panic!("{}", expected.display()));
-        let deadline = Instant::now() + timeout;
-        loop {
+        eventually(timeout, async || {
             let shown = self.icon().await;
             // Each change writes a new file and deletes the one before: this
             // one may be gone by the time it is read; then look again.
             if rgba(&shown).as_ref() == Some(&want) {
-                return;
+                Ok(())
+            } else {
+                Err(shown.display().to_string())
             }
-            assert!(
-                Instant::now() < deadline,
-                "the tray icon never became {}; it is {}",
-                expected.display(),
-                shown.display()
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the tray icon never became {}: {e}", expected.display()));
     }
 
     /// Clicks an entry.

@@ -10,6 +10,7 @@ use postern_tests::aws::{
     ACCOUNT, BLACKHOLED_WORKGROUP, Blackhole, FakeAws, FakeRds, Moto, REGION, WORKGROUP,
     create_iam_user, create_sys_query_history, role_arn,
 };
+use postern_tests::eventually;
 use postern_tests::stack::{Proxy, Stack, StackConfig};
 
 use postern_tests::stack::PASSWORD as PW;
@@ -217,8 +218,12 @@ async fn expired_credentials_are_fetched_again() {
         "still-valid credentials are reused"
     );
     // The password stops working when it expires (VALID UNTIL): a login
-    // after that works only with fresh credentials.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // after that works only with fresh credentials. The expiry is the event.
+    let expires = world.fake.get_credentials_calls()[0].expires;
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(500)).await;
     assert_eq!(whoami(&proxy).await.unwrap(), "IAMR:my-redshift-role|3");
     assert_eq!(world.fake.get_credentials_calls().len(), 2);
 }
@@ -393,8 +398,7 @@ async fn running_statements_are_listed_and_cancelled_with_the_redshift_dialect()
         "app",
     ];
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let listed = loop {
+    let listed = eventually(Duration::from_secs(20), async || {
         let mut args = vec!["db", "queries"];
         args.extend(target);
         args.extend(["--format", "json"]);
@@ -405,17 +409,16 @@ async fn running_statements_are_listed_and_cancelled_with_the_redshift_dialect()
             String::from_utf8_lossy(&out.stderr)
         );
         let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-        if let Some(q) = list.into_iter().find(|q| {
+        let found = list.iter().find(|q| {
             q["query"]
                 .as_str()
                 .unwrap_or_default()
                 .contains("redshift runaway")
-        }) {
-            break q;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never listed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        });
+        found.cloned().ok_or_else(|| format!("{list:?}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("never listed: {e}"));
     assert_eq!(listed["state"], "running");
     assert_eq!(listed["database"], "app");
 

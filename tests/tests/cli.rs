@@ -266,3 +266,63 @@ async fn a_local_user_with_one_time_codes() {
     stack.add_user("carol", PW, &["dev"]);
     stack.login("carol", PW).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_program_writes_a_ready_file_the_cli_logs_in_with() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::time::Duration;
+
+    use postern_gateway::cmd::ReadyFile;
+    use postern_tests::eventually;
+
+    let stack = Stack::start(DEFAULT_ROLES).await;
+    stack.add_user("alice", PW, &["dev"]);
+    // A second gateway, the program this time, on the stack's configuration
+    // (its own port: `listen: 127.0.0.1:0`; the same store and CAs).
+    let dir = tempfile::tempdir().unwrap();
+    let ready_path = dir.path().join("ready.json");
+    let mut gateway = tokio::process::Command::new(postern_tests::stack::bin("postern-gateway"))
+        .arg("--config")
+        .arg(stack.config_path())
+        .args(["start", "--ready-file"])
+        .arg(&ready_path)
+        .env_remove("POSTERN_GATEWAY_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run postern-gateway start");
+
+    let ready = eventually(Duration::from_secs(30), async || {
+        ReadyFile::read(&ready_path)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("no ready file: {e}"));
+    assert_eq!(ready.ca_pin, stack.gateway.ca_pin, "the gateway's CA pin");
+    assert_ne!(ready.address, stack.gateway_addr(), "its own port");
+    let mode = std::fs::metadata(&ready_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "readable by its owner only");
+
+    // What the file says is all `postern login` needs.
+    let login = [
+        "login",
+        ready.address.as_str(),
+        "--user",
+        "alice",
+        "--password-stdin",
+        "--ca-pin",
+        ready.ca_pin.as_str(),
+    ];
+    let out = stack.run("alice", &login, &format!("{PW}\n")).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Stopped, it takes its ready file away: a stale one never passes for
+    // the next start.
+    let pid = rustix::process::Pid::from_raw(gateway.id().unwrap() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), gateway.wait())
+        .await
+        .expect("the gateway stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!ready_path.exists(), "the ready file is gone");
+}

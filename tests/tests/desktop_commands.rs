@@ -13,6 +13,7 @@ use postern_client::keystore::KeyStoreKind;
 use postern_client::profile::Home;
 use postern_desktop_core::views::*;
 use postern_desktop_core::{App, AppOptions, ErrorKind};
+use postern_tests::eventually;
 use postern_tests::stack::{DEFAULT_ROLES, Stack, psql};
 
 use postern_tests::stack::PASSWORD as PW;
@@ -42,13 +43,9 @@ fn login(stack: &Stack, password: &str, ca_pin: Option<String>) -> LoginLocalArg
 }
 
 async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..150 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
+    eventually(Duration::from_secs(15), async || f().await.ok_or("not yet"))
+        .await
+        .unwrap_or_else(|e| panic!("timed out waiting for {what}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use postern_tests::desktop::{By, Display, Driver, WebDriver, descendants};
+use postern_tests::eventually;
 use postern_tests::stack::{DEFAULT_ROLES, Stack, bin, psql};
 use postern_tests::tray::{DesktopShell, MenuEntry};
 
@@ -350,14 +351,12 @@ fn icon(name: &str) -> PathBuf {
 }
 
 async fn wait_for<F: Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !done().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        WAIT,
+        async || if done().await { Ok(()) } else { Err("not yet") },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("timed out waiting for {what}: {e}"));
 }
 
 fn element(e: &postern_tests::desktop::Element) -> serde_json::Value {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use postern_client::manager::{TunnelManager, TunnelRequest};
 use postern_client::profile::{Home, profile_name_for};
 use postern_client::queries::{GuardEvent, GuardPolicy};
+use postern_tests::eventually;
 use postern_tests::stack::{DEFAULT_ROLES, Stack, psql};
 
 use postern_tests::stack::PASSWORD as PW;
@@ -43,14 +44,18 @@ async fn tunnels_are_listed_with_live_counters_and_favourites_come_back() {
     let mut held = psql(cert.port, "");
     held.args(["-c", "select pg_sleep(2)"]);
     let held = held.spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let live = manager.list().await;
-    let t = live.iter().find(|t| t.id == cert.id).unwrap();
-    assert_eq!(t.connections, 1, "{t:?}");
-    assert!(
-        t.bytes_in > 0 && t.bytes_out > 0,
-        "bytes are counted while connected: {t:?}"
-    );
+    // Counted while psql is connected (its statement runs for 2 s).
+    eventually(Duration::from_secs(2), async || {
+        let live = manager.list().await;
+        let t = live.iter().find(|t| t.id == cert.id).unwrap();
+        if t.connections == 1 && t.bytes_in > 0 && t.bytes_out > 0 {
+            Ok(())
+        } else {
+            Err(format!("{t:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("one connection and its bytes are counted: {e}"));
     assert!(held.wait_with_output().await.unwrap().status.success());
 
     manager.set_favourite(cert.id, true).await.unwrap();

@@ -1,8 +1,9 @@
 //! Automatic database-user provisioning (DESIGN.md §6) on a real PostgreSQL
 //! 15 through the real tunnel, with psql and tokio-postgres as the clients.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use postern_tests::eventually;
 use postern_tests::pg::PgServer;
 use postern_tests::stack::{DEFAULT_ROLES, Proxy, Stack, StackConfig};
 use tokio_postgres::NoTls;
@@ -121,18 +122,16 @@ async fn db_user(pg: &PgServer, name: &str) -> Option<DbUser> {
 
 /// Waits until the database user matches `expected` (None: absent).
 async fn wait_db_user(pg: &PgServer, name: &str, expected: Option<DbUser>) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), async || {
         let now = db_user(pg, name).await;
         if now == expected {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "database user {name:?} is {now:?}, expected {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("database user {name:?}, expected {expected:?}: {e}"));
 }
 
 fn locked() -> Option<DbUser> {
@@ -153,18 +152,12 @@ async fn audit_count(stack: &Stack, kind: &str) -> usize {
 
 /// Waits until exactly `n` audit events of `kind` are stored.
 async fn wait_audit_count(stack: &Stack, kind: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), async || {
         let count = audit_count(stack, kind).await;
-        if count == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{count} {kind} audit events, expected {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if count == n { Ok(()) } else { Err(count) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{kind} audit events, expected {n}: {e}"));
 }
 
 async fn superuser_sql(pg: &PgServer, db: &str, sql: &str) {

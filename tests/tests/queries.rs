@@ -4,6 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use postern_tests::eventually;
 use postern_tests::stack::{Proxy, Stack};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
@@ -55,18 +56,15 @@ async fn queries(stack: &Stack, who: &str, db_user: &str) -> Vec<serde_json::Val
 }
 
 async fn wait_listed(stack: &Stack, who: &str, db_user: &str, marker: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), async || {
         let list = queries(stack, who, db_user).await;
-        if let Some(q) = list
-            .into_iter()
-            .find(|q| q["query"].as_str().unwrap().contains(marker))
-        {
-            return q;
-        }
-        assert!(Instant::now() < deadline, "{marker} never listed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        let found = list
+            .iter()
+            .find(|q| q["query"].as_str().unwrap().contains(marker));
+        found.cloned().ok_or_else(|| format!("{list:?}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{marker} never listed: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,13 +83,16 @@ async fn a_running_statement_is_listed_and_cancelled() {
     assert_eq!(first["database"], "app");
     assert_eq!(first["state"], "active");
     assert_eq!(first["wait_event"], "PgSleep");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let later = wait_listed(&stack, "alice", "certuser", "runaway").await;
+    // The listed duration grows as the statement runs on.
+    let later = eventually(Duration::from_secs(20), async || {
+        let later = wait_listed(&stack, "alice", "certuser", "runaway").await;
+        let grown = later["duration_ms"].as_f64().unwrap()
+            > first["duration_ms"].as_f64().unwrap() + 1000.0;
+        if grown { Ok(later) } else { Err(later) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("duration grows: {first} then {e}"));
     assert_eq!(later["pid"], first["pid"]);
-    assert!(
-        later["duration_ms"].as_f64().unwrap() > first["duration_ms"].as_f64().unwrap() + 1000.0,
-        "duration grows: {first} then {later}"
-    );
 
     let pid = first["pid"].to_string();
     let out = stack

@@ -2,9 +2,8 @@
 //! resumed TLS session), when an administrator locks a person, and — with
 //! `disconnect_expired_cert` — for sessions that are already running.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use postern_client::profile::Home;
 use postern_tests::raw::RawClient;
 use postern_tests::stack::{PASSWORD, Stack};
 use serde_json::json;
@@ -56,16 +55,6 @@ async fn stack_with(users: &[(&str, &str)]) -> Stack {
     stack
 }
 
-/// Sleeps until `who`'s certificate has expired: the expiry is the event.
-async fn until_expired(stack: &Stack, who: &str) {
-    let profile = Home::at(stack.home(who)).resolve(None).unwrap();
-    let expires = UNIX_EPOCH + Duration::from_secs(profile.identity.unwrap().expires_unix as u64);
-    let left = expires
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    tokio::time::sleep(left + Duration::from_secs(1)).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_tls_session_does_not_outlive_its_certificate() {
     let stack = stack_with(&[("eve", "brief")]).await;
@@ -76,7 +65,7 @@ async fn a_resumed_tls_session_does_not_outlive_its_certificate() {
     let (status, _, _) = raw.get("/v1/session").await;
     assert_eq!(status, 200);
 
-    until_expired(&stack, "eve").await;
+    stack.until_expired("eve").await;
 
     let opened = raw.open(frame()).await;
     assert!(opened.resumed, "the exploit needs a resumed TLS session");

@@ -242,14 +242,22 @@ async fn a_cancel_with_another_identitys_key_does_nothing() {
         .await;
 
     // Alice holds bob's key (say she read it off his screen): nothing happens.
+    // The gateway's audit of the cancel says it has decided.
     send_cancel(alice.port, key).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack
+        .wait_audit("cancel", |e| {
+            e["user"] == "alice" && e["forwarded"] == false
+        })
+        .await;
     stack
         .pg
         .wait_activity("select pg_sleep(30) /* bob */%", true)
         .await;
     // Nor does a key nobody was given.
     send_cancel(bob.port, (key.0 ^ 1, key.1)).await;
+    stack
+        .wait_audit("cancel", |e| e["user"] == "bob" && e["forwarded"] == false)
+        .await;
     stack
         .pg
         .wait_activity("select pg_sleep(30) /* bob */%", true)
@@ -348,7 +356,7 @@ async fn an_expired_session_gets_a_clear_message_not_a_disconnect() {
     let proxy = stack
         .proxy("eve", &["pg", "--db-user", "certuser", "--db-name", "app"])
         .await;
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    stack.until_expired("eve").await;
     let (ok, _, err) = proxy.query("", "select 1").await;
     assert!(!ok);
     assert!(

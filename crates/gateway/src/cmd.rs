@@ -1,8 +1,10 @@
 //! The `postern-gateway` command line; `main.rs` only calls [`run`].
 
 use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +40,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
-    Start,
+    Start {
+        /// Once listening, write `{"address": ..., "ca_pin": ...}` to this
+        /// file (0600, removed at shutdown), for scripts that wait for the gateway.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
+    },
     /// Manage local users.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -116,6 +123,76 @@ enum LocksCommand {
     },
 }
 
+/// What `postern-gateway start --ready-file PATH` writes once the gateway
+/// listens: `{"address": "127.0.0.1:3080", "ca_pin": "sha256:..."}`. The
+/// machine-readable counterpart of the two lines `start` prints.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadyFile {
+    /// Where the gateway listens (`HOST:PORT`), as `postern login` takes it.
+    pub address: String,
+    /// Fingerprint of the gateway's CA, as `postern login --ca-pin` takes it.
+    pub ca_pin: String,
+}
+
+/// A ready file that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadyFileError {
+    /// The file could not be read (it does not exist yet, most likely).
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a ready file.
+    #[error("{path} is not a gateway ready file: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+impl ReadyFile {
+    /// Writes the file whole or not at all (a temporary file in the same
+    /// directory, renamed), readable by its owner only: a reader that waits
+    /// for it never sees half of it.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(format!(".tmp.{}", std::process::id()));
+        let tmp = PathBuf::from(tmp_name);
+        let written = (|| {
+            let mut options = OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&tmp)?;
+            serde_json::to_writer(&mut file, self)?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+            fs::rename(&tmp, path)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Reads a file that [`ReadyFile::write`] wrote.
+    pub fn read(path: &Path) -> Result<ReadyFile, ReadyFileError> {
+        let text = fs::read(path).map_err(|source| ReadyFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|source| ReadyFileError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
 /// Parses arguments and runs the command.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -160,7 +237,7 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = GatewayConfig::load(&cli.config)?;
     match cli.command {
-        Command::Start => start(config),
+        Command::Start { ready_file } => start(config, ready_file.as_deref()),
         Command::Users(cmd) => users(&config, cmd),
         Command::Locks(cmd) => locks(&config, cmd),
         Command::Ca { kind } => {
@@ -177,7 +254,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn start(config: GatewayConfig) -> anyhow::Result<()> {
+fn start(config: GatewayConfig, ready_file: Option<&Path>) -> anyhow::Result<()> {
     // Connections run on the server's own worker threads; this thread only
     // accepts them and waits for a signal.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -187,6 +264,15 @@ fn start(config: GatewayConfig) -> anyhow::Result<()> {
         let running = server::start(config).await?;
         println!("postern gateway listening on {}", running.addr);
         println!("CA pin: {}", running.ca_pin);
+        if let Some(path) = ready_file {
+            let ready = ReadyFile {
+                address: running.addr.to_string(),
+                ca_pin: running.ca_pin.clone(),
+            };
+            ready
+                .write(path)
+                .with_context(|| format!("write the ready file {}", path.display()))?;
+        }
         let token = running.shutdown_token();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -194,6 +280,10 @@ fn start(config: GatewayConfig) -> anyhow::Result<()> {
             _ = token.cancelled() => {}
         }
         tracing::info!("shutting down");
+        if let Some(path) = ready_file {
+            // Whoever waits for the next start must not take this one's.
+            let _ = fs::remove_file(path);
+        }
         running.shutdown(Duration::from_secs(10)).await;
         Ok(())
     })

@@ -1,0 +1,9 @@
+-- Grants every demo database repeats (run after its own file, in the same
+-- transaction): reader reads, writer also writes.
+GRANT USAGE ON SCHEMA public TO reader, writer;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO writer;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO writer;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO reader;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO writer;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO writer;

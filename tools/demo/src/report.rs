@@ -1,0 +1,158 @@
+//! What the demo tells once everything runs: the connection steps on stdout
+//! and, with `--env FILE`, the same facts as shell variables.
+
+use std::path::Path;
+
+use postern_gateway::cmd::ReadyFile;
+
+use crate::write_private;
+
+/// Everything a person (or scripts/bench) needs to use the running demo.
+pub struct Facts<'a> {
+    /// The gateway's address and CA pin, from its ready file.
+    pub gateway: &'a ReadyFile,
+    pub user: &'a str,
+    pub password: &'a str,
+    pub password_file: &'a Path,
+    pub database: &'a str,
+    pub db_users: &'a [&'a str],
+    pub db_names: &'a [&'a str],
+    pub pg_port: u16,
+    pub pg_socket_dir: &'a Path,
+    /// Also the OS user that runs PostgreSQL.
+    pub pg_superuser: &'a str,
+    /// PostgreSQL's programs (psql, pgbench, ...).
+    pub pg_bindir: &'a Path,
+    /// CA of PostgreSQL's server certificate.
+    pub pg_ca: &'a Path,
+    pub pg_log: &'a Path,
+    pub writer_password: &'a str,
+    /// Suggested tunnel ports.
+    pub reader_port: u16,
+    pub writer_port: u16,
+    pub bin_dir: &'a Path,
+    pub gateway_log: &'a Path,
+}
+
+impl Facts<'_> {
+    /// The text printed once the demo is ready.
+    pub fn connection_steps(&self) -> String {
+        let Facts {
+            gateway,
+            user,
+            password,
+            database,
+            pg_port,
+            reader_port,
+            writer_port,
+            ..
+        } = self;
+        let (addr, pin) = (&gateway.address, &gateway.ca_pin);
+        let pw_file = self.password_file.display();
+        let bin_dir = self.bin_dir.display();
+        let db_names = self.db_names.join(" ");
+        let (gateway_log, pg_log) = (self.gateway_log.display(), self.pg_log.display());
+        format!(
+            r#"
+Postern demo is running.
+
+  gateway    {addr}
+  CA pin     {pin}
+  user       {user}
+  password   {password}   (also in {pw_file})
+  database   {database}: PostgreSQL on 127.0.0.1:{pg_port} with databases {db_names}
+             db users: demo_reader (client certificate, read-only),
+                       demo_writer (password held by the gateway, read-write)
+
+Connect from another terminal (the binaries are in {bin_dir}):
+
+  export PATH="{bin_dir}:$PATH"
+  postern login {addr} --user {user} --password-stdin --ca-pin {pin} --key-store file < {pw_file}
+  postern db ls -v
+  postern proxy db {database} --db-user demo_reader --db-name shop --port {reader_port}
+
+and, while the tunnel runs, in a third terminal (no password needed):
+
+  psql "host=127.0.0.1 port={reader_port} user=demo_reader dbname=shop" -c 'select name, city from customers limit 5'
+
+For writes, tunnel as demo_writer instead:
+
+  postern proxy db {database} --db-user demo_writer --db-name shop --port {writer_port}
+  psql "host=127.0.0.1 port={writer_port} user=demo_writer dbname=shop"
+
+In psql, Ctrl+C cancels a running query through the tunnel; try
+  select pg_sleep(30);
+and press Ctrl+C: "canceling statement due to user request".
+
+Logs: {gateway_log}, {pg_log}
+Press Ctrl+C to stop the demo.
+"#
+        )
+    }
+
+    /// Writes the POSTERN_DEMO_* variables for a shell to source, whole or
+    /// not at all (a reader waits for the file to appear).
+    pub fn write_env_file(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let vars = [
+            ("POSTERN_DEMO_GATEWAY", self.gateway.address.clone()),
+            ("POSTERN_DEMO_CA_PIN", self.gateway.ca_pin.clone()),
+            ("POSTERN_DEMO_USER", self.user.to_owned()),
+            ("POSTERN_DEMO_PASSWORD", self.password.to_owned()),
+            ("POSTERN_DEMO_DATABASE", self.database.to_owned()),
+            ("POSTERN_DEMO_DB_USERS", self.db_users.join(" ")),
+            ("POSTERN_DEMO_DB_NAMES", self.db_names.join(" ")),
+            ("POSTERN_DEMO_PG_PORT", self.pg_port.to_string()),
+            (
+                "POSTERN_DEMO_PG_SOCKET_DIR",
+                self.pg_socket_dir.display().to_string(),
+            ),
+            ("POSTERN_DEMO_PG_SUPERUSER", self.pg_superuser.to_owned()),
+            (
+                "POSTERN_DEMO_PG_BINDIR",
+                self.pg_bindir.display().to_string(),
+            ),
+            (
+                "POSTERN_DEMO_WRITER_PASSWORD",
+                self.writer_password.to_owned(),
+            ),
+            ("POSTERN_DEMO_BIN_DIR", self.bin_dir.display().to_string()),
+            ("POSTERN_DEMO_PG_CA", self.pg_ca.display().to_string()),
+        ];
+        let mut text = format!(
+            "# Written by scripts/demo (pid {}); removed when the demo stops.\n",
+            std::process::id()
+        );
+        for (name, value) in vars {
+            text.push_str(&env_line(name, &value));
+        }
+        write_private(path, &text)
+    }
+}
+
+/// `NAME=VALUE` for a shell to source: bare when the value needs no quoting
+/// (so simple readers work too), else in single quotes.
+fn env_line(name: &str, value: &str) -> String {
+    let plain = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_./:@%+,=-".contains(c));
+    if plain {
+        format!("{name}={value}\n")
+    } else {
+        format!("{name}='{}'\n", value.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::env_line;
+
+    #[test]
+    fn env_values_are_quoted_only_when_a_shell_needs_it() {
+        assert_eq!(env_line("A", "127.0.0.1:3080"), "A=127.0.0.1:3080\n");
+        assert_eq!(env_line("A", "shop analytics"), "A='shop analytics'\n");
+        assert_eq!(env_line("A", "it's"), "A='it'\\''s'\n");
+    }
+}
