@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postern_client::profile::Home;
+use postern_client::home::Home;
 use postern_desktop_core::bindings::EVENT_NAME;
 use postern_desktop_core::views::*;
 use postern_desktop_core::{App, AppOptions, CommandError};

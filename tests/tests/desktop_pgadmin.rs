@@ -3,9 +3,10 @@
 //! tunnel to its server list, the entry is in pgAdmin's configuration
 //! database, and its connection parameters connect through the tunnel.
 
+use postern_client::home::Home;
 use postern_client::launch::{Os, PgAdminAdded, PgAdminCli, PgAdminOptions, PgAdminSearch};
 use postern_client::manager::{TunnelManager, TunnelRequest};
-use postern_client::profile::{Home, profile_name_for};
+use postern_client::profile::profile_name_for;
 use postern_desktop_core::views::TunnelView;
 use postern_tests::stack::{DEFAULT_ROLES, Stack, psql};
 

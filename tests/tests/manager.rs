@@ -4,8 +4,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use postern_client::home::Home;
 use postern_client::manager::{TunnelManager, TunnelRequest};
-use postern_client::profile::{Home, profile_name_for};
+use postern_client::profile::profile_name_for;
 use postern_client::queries::{GuardEvent, GuardPolicy};
 use postern_tests::stack::{DEFAULT_ROLES, Stack, psql};
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postern_client::profile::Home;
+use postern_client::home::Home;
 use postern_tests::raw::RawClient;
 use postern_tests::stack::{PASSWORD, Stack};
 use serde_json::json;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ClientError;
-use crate::profile::{Home, write_private};
+use crate::home::{Home, write_private};
 
 const KEYRING_SERVICE: &str = "postern";
 

@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::connect::{ConnectRequest, prepare};
 use crate::error::ClientError;
-use crate::profile::{Home, write_private};
+use crate::home::{Home, write_private};
 use crate::queries::{
     CancelOutcome, Dialect, GuardEvent, GuardPolicy, QueryHelper, RunningQuery, run_guard,
 };

@@ -9,8 +9,9 @@ use rustls::ClientConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::ClientError;
+use crate::home::Home;
 use crate::keystore::load_key;
-use crate::profile::{Home, Profile};
+use crate::profile::Profile;
 use crate::tls::Pinning;
 
 /// A usable session.

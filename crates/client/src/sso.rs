@@ -28,9 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::GatewayClient;
 use crate::error::ClientError;
+use crate::home::Home;
 use crate::keystore::KeyStoreKind;
 use crate::login::{begin, new_key_and_csr, save_session};
-use crate::profile::{Home, Profile};
+use crate::profile::Profile;
 
 /// How long the user has to finish signing in (the gateway forgets a login
 /// after as long).

@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ClientError;
+use crate::home::Home;
 use crate::owner;
 use crate::ports::{port_key, remember, remembered};
-use crate::profile::Home;
 use crate::session::SessionSource;
 use crate::tls::split_addr;
 

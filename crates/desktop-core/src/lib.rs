@@ -17,12 +17,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_client::ClientError;
 use postern_client::api::{GatewayClient, presented_ca};
+use postern_client::home::Home;
 use postern_client::keystore::KeyStoreKind;
 use postern_client::launch::{self, PgAdminAdded, PgAdminOptions, PgAdminSearch};
 use postern_client::login::{LocalLogin, login_local, logout};
 use postern_client::manager::{TunnelInfo, TunnelManager, TunnelRequest};
 use postern_client::ports::{port_key, remembered};
-use postern_client::profile::{Home, Profile, profile_name_for};
+use postern_client::profile::{Profile, profile_name_for};
 use postern_client::queries::{CancelOutcome, GuardEvent, GuardPolicy};
 use postern_client::session::SessionSource;
 use postern_client::sso::{self, SsoLogin, login_sso, open_browser};
