@@ -101,6 +101,13 @@ impl SessionSource {
         }
     }
 
+    /// Follows the profile named, or the current one: [`ClientError::UnknownProfile`]
+    /// for a name that has no profile, [`ClientError::NotLoggedIn`] without one.
+    pub fn resolve(home: Home, profile: Option<&str>) -> Result<Self, ClientError> {
+        let name = home.resolve(profile)?.name;
+        Ok(SessionSource::new(home, name))
+    }
+
     /// The profile followed.
     pub fn profile_name(&self) -> &str {
         &self.profile

@@ -19,7 +19,7 @@ use postern_client::ClientError;
 use postern_client::api::{GatewayClient, presented_ca};
 use postern_client::home::Home;
 use postern_client::keystore::KeyStoreKind;
-use postern_client::launch::{self, PgAdminAdded, PgAdminOptions, PgAdminSearch};
+use postern_client::launch::{self, PgAdminAdded};
 use postern_client::login::{LocalLogin, login_local, logout};
 use postern_client::manager::{TunnelInfo, TunnelManager, TunnelRequest};
 use postern_client::ports::{port_key, remembered};
@@ -625,34 +625,28 @@ impl App {
 
     /// Adds the tunnel to pgAdmin (group "Postern") and starts pgAdmin.
     pub async fn open_pgadmin(&self, args: TunnelArgs) -> CommandResult<LaunchResult> {
-        let endpoint = TunnelView::endpoint(&self.tunnel(args.id).await?);
+        let endpoint = self.tunnel(args.id).await?.endpoint();
         let work_dir = self.home.dir().join("pgadmin");
-        tokio::task::spawn_blocking(move || {
-            let pgadmin = PgAdminSearch::system()
-                .find()
-                .ok_or(launch::LaunchError::NoPgAdmin)?;
-            let added = pgadmin.add_server(&endpoint, &work_dir, &PgAdminOptions::from_env())?;
-            pgadmin.start_ui()?;
-            Ok::<_, launch::LaunchError>(LaunchResult {
-                message: match added {
-                    PgAdminAdded::Loaded(name) => {
-                        format!("Added “{name}” to pgAdmin (group Postern) and started pgAdmin.")
-                    }
-                    PgAdminAdded::AlreadyThere(name) => {
-                        format!("“{name}” is already in pgAdmin; started pgAdmin.")
-                    }
-                },
-                path: Some(work_dir.join("servers.json").display().to_string()),
-            })
+        let dir = work_dir.clone();
+        let added = tokio::task::spawn_blocking(move || launch::open_in_pgadmin(&endpoint, &dir))
+            .await
+            .map_err(|e| CommandError::new(ErrorKind::Launch, e.to_string()))??;
+        Ok(LaunchResult {
+            message: match added {
+                PgAdminAdded::Loaded(name) => {
+                    format!("Added “{name}” to pgAdmin (group Postern) and started pgAdmin.")
+                }
+                PgAdminAdded::AlreadyThere(name) => {
+                    format!("“{name}” is already in pgAdmin; started pgAdmin.")
+                }
+            },
+            path: Some(work_dir.join("servers.json").display().to_string()),
         })
-        .await
-        .map_err(|e| CommandError::new(ErrorKind::Launch, e.to_string()))?
-        .map_err(Into::into)
     }
 
     /// Opens psql on the tunnel in a new terminal window.
     pub async fn open_psql(&self, args: TunnelArgs) -> CommandResult<LaunchResult> {
-        let endpoint = TunnelView::endpoint(&self.tunnel(args.id).await?);
+        let endpoint = self.tunnel(args.id).await?.endpoint();
         let terminal =
             tokio::task::spawn_blocking(move || launch::open_psql_in_terminal(&endpoint))
                 .await
@@ -665,7 +659,7 @@ impl App {
 
     /// Writes (or replaces) the tunnel's entry in `pg_service.conf`.
     pub async fn write_service(&self, args: TunnelArgs) -> CommandResult<LaunchResult> {
-        let endpoint = TunnelView::endpoint(&self.tunnel(args.id).await?);
+        let endpoint = self.tunnel(args.id).await?.endpoint();
         let path = match &self.options.service_file {
             Some(p) => p.clone(),
             None => launch::service_file()?,

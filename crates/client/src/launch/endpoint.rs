@@ -4,7 +4,6 @@
 use std::ffi::OsString;
 
 use super::LaunchError;
-use crate::tunnel::{TunnelAddr, TunnelSpec};
 
 /// A tunnel's loopback endpoint, as other programs need it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,17 +58,6 @@ pub(super) fn shell_word(v: &str) -> String {
 }
 
 impl Endpoint {
-    /// The endpoint of a tunnel listening at `addr` for `spec`.
-    pub fn for_tunnel(addr: &TunnelAddr, spec: &TunnelSpec) -> Self {
-        Endpoint {
-            database: spec.database.clone(),
-            host: addr.host(),
-            port: addr.port(),
-            db_user: spec.db_user.clone(),
-            db_name: spec.db_name.clone(),
-        }
-    }
-
     /// `postgresql://user@127.0.0.1:PORT/db?sslmode=disable`: the local leg is
     /// plain loopback (the tunnel itself carries TLS), so no client tries TLS.
     pub fn uri(&self) -> String {

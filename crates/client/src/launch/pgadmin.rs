@@ -499,17 +499,15 @@ fn added_servers(output: &str) -> u32 {
         .unwrap_or(0)
 }
 
-/// Open in pgAdmin: find it, add the server, start it. Returns the server's
-/// name in pgAdmin.
-pub fn open_in_pgadmin(endpoint: &Endpoint, work_dir: &Path) -> Result<String, LaunchError> {
+/// Open in pgAdmin: find it, add the server (its `servers.json` is kept in
+/// `work_dir`), start it. Says whether the entry was new.
+pub fn open_in_pgadmin(endpoint: &Endpoint, work_dir: &Path) -> Result<PgAdminAdded, LaunchError> {
     let pgadmin = PgAdminSearch::system()
         .find()
         .ok_or(LaunchError::NoPgAdmin)?;
-    let name = match pgadmin.add_server(endpoint, work_dir, &PgAdminOptions::from_env())? {
-        PgAdminAdded::Loaded(n) | PgAdminAdded::AlreadyThere(n) => n,
-    };
+    let added = pgadmin.add_server(endpoint, work_dir, &PgAdminOptions::from_env())?;
     pgadmin.start_ui()?;
-    Ok(name)
+    Ok(added)
 }
 
 #[cfg(test)]
