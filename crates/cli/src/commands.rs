@@ -16,12 +16,12 @@ use postern_client::sso::{SsoLogin, login_sso, open_browser};
 
 use crate::output;
 use crate::{
-    Browser, Cli, Command, DbCommand, LoginArgs, ProfilesCommand, ProxyCommand, TargetArgs,
-    TunnelArgs,
+    Browser, Cli, Command, DbCommand, Failure, LoginArgs, ProfilesCommand, ProxyCommand,
+    TargetArgs, TunnelArgs,
 };
 
 /// Runs the parsed command.
-pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
+pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let home = Home::from_env()?;
     let profile = cli.profile.as_deref();
     match cli.command {
@@ -119,14 +119,10 @@ fn read_totp() -> Result<String, ClientError> {
     Ok(line.trim().to_owned())
 }
 
-async fn login(
-    home: &Home,
-    profile: Option<&str>,
-    args: LoginArgs,
-) -> Result<ExitCode, ClientError> {
+async fn login(home: &Home, profile: Option<&str>, args: LoginArgs) -> Result<ExitCode, Failure> {
     if args.sso.is_none() && (args.browser.is_some() || args.timeout.is_some()) {
-        return Err(ClientError::Ambiguous(
-            "--browser and --timeout belong to single sign-on: add --sso".into(),
+        return Err(Failure::Usage(
+            "--browser and --timeout belong to single sign-on: add --sso",
         ));
     }
     let p = match (args.sso.clone(), args.user.clone()) {
@@ -309,11 +305,7 @@ async fn open_guarded(
     Ok((manager, info))
 }
 
-async fn proxy(
-    home: &Home,
-    profile: Option<&str>,
-    args: TunnelArgs,
-) -> Result<ExitCode, ClientError> {
+async fn proxy(home: &Home, profile: Option<&str>, args: TunnelArgs) -> Result<ExitCode, Failure> {
     let (manager, tunnel) = open_guarded(home, profile, &args).await?;
     println!(
         "Tunnel to database {:?} listening on {}",
@@ -331,7 +323,7 @@ async fn connect(
     home: &Home,
     profile: Option<&str>,
     args: TunnelArgs,
-) -> Result<ExitCode, ClientError> {
+) -> Result<ExitCode, Failure> {
     let (manager, tunnel) = open_guarded(home, profile, &args).await?;
     let conninfo = tunnel.endpoint().conninfo();
     let mut child = tokio::process::Command::new("psql")

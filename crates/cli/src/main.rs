@@ -211,3 +211,26 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Why a command failed.
+enum Failure {
+    /// The client failed.
+    Client(postern_client::ClientError),
+    /// The flags given do not go together.
+    Usage(&'static str),
+}
+
+impl From<postern_client::ClientError> for Failure {
+    fn from(e: postern_client::ClientError) -> Self {
+        Failure::Client(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Client(e) => f.write_str(&output::error(e)),
+            Failure::Usage(text) => f.write_str(text),
+        }
+    }
+}

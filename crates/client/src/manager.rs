@@ -228,7 +228,7 @@ impl TunnelManager {
             .lock()
             .await
             .remove(&id)
-            .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?;
+            .ok_or(ClientError::UnknownTunnel(id))?;
         if let Some(guard) = managed.guard {
             guard.abort();
         }
@@ -260,9 +260,7 @@ impl TunnelManager {
     async fn helper(&self, id: u64) -> Result<QueryHelper, ClientError> {
         let (addr, db_name, kind) = {
             let tunnels = self.tunnels.lock().await;
-            let m = tunnels
-                .get(&id)
-                .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?;
+            let m = tunnels.get(&id).ok_or(ClientError::UnknownTunnel(id))?;
             (
                 m.tunnel.addr().clone(),
                 m.spec.db_name.clone(),
@@ -295,9 +293,7 @@ impl TunnelManager {
             None
         };
         let mut tunnels = self.tunnels.lock().await;
-        let m = tunnels
-            .get_mut(&id)
-            .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?;
+        let m = tunnels.get_mut(&id).ok_or(ClientError::UnknownTunnel(id))?;
         if let Some(old) = m.guard.take() {
             old.abort();
         }
@@ -329,7 +325,7 @@ impl TunnelManager {
             let tunnels = self.tunnels.lock().await;
             tunnels
                 .get(&id)
-                .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?
+                .ok_or(ClientError::UnknownTunnel(id))?
                 .request
                 .clone()
         };

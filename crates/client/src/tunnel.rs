@@ -658,13 +658,16 @@ fn closed() -> ErrorFields {
     ErrorFields::fatal("08006", "connection closed")
 }
 
-/// The user-facing error for a client connection.
+/// The error a database client (psql, pgAdmin) receives when its
+/// connection cannot be carried. Such a client may have been started from
+/// the CLI or the app, so the text names neither's commands or buttons.
 pub fn client_error(e: &ClientError) -> ErrorFields {
-    let code = match e {
-        ClientError::SessionExpired | ClientError::NotLoggedIn => "28000",
-        _ => "08001",
+    let (code, message) = match e {
+        ClientError::NotLoggedIn => ("28000", format!("{e}; sign in, then connect again")),
+        ClientError::SessionExpired => ("28000", format!("{e}; sign in to Postern again")),
+        _ => ("08001", e.to_string()),
     };
-    ErrorFields::fatal(code, format!("postern: {e}"))
+    ErrorFields::fatal(code, format!("postern: {message}"))
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(conn: &mut S, fields: &ErrorFields) {
@@ -854,6 +857,24 @@ mod tests {
             panic!()
         };
         assert_eq!(db_name.as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn database_clients_are_told_every_failure_without_cli_or_app_words() {
+        for e in ClientError::examples() {
+            let fields = client_error(&e);
+            let text = &fields.message;
+            assert!(text.starts_with("postern: "), "{e:?}: {text}");
+            for word in ["--", "postern login", "button", "Sign in again"] {
+                assert!(!text.contains(word), "{e:?} names {word:?}: {text}");
+            }
+        }
+        let expired = client_error(&ClientError::SessionExpired);
+        assert_eq!(expired.code, "28000");
+        assert_eq!(
+            expired.message,
+            "postern: your Postern session expired; sign in to Postern again"
+        );
     }
 
     #[test]
