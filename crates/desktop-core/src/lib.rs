@@ -7,6 +7,7 @@
 pub mod bindings;
 pub mod error;
 pub mod state;
+pub mod tray;
 pub mod views;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{CommandError, ErrorKind};
 use state::DesktopState;
+use tray::{TrayAction, TrayEffect, TrayMenu, TunnelAction, tray_menu};
 use views::*;
 
 /// A command's result.
@@ -655,6 +657,51 @@ impl App {
             message: format!("Opened psql in {terminal}."),
             path: None,
         })
+    }
+
+    // --------------------------------------------------------------- tray
+
+    /// The tray for the running tunnels and the session.
+    pub async fn tray(&self) -> TrayMenu {
+        let tunnels = self.tunnels().await.unwrap_or_default();
+        let signed_in = matches!(self.session().await, Ok(Some(s)) if !s.expired);
+        tray_menu(&tunnels, signed_in)
+    }
+
+    /// Carries out a click on a tray entry; says what is left for the shell.
+    pub async fn tray_click(&self, action: TrayAction) -> TrayEffect {
+        let notify = |title: &str, body: String| TrayEffect::Notify {
+            title: title.to_owned(),
+            body,
+        };
+        match action {
+            TrayAction::Open => TrayEffect::OpenWindow,
+            TrayAction::Quit => {
+                self.stop_all().await;
+                TrayEffect::Exit
+            }
+            TrayAction::SignOut => match self.sign_out().await {
+                Ok(_) => TrayEffect::None,
+                Err(e) => notify("Sign out failed", e.message),
+            },
+            TrayAction::Tunnel { id, action } => {
+                let Ok(tunnel) = self.tunnel(id).await else {
+                    return TrayEffect::None;
+                };
+                let view = TunnelView::from(&tunnel);
+                let args = TunnelArgs { id };
+                let done = match action {
+                    TunnelAction::CopyUri => Ok(TrayEffect::Copy(view.uri)),
+                    TunnelAction::CopyPsql => Ok(TrayEffect::Copy(view.psql)),
+                    TunnelAction::OpenPgAdmin => self
+                        .open_pgadmin(args)
+                        .await
+                        .map(|r| notify("pgAdmin", r.message)),
+                    TunnelAction::Stop => self.stop_tunnel(args).await.map(|()| TrayEffect::None),
+                };
+                done.unwrap_or_else(|e| notify("Postern", e.message))
+            }
+        }
     }
 
     /// Writes (or replaces) the tunnel's entry in `pg_service.conf`.
