@@ -44,10 +44,21 @@ async fn tunnels_are_listed_with_live_counters_and_favourites_come_back() {
     let mut held = psql(cert.port, "");
     held.args(["-c", "select pg_sleep(2)"]);
     let held = held.spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let live = manager.list().await;
-    let t = live.iter().find(|t| t.id == cert.id).unwrap();
-    assert_eq!(t.connections, 1, "{t:?}");
+    // Wait for psql's connection to show in the counters (it is open for
+    // two seconds), not for a guess at how long psql takes to connect.
+    let t = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let live = manager.list().await;
+            let t = live.into_iter().find(|t| t.id == cert.id).unwrap();
+            if t.connections == 1 && t.bytes_out > 0 {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the connection is counted while it is open");
+    assert_eq!(t.total_connections, 1, "{t:?}");
     assert!(
         t.bytes_in > 0 && t.bytes_out > 0,
         "bytes are counted while connected: {t:?}"

@@ -19,7 +19,7 @@ use crate::queries::{
     CancelOutcome, Dialect, GuardEvent, GuardPolicy, QueryHelper, RunningQuery, run_guard,
 };
 use crate::session::SessionSource;
-use crate::tunnel::{self, Dialer, PortNote, Tunnel, TunnelListener, TunnelSpec};
+use crate::tunnel::{self, GatewayDialer, PortNote, Tunnel, TunnelListener, TunnelSpec};
 
 /// What the user asked for when opening a tunnel; enough to open it again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,7 +203,7 @@ impl TunnelManager {
                 PortNote::New,
             ),
         };
-        let dialer = Arc::new(Dialer::new(source, session.profile.gateway.clone()));
+        let dialer = Arc::new(GatewayDialer::new(source, session.profile.gateway.clone()));
         let tunnel = Tunnel::start(listener, dialer, spec.clone())?;
         let id = self.next_id.fetch_add(1, Relaxed);
         let managed = Managed {
