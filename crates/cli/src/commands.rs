@@ -14,11 +14,11 @@ use postern_client::queries::{CancelOutcome, GuardPolicy};
 use postern_client::session::SessionSource;
 use postern_client::sso::{SsoLogin, login_sso, open_browser};
 
-use crate::output;
-use crate::{
-    Browser, Cli, Command, DbCommand, Failure, LoginArgs, ProfilesCommand, ProxyCommand,
-    TargetArgs, TunnelArgs,
+use crate::args::{
+    Browser, Cli, Command, DbCommand, LoginArgs, ProfilesCommand, ProxyCommand, TargetArgs,
+    TunnelArgs,
 };
+use crate::output;
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
@@ -346,4 +346,27 @@ async fn connect(
         Some(c) => ExitCode::from(c.clamp(1, 255) as u8),
         None => ExitCode::FAILURE,
     })
+}
+
+/// Why a command failed.
+pub enum Failure {
+    /// The client failed.
+    Client(postern_client::ClientError),
+    /// The flags given do not go together.
+    Usage(&'static str),
+}
+
+impl From<postern_client::ClientError> for Failure {
+    fn from(e: postern_client::ClientError) -> Self {
+        Failure::Client(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Client(e) => f.write_str(&output::error(e)),
+            Failure::Usage(text) => f.write_str(text),
+        }
+    }
 }

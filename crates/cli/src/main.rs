@@ -1,185 +1,15 @@
-//! `postern`: the command-line client. Argument parsing lives here; each
+//! `postern`: the command-line client. Arguments are parsed in `args`; each
 //! command is a short function over `postern-client` in `commands`.
 
+mod args;
 mod commands;
 mod output;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use postern_client::keystore::KeyStoreKind;
+use clap::Parser;
 
-/// Password-less access to PostgreSQL through a Postern gateway.
-#[derive(Parser)]
-#[command(name = "postern", version)]
-struct Cli {
-    /// Profile to use instead of the current one.
-    #[arg(long, global = true, env = "POSTERN_PROFILE")]
-    profile: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Log in to a gateway and make it the current profile.
-    Login(LoginArgs),
-    /// Show the current session: user, roles, traits, expiry.
-    Status {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
-    /// Forget the session of the current (or --profile) profile.
-    Logout,
-    /// List profiles (one per gateway), or choose the current one.
-    Profiles {
-        #[command(subcommand)]
-        command: Option<ProfilesCommand>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
-    /// Databases.
-    #[command(subcommand)]
-    Db(DbCommand),
-    /// Local tunnels.
-    #[command(subcommand)]
-    Proxy(ProxyCommand),
-}
-
-#[derive(Subcommand)]
-enum ProfilesCommand {
-    /// Make a profile the current one.
-    Use {
-        /// Profile name, as `postern profiles` shows it.
-        name: String,
-    },
-}
-
-#[derive(Args)]
-struct LoginArgs {
-    /// Gateway address, HOST:PORT.
-    gateway: String,
-    /// Sign in with single sign-on in the browser; name the connector when
-    /// the gateway has several.
-    #[arg(long, value_name = "CONNECTOR", num_args = 0..=1, default_missing_value = "",
-          conflicts_with_all = ["user", "password_stdin", "totp"])]
-    sso: Option<String>,
-    /// With --sso: `system` (default) opens the system browser, `none` only
-    /// prints the address (headless machines, another computer's browser).
-    #[arg(long, value_enum)]
-    browser: Option<Browser>,
-    /// With --sso: how long to wait for the browser sign-in [default: 5m].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    timeout: Option<std::time::Duration>,
-    /// Local username (required unless --sso).
-    #[arg(long, required_unless_present = "sso")]
-    user: Option<String>,
-    /// Read the password from standard input.
-    #[arg(long)]
-    password_stdin: bool,
-    /// One-time code from your authenticator app (asked for on a terminal
-    /// when the account needs one).
-    #[arg(long, value_name = "CODE")]
-    totp: Option<String>,
-    /// Trust the gateway CA with this fingerprint (sha256:...).
-    #[arg(long)]
-    ca_pin: Option<String>,
-    /// Where to keep the private key.
-    #[arg(long, env = "POSTERN_KEY_STORE", default_value = "keyring")]
-    key_store: KeyStoreKind,
-}
-
-#[derive(Subcommand)]
-enum DbCommand {
-    /// List the databases you may use.
-    Ls {
-        /// Show allowed db users, names, roles and labels.
-        #[arg(short, long)]
-        verbose: bool,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
-    /// Open a tunnel and run psql through it.
-    Connect(TunnelArgs),
-    /// List your running statements on a database.
-    Queries {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
-    /// Cancel (or terminate) one of your running statements.
-    Cancel {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// Process id, as `postern db queries` shows it.
-        pid: i32,
-        /// End the whole session instead of only the statement.
-        #[arg(long)]
-        terminate: bool,
-    },
-}
-
-/// Which database, and as whom.
-#[derive(Args, Clone)]
-struct TargetArgs {
-    /// Database name in the catalog.
-    database: String,
-    /// Database user.
-    #[arg(long)]
-    db_user: Option<String>,
-    /// Database name inside the server.
-    #[arg(long)]
-    db_name: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum ProxyCommand {
-    /// Run a local tunnel to a database in the foreground.
-    Db(TunnelArgs),
-}
-
-#[derive(Args, Clone)]
-struct TunnelArgs {
-    #[command(flatten)]
-    target: TargetArgs,
-    /// Database roles to request (auto-provisioned users), comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    db_roles: Vec<String>,
-    /// Local port (default: the one used last time for this target).
-    #[arg(long)]
-    port: Option<u16>,
-    /// Listen on a Unix socket DIR/.s.PGSQL.PORT (mode 0600, in a directory
-    /// only you can enter, created with mode 0700) instead of 127.0.0.1;
-    /// connect with `psql "host=DIR port=PORT"`.
-    #[arg(long, value_name = "DIR")]
-    socket: Option<std::path::PathBuf>,
-    /// Runaway guard: warn about statements running longer than this (e.g. 30s).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    warn_after: Option<std::time::Duration>,
-    /// Runaway guard: cancel statements running longer than this (e.g. 5m).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    cancel_after: Option<std::time::Duration>,
-}
-
-/// Where the single sign-on page opens.
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Browser {
-    /// The system's default browser.
-    System,
-    /// Print the address only.
-    None,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
-    Text,
-    Json,
-}
+use crate::args::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -208,29 +38,6 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("postern: {e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Why a command failed.
-enum Failure {
-    /// The client failed.
-    Client(postern_client::ClientError),
-    /// The flags given do not go together.
-    Usage(&'static str),
-}
-
-impl From<postern_client::ClientError> for Failure {
-    fn from(e: postern_client::ClientError) -> Self {
-        Failure::Client(e)
-    }
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Client(e) => f.write_str(&output::error(e)),
-            Failure::Usage(text) => f.write_str(text),
         }
     }
 }

@@ -8,7 +8,7 @@ use postern_client::profile::ProfileEntry;
 use postern_client::queries::{CancelOutcome, GuardEvent, RunningQuery};
 use postern_client::session::ActiveSession;
 
-use crate::Format;
+use crate::args::Format;
 
 /// An error as the CLI says it: with the command or flag that fixes it
 /// where there is one; other facts in the client's neutral words.
