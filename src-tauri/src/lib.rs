@@ -1,18 +1,20 @@
 //! The Tauri shell: forwards each command to `postern-desktop-core`, sends
-//! its events to the window, notifications and the tray, and owns the window
-//! lifecycle. Closing the window destroys the webview (its WebKit processes
+//! its events to the window, notifications and the tray (whose entries and
+//! clicks are desktop-core's `tray` model, mapped here to Tauri's menu API),
+//! and owns the window lifecycle. Closing the window destroys the webview (its WebKit processes
 //! exit, so an idle app is only this process and the tray); tunnels keep
 //! running until Quit.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postern_client::profile::Home;
+use postern_client::home::Home;
 use postern_desktop_core::bindings::EVENT_NAME;
+use postern_desktop_core::tray::{self, TrayAction, TrayEffect, TrayItem, TrayMenu};
 use postern_desktop_core::views::*;
 use postern_desktop_core::{App, AppOptions, CommandError};
 use tauri::image::Image;
-use tauri::menu::{Menu, MenuBuilder, MenuItem, PredefinedMenuItem, SubmenuBuilder};
+use tauri::menu::{IsMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
 use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
 use tauri::{AppHandle, Emitter, Manager, RunEvent, WebviewUrl, WebviewWindowBuilder};
 use tauri_plugin_clipboard_manager::ClipboardExt;
@@ -134,178 +136,105 @@ fn on_event(handle: &AppHandle, event: AppEvent) {
 
 /// What the tray last showed, so it is rebuilt only on a change.
 #[derive(Default)]
-struct TrayShown(Mutex<String>);
+struct TrayShown(Mutex<Option<TrayMenu>>);
 
-fn tunnel_label(t: &TunnelView) -> String {
-    let who = match (&t.db_user, &t.db_name) {
-        (Some(u), Some(d)) => format!(" — {u}@{d}"),
-        (Some(u), None) => format!(" — {u}"),
-        (None, Some(d)) => format!(" — {d}"),
-        (None, None) => String::new(),
-    };
-    format!("{}{who}  :{}", t.database, t.port)
+/// Tauri's menu entries for the model's items.
+fn menu_items(
+    handle: &AppHandle,
+    items: &[TrayItem],
+) -> tauri::Result<Vec<Box<dyn IsMenuItem<tauri::Wry>>>> {
+    items
+        .iter()
+        .map(|item| -> tauri::Result<Box<dyn IsMenuItem<tauri::Wry>>> {
+            Ok(match item {
+                TrayItem::Action {
+                    action,
+                    label,
+                    enabled,
+                } => Box::new(MenuItem::with_id(
+                    handle,
+                    action.id(),
+                    label,
+                    *enabled,
+                    None::<&str>,
+                )?),
+                TrayItem::Info { id, label } => {
+                    Box::new(MenuItem::with_id(handle, id, label, false, None::<&str>)?)
+                }
+                TrayItem::Separator => Box::new(PredefinedMenuItem::separator(handle)?),
+                TrayItem::Submenu { label, items } => {
+                    let children = menu_items(handle, items)?;
+                    let refs: Vec<&dyn IsMenuItem<tauri::Wry>> =
+                        children.iter().map(|c| c.as_ref()).collect();
+                    Box::new(Submenu::with_items(handle, label, true, &refs)?)
+                }
+            })
+        })
+        .collect()
 }
 
-fn tray_menu(
-    handle: &AppHandle,
-    tunnels: &[TunnelView],
-    signed_in: bool,
-) -> tauri::Result<Menu<tauri::Wry>> {
-    let mut menu = MenuBuilder::new(handle);
-    if tunnels.is_empty() {
-        menu = menu.item(&MenuItem::with_id(
-            handle,
-            "none",
-            "No tunnels",
-            false,
-            None::<&str>,
-        )?);
-    }
-    for t in tunnels {
-        let id = t.id;
-        let conns = match t.connections {
-            1 => "1 connection".to_owned(),
-            n => format!("{n} connections"),
-        };
-        let sub = SubmenuBuilder::new(handle, format!("● {}", tunnel_label(t)))
-            .item(&MenuItem::with_id(
-                handle,
-                format!("t:{id}:info"),
-                format!("Listening on {} · {conns}", t.address),
-                false,
-                None::<&str>,
-            )?)
-            .separator()
-            .text(format!("t:{id}:uri"), "Copy connection URI")
-            .text(format!("t:{id}:psql"), "Copy psql command")
-            .text(format!("t:{id}:pgadmin"), "Open in pgAdmin")
-            .separator()
-            .text(format!("t:{id}:stop"), "Stop tunnel")
-            .build()?;
-        menu = menu.item(&sub);
-    }
-    menu = menu
-        .item(&PredefinedMenuItem::separator(handle)?)
-        .text("open", "Open Postern")
-        .item(&MenuItem::with_id(
-            handle,
-            "signout",
-            "Sign out",
-            signed_in,
-            None::<&str>,
-        )?)
-        .item(&PredefinedMenuItem::separator(handle)?)
-        .text("quit", "Quit Postern");
-    menu.build()
+fn tray_menu(handle: &AppHandle, model: &TrayMenu) -> tauri::Result<Menu<tauri::Wry>> {
+    let items = menu_items(handle, &model.items)?;
+    let refs: Vec<&dyn IsMenuItem<tauri::Wry>> = items.iter().map(|i| i.as_ref()).collect();
+    Menu::with_items(handle, &refs)
 }
 
 /// Rebuilds the tray menu and icon when tunnels or the session changed.
 fn refresh_tray(handle: AppHandle) {
     tauri::async_runtime::spawn(async move {
         let app = handle.state::<Arc<App>>().inner().clone();
-        let tunnels = app.tunnels().await.unwrap_or_default();
-        let signed_in = matches!(app.session().await, Ok(Some(s)) if !s.expired);
-        let shown = format!(
-            "{signed_in}|{}",
-            tunnels
-                .iter()
-                .map(|t| format!("{}:{}:{}", t.id, t.port, t.connections))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let model = app.tray().await;
         {
             let state = handle.state::<TrayShown>();
             let mut last = state.0.lock().unwrap();
-            if *last == shown {
+            if last.as_ref() == Some(&model) {
                 return;
             }
-            *last = shown;
+            *last = Some(model.clone());
         }
         let Some(tray) = handle.tray_by_id(TRAY) else {
             return;
         };
-        match tray_menu(&handle, &tunnels, signed_in) {
+        match tray_menu(&handle, &model) {
             Ok(menu) => {
                 let _ = tray.set_menu(Some(menu));
             }
             Err(e) => tracing::warn!(error = %e, "tray menu"),
         }
-        let (icon, tip) = if tunnels.is_empty() {
-            (ICON_IDLE, "Postern — no tunnels".to_owned())
-        } else {
-            (
-                ICON_ACTIVE,
-                format!("Postern — {} tunnel(s) active", tunnels.len()),
-            )
+        let icon = match model.icon {
+            tray::Icon::Idle => ICON_IDLE,
+            tray::Icon::Active => ICON_ACTIVE,
         };
         if let Ok(image) = Image::from_bytes(icon) {
             let _ = tray.set_icon(Some(image));
         }
-        let _ = tray.set_tooltip(Some(tip));
+        let _ = tray.set_tooltip(Some(model.tooltip));
     });
 }
 
 fn on_tray_menu(handle: &AppHandle, id: &str) {
+    let Some(action) = TrayAction::parse(id) else {
+        return;
+    };
     let app = handle.state::<Arc<App>>().inner().clone();
     let handle = handle.clone();
-    let id = id.to_owned();
     tauri::async_runtime::spawn(async move {
-        match id.as_str() {
-            "open" => open_window(&handle),
-            "quit" => {
-                app.stop_all().await;
-                handle.exit(0);
-            }
-            "signout" => {
-                if let Err(e) = app.sign_out().await {
-                    notify(&handle, "Sign out failed", &e.message);
+        match app.tray_click(action).await {
+            TrayEffect::None => {}
+            TrayEffect::OpenWindow => open_window(&handle),
+            TrayEffect::Exit => handle.exit(0),
+            TrayEffect::Copy(text) => {
+                if let Err(e) = handle.clipboard().write_text(text) {
+                    notify(&handle, "Postern", &e.to_string());
                 }
             }
-            other => {
-                let mut parts = other.split(':');
-                let (Some("t"), Some(tid), Some(action)) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
-                    return;
-                };
-                let Ok(tid) = tid.parse::<u32>() else { return };
-                let Some(t) = app
-                    .tunnels()
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|t| t.id == tid)
-                else {
-                    return;
-                };
-                let args = TunnelArgs { id: tid };
-                let result = match action {
-                    "uri" => handle
-                        .clipboard()
-                        .write_text(t.uri)
-                        .map_err(|e| e.to_string()),
-                    "psql" => handle
-                        .clipboard()
-                        .write_text(t.psql)
-                        .map_err(|e| e.to_string()),
-                    "pgadmin" => app
-                        .open_pgadmin(args)
-                        .await
-                        .map(|r| notify(&handle, "pgAdmin", &r.message))
-                        .map_err(|e| e.message),
-                    "stop" => app.stop_tunnel(args).await.map_err(|e| e.message),
-                    _ => Ok(()),
-                };
-                if let Err(message) = result {
-                    notify(&handle, "Postern", &message);
-                }
-            }
+            TrayEffect::Notify { title, body } => notify(&handle, &title, &body),
         }
     });
 }
 
 fn build_tray(handle: &AppHandle) -> tauri::Result<TrayIcon> {
-    let menu = tray_menu(handle, &[], false)?;
+    let menu = tray_menu(handle, &tray::tray_menu(&[], false))?;
     TrayIconBuilder::with_id(TRAY)
         .icon(Image::from_bytes(ICON_IDLE)?)
         .tooltip("Postern")

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postern_api::ALPN_TUNNEL;
-use postern_client::profile::Home;
+use postern_client::home::Home;
 use postern_client::session::ActiveSession;
 use postern_pgwire::{BackendMessage, ErrorFields, Message, parse_message};
 use rustls::ClientConfig;

@@ -9,8 +9,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use postern_client::home::Home;
 use postern_client::keystore::KeyStoreKind;
-use postern_client::profile::Home;
 use postern_desktop_core::views::*;
 use postern_desktop_core::{App, AppOptions, ErrorKind};
 use postern_tests::eventually;

@@ -3,10 +3,10 @@
 //! tunnel to its server list, the entry is in pgAdmin's configuration
 //! database, and its connection parameters connect through the tunnel.
 
+use postern_client::home::Home;
 use postern_client::launch::{Os, PgAdminAdded, PgAdminCli, PgAdminOptions, PgAdminSearch};
 use postern_client::manager::{TunnelManager, TunnelRequest};
-use postern_client::profile::{Home, profile_name_for};
-use postern_desktop_core::views::TunnelView;
+use postern_client::profile::profile_name_for;
 use postern_tests::stack::{DEFAULT_ROLES, Stack, psql};
 
 use postern_tests::stack::PASSWORD as PW;
@@ -50,7 +50,7 @@ async fn open_in_pgadmin_adds_a_server_that_connects_through_the_tunnel() {
         })
         .await
         .unwrap();
-    let endpoint = TunnelView::endpoint(&info);
+    let endpoint = info.endpoint();
 
     // A pgAdmin that has never run, in desktop mode (as the desktop installs
     // run), with its data in a scratch directory.

@@ -4,8 +4,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use postern_client::home::Home;
 use postern_client::manager::{TunnelManager, TunnelRequest};
-use postern_client::profile::{Home, profile_name_for};
+use postern_client::profile::profile_name_for;
 use postern_client::queries::{GuardEvent, GuardPolicy};
 use postern_tests::eventually;
 use postern_tests::stack::{DEFAULT_ROLES, Stack, psql};
@@ -56,6 +57,9 @@ async fn tunnels_are_listed_with_live_counters_and_favourites_come_back() {
     })
     .await
     .unwrap_or_else(|e| panic!("one connection and its bytes are counted: {e}"));
+    let live = manager.list().await;
+    let t = live.iter().find(|t| t.id == cert.id).unwrap();
+    assert_eq!(t.total_connections, 1, "{t:?}");
     assert!(held.wait_with_output().await.unwrap().status.success());
 
     manager.set_favourite(cert.id, true).await.unwrap();

@@ -1,36 +1,35 @@
 //! One function per command, each a thin layer over `postern-client`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use postern_api::wire::CatalogEntry;
 use postern_client::ClientError;
 use postern_client::api::GatewayClient;
-use postern_client::connect::{ConnectRequest, prepare};
-use postern_client::launch::Endpoint;
+use postern_client::home::Home;
 use postern_client::login::{LocalLogin, login_local, logout};
-use postern_client::profile::{Home, Profile};
-use postern_client::queries::{CancelOutcome, Dialect, GuardPolicy, QueryHelper, run_guard};
-use postern_client::session::{ActiveSession, SessionSource};
+use postern_client::manager::{TunnelInfo, TunnelManager, TunnelRequest};
+use postern_client::profile::Profile;
+use postern_client::queries::{CancelOutcome, GuardPolicy};
+use postern_client::session::SessionSource;
 use postern_client::sso::{SsoLogin, login_sso, open_browser};
-use postern_client::tunnel::{self, Dialer, Tunnel, TunnelListener, TunnelSpec};
 
-use crate::output;
-use crate::{
+use crate::args::{
     Browser, Cli, Command, DbCommand, LoginArgs, ProfilesCommand, ProxyCommand, TargetArgs,
     TunnelArgs,
 };
+use crate::output;
 
 /// Runs the parsed command.
-pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
+pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let home = Home::from_env()?;
     let profile = cli.profile.as_deref();
     match cli.command {
         Command::Login(args) => login(&home, profile, args).await,
         Command::Status { format } => {
-            let session = load_session(&home, profile).await?;
+            let session = SessionSource::resolve(home.clone(), profile)?
+                .current()
+                .await?;
             output::status(&session, format);
             Ok(ExitCode::SUCCESS)
         }
@@ -51,15 +50,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Db(DbCommand::Ls { verbose, format }) => {
-            let session = load_session(&home, profile).await?;
+            let session = SessionSource::resolve(home.clone(), profile)?
+                .current()
+                .await?;
             let catalog = GatewayClient::for_session(&session)?.databases().await?;
             output::databases(&catalog, verbose, format);
             Ok(ExitCode::SUCCESS)
         }
         Command::Db(DbCommand::Connect(args)) => connect(&home, profile, args).await,
         Command::Db(DbCommand::Queries { target, format }) => {
-            let (_tunnel, helper) = query_helper(&home, profile, &target).await?;
-            output::queries(&helper.list().await?, format);
+            let (manager, id) = private_tunnel(&home, profile, &target).await?;
+            output::queries(&manager.queries(id).await?, format);
             Ok(ExitCode::SUCCESS)
         }
         Command::Db(DbCommand::Cancel {
@@ -67,8 +68,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             pid,
             terminate,
         }) => {
-            let (_tunnel, helper) = query_helper(&home, profile, &target).await?;
-            let outcome = helper.cancel(pid, terminate).await?;
+            let (manager, id) = private_tunnel(&home, profile, &target).await?;
+            let outcome = manager.cancel(id, pid, terminate).await?;
             println!("{}", output::cancel_outcome(pid, &outcome));
             Ok(match outcome {
                 CancelOutcome::StillRunning => ExitCode::FAILURE,
@@ -77,19 +78,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
         }
         Command::Proxy(ProxyCommand::Db(args)) => proxy(&home, profile, args).await,
     }
-}
-
-async fn load_session(home: &Home, profile: Option<&str>) -> Result<ActiveSession, ClientError> {
-    let home2 = home.clone();
-    let name = profile.map(str::to_owned);
-    let session = tokio::task::spawn_blocking(move || {
-        let p = home2.resolve(name.as_deref())?;
-        ActiveSession::load(&home2, p)
-    })
-    .await
-    .map_err(|e| ClientError::Crypto(e.to_string()))??;
-    session.ensure_valid()?;
-    Ok(session)
 }
 
 fn read_password(from_stdin: bool) -> Result<String, ClientError> {
@@ -131,14 +119,10 @@ fn read_totp() -> Result<String, ClientError> {
     Ok(line.trim().to_owned())
 }
 
-async fn login(
-    home: &Home,
-    profile: Option<&str>,
-    args: LoginArgs,
-) -> Result<ExitCode, ClientError> {
+async fn login(home: &Home, profile: Option<&str>, args: LoginArgs) -> Result<ExitCode, Failure> {
     if args.sso.is_none() && (args.browser.is_some() || args.timeout.is_some()) {
-        return Err(ClientError::Ambiguous(
-            "--browser and --timeout belong to single sign-on: add --sso".into(),
+        return Err(Failure::Usage(
+            "--browser and --timeout belong to single sign-on: add --sso",
         ));
     }
     let p = match (args.sso.clone(), args.user.clone()) {
@@ -252,141 +236,86 @@ async fn login_with_sso(
     }
 }
 
-/// Where a command's tunnel listens.
-enum Listen<'a> {
-    /// The remembered port (or `--port`), on loopback TCP or on a Unix
-    /// socket in a directory: a tunnel for other programs.
-    Remembered(Option<u16>, Option<&'a Path>),
-    /// Any free port: a tunnel only this command uses.
-    Ephemeral,
-}
-
-/// Opens the tunnel for a command: session, catalog defaults, port.
-async fn open_tunnel(
-    home: &Home,
-    profile: Option<&str>,
+/// The manager's request for a command's target.
+fn request(
+    source: &SessionSource,
     target: &TargetArgs,
     db_roles: Vec<String>,
-    listen: Listen<'_>,
-) -> Result<(Tunnel, TunnelSpec, CatalogEntry), ClientError> {
-    let session = load_session(home, profile).await?;
-    let (spec, entry) = prepare(
-        &session,
-        ConnectRequest {
-            database: target.database.clone(),
-            db_user: target.db_user.clone(),
-            db_name: target.db_name.clone(),
-            db_roles,
-        },
-    )
-    .await?;
-    let listener = match listen {
-        Listen::Remembered(port, socket_dir) => {
-            let (listener, note) =
-                tunnel::bind(home, &session.profile.name, &spec, port, socket_dir).await?;
-            if let Some(notice) = note.notice(&listener.addr()?) {
-                eprintln!("postern: WARNING: {notice}");
-            }
-            listener
-        }
-        Listen::Ephemeral => TunnelListener::Tcp(tunnel::bind_ephemeral().await?),
-    };
-    let source = Arc::new(SessionSource::new(
-        home.clone(),
-        session.profile.name.clone(),
-    ));
-    let dialer = Arc::new(Dialer::new(source, session.profile.gateway.clone()));
-    let tunnel = Tunnel::start(listener, dialer, spec.clone())?;
-    Ok((tunnel, spec, entry))
+    port: Option<u16>,
+    socket_dir: Option<&std::path::Path>,
+) -> TunnelRequest {
+    TunnelRequest {
+        profile: source.profile_name().to_owned(),
+        database: target.database.clone(),
+        db_user: target.db_user.clone(),
+        db_name: target.db_name.clone(),
+        db_roles,
+        port,
+        socket_dir: socket_dir.map(ToOwned::to_owned),
+    }
 }
 
-/// A query helper for `db queries` and `db cancel`, through a tunnel only
-/// this command uses (keep the tunnel alive while using the helper).
-async fn query_helper(
+/// A tunnel only this command uses, for `db queries` and `db cancel`.
+async fn private_tunnel(
     home: &Home,
     profile: Option<&str>,
     target: &TargetArgs,
-) -> Result<(Tunnel, QueryHelper), ClientError> {
-    let (tunnel, spec, entry) =
-        open_tunnel(home, profile, target, Vec::new(), Listen::Ephemeral).await?;
-    let helper = helper_for(&tunnel, &spec, &entry).await?;
-    Ok((tunnel, helper))
-}
-
-/// Connects the query helper through `tunnel`, in the database's dialect.
-async fn helper_for(
-    tunnel: &Tunnel,
-    spec: &TunnelSpec,
-    entry: &CatalogEntry,
-) -> Result<QueryHelper, ClientError> {
-    QueryHelper::connect(
-        tunnel.addr(),
-        spec.db_name.as_deref(),
-        Dialect::for_kind(&entry.kind),
-    )
-    .await
-}
-
-/// Starts the runaway guard for a tunnel when asked for; its events go to stderr.
-async fn start_guard(
-    tunnel: &Tunnel,
-    spec: &TunnelSpec,
-    entry: &CatalogEntry,
-    args: &TunnelArgs,
-) -> Result<(), ClientError> {
-    let policy = GuardPolicy {
-        warn_after: args.warn_after,
-        cancel_after: args.cancel_after,
-    };
-    if !policy.is_active() {
-        return Ok(());
-    }
-    let helper = helper_for(tunnel, spec, entry).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(run_guard(helper, policy, tx));
-    tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            eprintln!("{}", output::guard_event(&event));
-        }
-    });
-    Ok(())
+) -> Result<(Arc<TunnelManager>, u64), ClientError> {
+    let source = SessionSource::resolve(home.clone(), profile)?;
+    let (manager, _guard_events) = TunnelManager::new(home.clone());
+    let info = manager
+        .start_private(request(&source, target, Vec::new(), None, None))
+        .await?;
+    Ok((manager, info.id))
 }
 
 /// The tunnel of `proxy db` and `db connect`: on its remembered port, with
-/// the runaway guard when asked for.
+/// the runaway guard when asked for (its events go to stderr).
 async fn open_guarded(
     home: &Home,
     profile: Option<&str>,
     args: &TunnelArgs,
-) -> Result<(Tunnel, TunnelSpec), ClientError> {
-    let (tunnel, spec, entry) = open_tunnel(
-        home,
-        profile,
-        &args.target,
-        args.db_roles.clone(),
-        Listen::Remembered(args.port, args.socket.as_deref()),
-    )
-    .await?;
-    start_guard(&tunnel, &spec, &entry, args).await?;
-    Ok((tunnel, spec))
+) -> Result<(Arc<TunnelManager>, TunnelInfo), ClientError> {
+    let source = SessionSource::resolve(home.clone(), profile)?;
+    let (manager, mut guard_events) = TunnelManager::new(home.clone());
+    let info = manager
+        .start(request(
+            &source,
+            &args.target,
+            args.db_roles.clone(),
+            args.port,
+            args.socket.as_deref(),
+        ))
+        .await?;
+    if let Some(notice) = &info.port_notice {
+        eprintln!("postern: WARNING: {notice}");
+    }
+    let policy = GuardPolicy {
+        warn_after: args.warn_after,
+        cancel_after: args.cancel_after,
+    };
+    if policy.is_active() {
+        manager.set_guard(info.id, policy).await?;
+        tokio::spawn(async move {
+            while let Some(e) = guard_events.recv().await {
+                eprintln!("{}", output::guard_event(&e.event));
+            }
+        });
+    }
+    Ok((manager, info))
 }
 
-async fn proxy(
-    home: &Home,
-    profile: Option<&str>,
-    args: TunnelArgs,
-) -> Result<ExitCode, ClientError> {
-    let (tunnel, spec) = open_guarded(home, profile, &args).await?;
-    let addr = tunnel.addr();
-    println!("Tunnel to database {:?} listening on {addr}", spec.database);
+async fn proxy(home: &Home, profile: Option<&str>, args: TunnelArgs) -> Result<ExitCode, Failure> {
+    let (manager, tunnel) = open_guarded(home, profile, &args).await?;
     println!(
-        "Connect with:\n  {}",
-        Endpoint::for_tunnel(addr, &spec).psql_command()
+        "Tunnel to database {:?} listening on {}",
+        tunnel.request.database, tunnel.address
     );
+    println!("Connect with:\n  {}", tunnel.endpoint().psql_command());
     println!("Any user name and no password work. Press Ctrl+C to stop.");
     let _ = std::io::stdout().flush();
     let _ = tokio::signal::ctrl_c().await;
-    tunnel.stop().await;
+    manager.stop_all().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -394,9 +323,9 @@ async fn connect(
     home: &Home,
     profile: Option<&str>,
     args: TunnelArgs,
-) -> Result<ExitCode, ClientError> {
-    let (tunnel, spec) = open_guarded(home, profile, &args).await?;
-    let conninfo = Endpoint::for_tunnel(tunnel.addr(), &spec).conninfo();
+) -> Result<ExitCode, Failure> {
+    let (manager, tunnel) = open_guarded(home, profile, &args).await?;
+    let conninfo = tunnel.endpoint().conninfo();
     let mut child = tokio::process::Command::new("psql")
         .arg(conninfo)
         .spawn()
@@ -411,10 +340,33 @@ async fn connect(
             _ = tokio::signal::ctrl_c() => continue,
         }
     };
-    tunnel.stop().await;
+    manager.stop_all().await;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(c) => ExitCode::from(c.clamp(1, 255) as u8),
         None => ExitCode::FAILURE,
     })
+}
+
+/// Why a command failed.
+pub enum Failure {
+    /// The client failed.
+    Client(postern_client::ClientError),
+    /// The flags given do not go together.
+    Usage(&'static str),
+}
+
+impl From<postern_client::ClientError> for Failure {
+    fn from(e: postern_client::ClientError) -> Self {
+        Failure::Client(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Client(e) => f.write_str(&output::error(e)),
+            Failure::Usage(text) => f.write_str(text),
+        }
+    }
 }

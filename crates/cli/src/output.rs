@@ -3,11 +3,63 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_api::wire::Catalog;
+use postern_client::ClientError;
 use postern_client::profile::ProfileEntry;
 use postern_client::queries::{CancelOutcome, GuardEvent, RunningQuery};
 use postern_client::session::ActiveSession;
 
-use crate::Format;
+use crate::args::Format;
+
+/// An error as the CLI says it: with the command or flag that fixes it
+/// where there is one; other facts in the client's neutral words.
+pub fn error(e: &ClientError) -> String {
+    use ClientError as C;
+    match e {
+        C::NotLoggedIn => "you are not logged in; run `postern login GATEWAY`".into(),
+        C::SessionExpired => "your Postern session expired; run `postern login` again".into(),
+        C::UnknownProfile(name) => {
+            format!("there is no profile {name:?}; `postern profiles` lists them")
+        }
+        C::CaMismatch { addr, pinned, got } => format!(
+            "WARNING: the gateway at {addr} presented CA {got}, but this profile trusts {pinned}. \
+             Someone may be intercepting the connection, or the gateway's CA was replaced. \
+             If an administrator confirms the new CA, log in again with --ca-pin {got}"
+        ),
+        C::UntrustedCa { addr, fingerprint } => format!(
+            "the gateway at {addr} presented CA {fingerprint}; pass --ca-pin {fingerprint} if you trust it"
+        ),
+        C::BadPin => "--ca-pin must look like sha256:<64 hex digits>".into(),
+        C::TotpRequired => "a one-time code is required: give the code from your authenticator \
+                            app with --totp CODE"
+            .into(),
+        C::LoginTimedOut(within) => format!(
+            "the sign-in was not completed within {within}; run `postern login --sso` again"
+        ),
+        C::NoSsoConnector => {
+            "this gateway offers no single sign-on; log in with --user NAME".into()
+        }
+        C::SeveralSsoConnectors(names) => format!(
+            "this gateway has several single sign-on connectors ({}); name one: --sso NAME",
+            names.join(", ")
+        ),
+        C::Keychain(reason) => format!(
+            "cannot use the OS keychain key store: {reason}; on a machine without a keychain \
+             use --key-store file"
+        ),
+        C::PortUnavailable { port, reason } => format!(
+            "port {port} on 127.0.0.1 is not available ({reason}); pick another with --port, \
+             or omit --port"
+        ),
+        C::SocketTaken { dir, port } => format!(
+            "port {port} in {dir} is in use by another program; pick another with --port, \
+             or omit --port"
+        ),
+        C::UnknownDatabase(db) => {
+            format!("database {db:?} is not available to you; run `postern db ls`")
+        }
+        _ => e.to_string(),
+    }
+}
 
 /// A Unix time as RFC 3339 UTC plus the time left.
 pub fn when(unix: i64) -> String {
@@ -255,5 +307,51 @@ pub fn guard_event(event: &GuardEvent) -> String {
             q.query
         ),
         GuardEvent::Failed(why) => format!("postern: runaway guard: {why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_reads_as_a_cli_sentence_with_its_fix() {
+        for e in ClientError::examples() {
+            let text = error(&e);
+            assert!(!text.is_empty() && !text.ends_with('.'), "{e:?}: {text}");
+            for app_word in ["button", "Sign in again", "Settings"] {
+                assert!(!text.contains(app_word), "{e:?} names {app_word:?}: {text}");
+            }
+            let has_a_fix = matches!(
+                e,
+                ClientError::NotLoggedIn
+                    | ClientError::SessionExpired
+                    | ClientError::UnknownProfile(_)
+                    | ClientError::CaMismatch { .. }
+                    | ClientError::UntrustedCa { .. }
+                    | ClientError::BadPin
+                    | ClientError::TotpRequired
+                    | ClientError::LoginTimedOut(_)
+                    | ClientError::NoSsoConnector
+                    | ClientError::SeveralSsoConnectors(_)
+                    | ClientError::Keychain(_)
+                    | ClientError::PortUnavailable { .. }
+                    | ClientError::SocketTaken { .. }
+                    | ClientError::UnknownDatabase(_)
+            );
+            if has_a_fix {
+                assert!(
+                    text.contains("--") || text.contains("`postern "),
+                    "{e:?} names no flag or command: {text}"
+                );
+            }
+        }
+        assert_eq!(
+            error(&ClientError::UntrustedCa {
+                addr: "gw:3080".into(),
+                fingerprint: "sha256:bb".into(),
+            }),
+            "the gateway at gw:3080 presented CA sha256:bb; pass --ca-pin sha256:bb if you trust it"
+        );
     }
 }

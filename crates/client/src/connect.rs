@@ -46,10 +46,10 @@ fn spec_for(
     let auto = entry.auto_user_mode != "off";
     let db_user = match req.db_user {
         Some(u) if auto && u != username => {
-            return Err(ClientError::Ambiguous(format!(
-                "database {:?} creates your database user automatically; it is always {username:?}",
-                entry.name
-            )));
+            return Err(ClientError::AutoDbUser {
+                database: entry.name.clone(),
+                username: username.to_owned(),
+            });
         }
         Some(u) => {
             let allowed = &entry.db_users;
@@ -57,11 +57,11 @@ fn spec_for(
             let ok = allowed.allowed.iter().any(same)
                 || (allowed.wildcard && !allowed.denied.iter().any(same));
             if !ok {
-                return Err(ClientError::Ambiguous(format!(
-                    "db user {u:?} is not allowed on {:?}; allowed: {}",
-                    entry.name,
-                    allowed.describe()
-                )));
+                return Err(ClientError::DbUserNotAllowed {
+                    db_user: u,
+                    database: entry.name.clone(),
+                    allowed: allowed.describe(),
+                });
             }
             Some(u)
         }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ClientError;
-use crate::profile::{Home, write_private};
+use crate::home::{Home, write_private};
 
 const KEYRING_SERVICE: &str = "postern";
 
@@ -29,20 +29,8 @@ impl std::str::FromStr for KeyStoreKind {
     }
 }
 
-impl KeyStoreKind {
-    fn label(self) -> &'static str {
-        match self {
-            KeyStoreKind::Keyring => "OS keychain",
-            KeyStoreKind::File => "file",
-        }
-    }
-}
-
 fn keyring_err(e: keyring::Error) -> ClientError {
-    ClientError::KeyStore {
-        store: KeyStoreKind::Keyring.label(),
-        reason: format!("{e}; on a machine without a keychain use --key-store file"),
-    }
+    ClientError::Keychain(e.to_string())
 }
 
 /// Saves a profile's private key (PEM).

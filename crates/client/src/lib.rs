@@ -1,9 +1,10 @@
-//! Everything the Postern CLI and desktop app share: profiles and the key
-//! store, login, the gateway API client, and local tunnels.
+//! Everything the Postern CLI and desktop app share: the home directory,
+//! profiles and the key store, login, the gateway API client, and local tunnels.
 
 pub mod api;
 pub mod connect;
 pub mod error;
+pub mod home;
 pub mod keystore;
 pub mod launch;
 pub mod login;

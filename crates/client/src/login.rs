@@ -6,8 +6,9 @@ use rcgen::{CertificateParams, KeyPair};
 
 use crate::api::{GatewayClient, presented_ca};
 use crate::error::ClientError;
+use crate::home::Home;
 use crate::keystore::{KeyStoreKind, delete_key, save_key};
-use crate::profile::{Home, Profile, profile_name_for};
+use crate::profile::{Profile, profile_name_for};
 use crate::tls::{parse_pin, split_addr};
 
 /// A local-user login.

@@ -13,12 +13,13 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::connect::{ConnectRequest, prepare};
 use crate::error::ClientError;
-use crate::profile::{Home, write_private};
+use crate::home::{Home, write_private};
+use crate::launch::Endpoint;
 use crate::queries::{
     CancelOutcome, Dialect, GuardEvent, GuardPolicy, QueryHelper, RunningQuery, run_guard,
 };
 use crate::session::SessionSource;
-use crate::tunnel::{self, Dialer, PortNote, Tunnel, TunnelSpec};
+use crate::tunnel::{self, GatewayDialer, PortNote, Tunnel, TunnelListener, TunnelSpec};
 
 /// What the user asked for when opening a tunnel; enough to open it again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +85,27 @@ pub struct TunnelInfo {
     pub refused_connections: u64,
 }
 
+/// Where [`TunnelManager`] binds a tunnel.
+enum Listen {
+    /// The request's port or socket directory, else the remembered port.
+    Remembered,
+    /// Any free loopback port, not remembered.
+    Private,
+}
+
+impl TunnelInfo {
+    /// The tunnel's endpoint, for launchers and for showing how to connect.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            database: self.request.database.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            db_user: self.db_user.clone(),
+            db_name: self.db_name.clone(),
+        }
+    }
+}
+
 /// A guard event, tagged with its tunnel.
 #[derive(Clone, Debug)]
 pub struct TunnelGuardEvent {
@@ -127,12 +149,29 @@ impl TunnelManager {
         )
     }
 
-    /// Opens a tunnel. An identical running tunnel is returned instead of a
-    /// second one, so a double click never fails on a taken port.
+    /// Opens a tunnel on its remembered port (or the request's fixed port,
+    /// or its Unix socket directory): a tunnel for other programs. An
+    /// identical running tunnel is returned instead of a second one, so a
+    /// double click never fails on a taken port.
     pub async fn start(&self, request: TunnelRequest) -> Result<TunnelInfo, ClientError> {
         if let Some(existing) = self.list().await.into_iter().find(|t| t.request == request) {
             return Ok(existing);
         }
+        self.open(request, Listen::Remembered).await
+    }
+
+    /// Opens a tunnel only this process uses (the CLI's `db queries`): any
+    /// free loopback port, not remembered, so a tunnel other programs know
+    /// keeps its port. The request's `port` and `socket_dir` are not used.
+    pub async fn start_private(&self, request: TunnelRequest) -> Result<TunnelInfo, ClientError> {
+        self.open(request, Listen::Private).await
+    }
+
+    async fn open(
+        &self,
+        request: TunnelRequest,
+        listen: Listen,
+    ) -> Result<TunnelInfo, ClientError> {
         let source = Arc::new(SessionSource::new(
             self.home.clone(),
             request.profile.clone(),
@@ -148,15 +187,23 @@ impl TunnelManager {
             },
         )
         .await?;
-        let (listener, port_note) = tunnel::bind(
-            &self.home,
-            &request.profile,
-            &spec,
-            request.port,
-            request.socket_dir.as_deref(),
-        )
-        .await?;
-        let dialer = Arc::new(Dialer::new(source, session.profile.gateway.clone()));
+        let (listener, port_note) = match listen {
+            Listen::Remembered => {
+                tunnel::bind(
+                    &self.home,
+                    &request.profile,
+                    &spec,
+                    request.port,
+                    request.socket_dir.as_deref(),
+                )
+                .await?
+            }
+            Listen::Private => (
+                TunnelListener::Tcp(tunnel::bind_ephemeral().await?),
+                PortNote::New,
+            ),
+        };
+        let dialer = Arc::new(GatewayDialer::new(source, session.profile.gateway.clone()));
         let tunnel = Tunnel::start(listener, dialer, spec.clone())?;
         let id = self.next_id.fetch_add(1, Relaxed);
         let managed = Managed {
@@ -181,7 +228,7 @@ impl TunnelManager {
             .lock()
             .await
             .remove(&id)
-            .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?;
+            .ok_or(ClientError::UnknownTunnel(id))?;
         if let Some(guard) = managed.guard {
             guard.abort();
         }
@@ -213,9 +260,7 @@ impl TunnelManager {
     async fn helper(&self, id: u64) -> Result<QueryHelper, ClientError> {
         let (addr, db_name, kind) = {
             let tunnels = self.tunnels.lock().await;
-            let m = tunnels
-                .get(&id)
-                .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?;
+            let m = tunnels.get(&id).ok_or(ClientError::UnknownTunnel(id))?;
             (
                 m.tunnel.addr().clone(),
                 m.spec.db_name.clone(),
@@ -248,9 +293,7 @@ impl TunnelManager {
             None
         };
         let mut tunnels = self.tunnels.lock().await;
-        let m = tunnels
-            .get_mut(&id)
-            .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?;
+        let m = tunnels.get_mut(&id).ok_or(ClientError::UnknownTunnel(id))?;
         if let Some(old) = m.guard.take() {
             old.abort();
         }
@@ -282,7 +325,7 @@ impl TunnelManager {
             let tunnels = self.tunnels.lock().await;
             tunnels
                 .get(&id)
-                .ok_or_else(|| ClientError::Ambiguous(format!("there is no tunnel {id}")))?
+                .ok_or(ClientError::UnknownTunnel(id))?
                 .request
                 .clone()
         };

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::ClientError;
-use crate::profile::{Home, write_private};
+use crate::home::{Home, write_private};
 
 fn path(home: &Home) -> std::path::PathBuf {
     home.dir().join("ports.json")

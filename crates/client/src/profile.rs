@@ -5,19 +5,14 @@
 //! `current` (the current profile's name), `keys/<name>.pem` (file key store
 //! only, 0600) and `ports.json` (remembered tunnel ports).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use postern_api::Identity;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ClientError;
+use crate::home::{Home, write_private};
 use crate::keystore::KeyStoreKind;
-
-/// The Postern home directory.
-#[derive(Clone, Debug)]
-pub struct Home {
-    dir: PathBuf,
-}
 
 /// A gateway the user has logged in to.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,35 +33,11 @@ pub struct Profile {
     pub identity: Option<Identity>,
 }
 
+/// Profiles are files under the home directory.
 impl Home {
-    /// `$POSTERN_HOME`, or the platform config directory.
-    pub fn from_env() -> Result<Self, ClientError> {
-        if let Some(dir) = std::env::var_os("POSTERN_HOME").filter(|d| !d.is_empty()) {
-            return Ok(Home::at(PathBuf::from(dir)));
-        }
-        let dirs =
-            directories::ProjectDirs::from("dev", "Postern", "postern").ok_or_else(|| {
-                ClientError::Io {
-                    what: "finding the config directory".into(),
-                    source: std::io::Error::other("no home directory; set POSTERN_HOME"),
-                }
-            })?;
-        Ok(Home::at(dirs.config_dir().to_owned()))
-    }
-
-    /// A home at an explicit directory.
-    pub fn at(dir: PathBuf) -> Self {
-        Home { dir }
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Path of a profile file.
     pub fn profile_path(&self, name: &str) -> PathBuf {
-        self.dir.join("profiles").join(format!("{name}.json"))
+        self.dir().join("profiles").join(format!("{name}.json"))
     }
 
     /// Reads a profile.
@@ -102,7 +73,7 @@ impl Home {
 
     /// The current profile's name.
     pub fn current_name(&self) -> Result<Option<String>, ClientError> {
-        match std::fs::read_to_string(self.dir.join("current")) {
+        match std::fs::read_to_string(self.dir().join("current")) {
             Ok(name) => Ok(Some(name.trim().to_owned()).filter(|n| !n.is_empty())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(ClientError::io("reading the current profile")(e)),
@@ -111,7 +82,7 @@ impl Home {
 
     /// Makes a profile current.
     pub fn set_current(&self, name: &str) -> Result<(), ClientError> {
-        write_private(&self.dir.join("current"), name.as_bytes())
+        write_private(&self.dir().join("current"), name.as_bytes())
     }
 
     /// The profile named, or the current one.
@@ -151,7 +122,7 @@ impl Home {
 
     /// Names of all profiles, sorted.
     pub fn list(&self) -> Result<Vec<String>, ClientError> {
-        let dir = self.dir.join("profiles");
+        let dir = self.dir().join("profiles");
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -193,26 +164,6 @@ pub fn profile_name_for(gateway: &str) -> String {
             }
         })
         .collect()
-}
-
-/// Writes a file readable only by its owner, via a temporary file and rename
-/// so readers (the other of CLI and app) never see half a file.
-pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), ClientError> {
-    let dir = path.parent().expect("paths under home have a parent");
-    std::fs::create_dir_all(dir).map_err(ClientError::io(format!("creating {}", dir.display())))?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&tmp)
-            .map_err(ClientError::io(format!("writing {}", tmp.display())))?;
-        std::io::Write::write_all(&mut file, contents)
-            .map_err(ClientError::io(format!("writing {}", tmp.display())))?;
-    }
-    std::fs::rename(&tmp, path).map_err(ClientError::io(format!("writing {}", path.display())))
 }
 
 #[cfg(test)]

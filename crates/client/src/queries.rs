@@ -166,9 +166,7 @@ impl QueryHelper {
     pub async fn cancel(&self, pid: i32, terminate: bool) -> Result<CancelOutcome, ClientError> {
         let before = self.list().await?;
         let Some(target) = before.iter().find(|q| q.pid == pid) else {
-            return Err(ClientError::Ambiguous(format!(
-                "process {pid} is not one of your running statements: it finished already, or belongs to someone else"
-            )));
+            return Err(ClientError::NotYourStatement(pid));
         };
         let function = if terminate {
             "pg_terminate_backend"
@@ -181,9 +179,7 @@ impl QueryHelper {
             .await
             .map_err(db_error)?;
         if !row.get::<_, bool>(0) {
-            return Err(ClientError::Ambiguous(format!(
-                "process {pid} could not be signalled; it may have just finished"
-            )));
+            return Err(ClientError::NotSignalled(pid));
         }
         // Wait until the statement is gone or replaced, so "done" means done.
         for _ in 0..50 {

@@ -9,8 +9,9 @@ use rustls::ClientConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::ClientError;
+use crate::home::Home;
 use crate::keystore::load_key;
-use crate::profile::{Home, Profile};
+use crate::profile::Profile;
 use crate::tls::Pinning;
 
 /// A usable session.
@@ -98,6 +99,13 @@ impl SessionSource {
             profile,
             cached: Mutex::new(None),
         }
+    }
+
+    /// Follows the profile named, or the current one: [`ClientError::UnknownProfile`]
+    /// for a name that has no profile, [`ClientError::NotLoggedIn`] without one.
+    pub fn resolve(home: Home, profile: Option<&str>) -> Result<Self, ClientError> {
+        let name = home.resolve(profile)?.name;
+        Ok(SessionSource::new(home, name))
     }
 
     /// The profile followed.

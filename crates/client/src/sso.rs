@@ -28,9 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::GatewayClient;
 use crate::error::ClientError;
+use crate::home::Home;
 use crate::keystore::KeyStoreKind;
 use crate::login::{begin, new_key_and_csr, save_session};
-use crate::profile::{Home, Profile};
+use crate::profile::Profile;
 
 /// How long the user has to finish signing in (the gateway forgets a login
 /// after as long).
@@ -169,18 +170,11 @@ pub async fn login_sso(
 async fn only_connector(client: &GatewayClient) -> Result<String, ClientError> {
     let list = client.connectors().await?.connectors;
     match list.as_slice() {
-        [] => Err(ClientError::Gateway(
-            "this gateway offers no single sign-on; log in with --user NAME".into(),
-        )),
+        [] => Err(ClientError::NoSsoConnector),
         [one] => Ok(one.name.clone()),
-        several => Err(ClientError::Ambiguous(format!(
-            "this gateway has several single sign-on connectors ({}); name one: --sso NAME",
-            several
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        several => Err(ClientError::SeveralSsoConnectors(
+            several.iter().map(|c| c.name.clone()).collect(),
+        )),
     }
 }
 

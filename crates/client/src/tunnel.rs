@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ClientError;
+use crate::home::Home;
 use crate::owner;
 use crate::ports::{port_key, remember, remembered};
-use crate::profile::Home;
 use crate::session::SessionSource;
 use crate::tls::split_addr;
 
@@ -63,20 +63,39 @@ pub struct TunnelStats {
     pub refused: AtomicU64,
 }
 
-/// Reaches the gateway with the current session.
-pub struct Dialer {
+/// How a tunnel reaches the gateway for each client connection (as
+/// cloud-sql-proxy's `Dialer`): [`GatewayDialer`] is the real one; tests
+/// inject in-memory pipes and failing dialers, so the listener's logic is
+/// tested without a gateway.
+pub trait Dialer: Send + Sync + 'static {
+    /// A connection to the gateway, carrying one client connection.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Opens a connection for `route` (the route frame is already sent).
+    fn open(
+        &self,
+        route: &RouteFrame,
+    ) -> impl Future<Output = Result<Self::Stream, ClientError>> + Send;
+}
+
+/// Reaches the gateway over mutually authenticated TLS with the current
+/// session of a profile.
+pub struct GatewayDialer {
     source: Arc<SessionSource>,
     gateway: String,
 }
 
-impl Dialer {
+impl GatewayDialer {
     /// Dials `gateway` with sessions from `source`.
     pub fn new(source: Arc<SessionSource>, gateway: String) -> Self {
-        Dialer { source, gateway }
+        GatewayDialer { source, gateway }
     }
+}
 
-    /// Opens a tunnel connection and sends the route frame.
-    pub async fn open(&self, route: &RouteFrame) -> Result<GatewayStream, ClientError> {
+impl Dialer for GatewayDialer {
+    type Stream = GatewayStream;
+
+    async fn open(&self, route: &RouteFrame) -> Result<GatewayStream, ClientError> {
         let session = self.source.current().await?;
         let (name, addr) = split_addr(&self.gateway)?;
         let unreachable = |reason: String| ClientError::Unreachable {
@@ -472,9 +491,9 @@ pub async fn bind_ephemeral() -> Result<TcpListener, ClientError> {
 impl Tunnel {
     /// Serves `listener` until stopped. Connections from programs of other
     /// OS users are refused before anything reaches the gateway.
-    pub fn start(
+    pub fn start<D: Dialer>(
         listener: TunnelListener,
-        dialer: Arc<Dialer>,
+        dialer: Arc<D>,
         spec: TunnelSpec,
     ) -> Result<Self, ClientError> {
         let addr = listener.addr()?;
@@ -546,14 +565,14 @@ impl Tunnel {
 }
 
 /// What every connection of a tunnel needs.
-struct Shared {
-    dialer: Arc<Dialer>,
+struct Shared<D> {
+    dialer: Arc<D>,
     spec: TunnelSpec,
     owner: owner::Owner,
     addr: TunnelAddr,
 }
 
-impl Shared {
+impl<D: Dialer> Shared<D> {
     /// Checks who connected, then serves or refuses the connection.
     async fn handle(&self, conn: Accepted, stats: &TunnelStats) {
         match conn {
@@ -602,7 +621,7 @@ impl Shared {
         }
         stats.total.fetch_add(1, Relaxed);
         stats.active.fetch_add(1, Relaxed);
-        serve(client, &self.dialer, &self.spec, stats).await;
+        serve(client, self.dialer.as_ref(), &self.spec, stats).await;
         stats.active.fetch_sub(1, Relaxed);
     }
 }
@@ -658,13 +677,16 @@ fn closed() -> ErrorFields {
     ErrorFields::fatal("08006", "connection closed")
 }
 
-/// The user-facing error for a client connection.
+/// The error a database client (psql, pgAdmin) receives when its
+/// connection cannot be carried. Such a client may have been started from
+/// the CLI or the app, so the text names neither's commands or buttons.
 pub fn client_error(e: &ClientError) -> ErrorFields {
-    let code = match e {
-        ClientError::SessionExpired | ClientError::NotLoggedIn => "28000",
-        _ => "08001",
+    let (code, message) = match e {
+        ClientError::NotLoggedIn => ("28000", format!("{e}; sign in, then connect again")),
+        ClientError::SessionExpired => ("28000", format!("{e}; sign in to Postern again")),
+        _ => ("08001", e.to_string()),
     };
-    ErrorFields::fatal(code, format!("postern: {e}"))
+    ErrorFields::fatal(code, format!("postern: {message}"))
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(conn: &mut S, fields: &ErrorFields) {
@@ -700,9 +722,9 @@ pub fn route_for(spec: &TunnelSpec, params: Vec<(String, String)>) -> RouteFrame
     }
 }
 
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+async fn serve<S: AsyncRead + AsyncWrite + Unpin, D: Dialer>(
     mut client: S,
-    dialer: &Dialer,
+    dialer: &D,
     spec: &TunnelSpec,
     stats: &TunnelStats,
 ) {
@@ -799,6 +821,163 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_pgwire::frontend;
+    use tokio::io::DuplexStream;
+    use tokio::sync::mpsc;
+
+    /// Hands each connection's gateway end to the test, with its route: the
+    /// test plays the gateway over an in-memory pipe.
+    struct PipeDialer(mpsc::UnboundedSender<(RouteFrame, DuplexStream)>);
+
+    impl Dialer for PipeDialer {
+        type Stream = DuplexStream;
+
+        async fn open(&self, route: &RouteFrame) -> Result<DuplexStream, ClientError> {
+            let (ours, theirs) = tokio::io::duplex(BUF);
+            self.0
+                .send((route.clone(), theirs))
+                .expect("the test plays the gateway");
+            Ok(ours)
+        }
+    }
+
+    /// A gateway that cannot be used, for this reason.
+    struct FailingDialer(fn() -> ClientError);
+
+    impl Dialer for FailingDialer {
+        type Stream = DuplexStream;
+
+        async fn open(&self, _route: &RouteFrame) -> Result<DuplexStream, ClientError> {
+            Err((self.0)())
+        }
+    }
+
+    async fn tunnel_with<D: Dialer>(dialer: D) -> Tunnel {
+        let listener = TunnelListener::Tcp(bind_ephemeral().await.unwrap());
+        Tunnel::start(
+            listener,
+            Arc::new(dialer),
+            spec(Some("reader"), Some("app")),
+        )
+        .unwrap()
+    }
+
+    async fn client(tunnel: &Tunnel) -> TcpStream {
+        let TunnelAddr::Tcp(addr) = tunnel.addr() else {
+            panic!("a loopback tunnel")
+        };
+        TcpStream::connect(addr).await.unwrap()
+    }
+
+    async fn send_startup(client: &mut TcpStream, pairs: &[(&str, &str)]) {
+        let mut out = BytesMut::new();
+        frontend::startup_message(pairs.iter().copied(), &mut out).unwrap();
+        client.write_all(&out).await.unwrap();
+    }
+
+    /// Everything the tunnel sends until it closes the connection.
+    async fn read_to_close(client: &mut TcpStream) -> String {
+        let mut all = Vec::new();
+        client.read_to_end(&mut all).await.unwrap();
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_routed_then_relayed_both_ways_and_counted() {
+        let (tx, mut gateway) = mpsc::unbounded_channel();
+        let tunnel = tunnel_with(PipeDialer(tx)).await;
+        let mut psql = client(&tunnel).await;
+        let mut out = BytesMut::new();
+        frontend::ssl_request(&mut out);
+        psql.write_all(&out).await.unwrap();
+        let mut answer = [0u8; 1];
+        psql.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"N", "TLS is declined on the loopback leg");
+        send_startup(&mut psql, &[("user", "anyone"), ("database", "analytics")]).await;
+
+        let (route, mut gw) = gateway.recv().await.unwrap();
+        let RouteFrame::Session {
+            db_user, db_name, ..
+        } = route
+        else {
+            panic!("{route:?}")
+        };
+        assert_eq!(db_user.as_deref(), Some("reader"));
+        assert_eq!(db_name.as_deref(), Some("analytics"));
+
+        gw.write_all(b"from the database").await.unwrap();
+        let mut got = [0u8; 17];
+        psql.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"from the database");
+        psql.write_all(b"query").await.unwrap();
+        let mut got = [0u8; 5];
+        gw.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"query");
+
+        let stats = tunnel.stats();
+        assert_eq!(stats.active.load(Relaxed), 1);
+        assert_eq!(stats.total.load(Relaxed), 1);
+        assert_eq!(stats.bytes_in.load(Relaxed), 5);
+        assert_eq!(stats.bytes_out.load(Relaxed), 17);
+
+        // The gateway ends the session: the client sees the close.
+        drop(gw);
+        assert_eq!(read_to_close(&mut psql).await, "");
+        tunnel.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_cancel_goes_on_its_own_connection_and_gets_no_reply() {
+        let (tx, mut gateway) = mpsc::unbounded_channel();
+        let tunnel = tunnel_with(PipeDialer(tx)).await;
+        let mut psql = client(&tunnel).await;
+        let mut out = BytesMut::new();
+        frontend::cancel_request(4242, 77, &mut out);
+        psql.write_all(&out).await.unwrap();
+        let (route, gw) = gateway.recv().await.unwrap();
+        assert_eq!(
+            route,
+            RouteFrame::Cancel {
+                pid: 4242,
+                secret: 77
+            }
+        );
+        drop(gw);
+        assert_eq!(read_to_close(&mut psql).await, "", "no reply, only a close");
+        assert_eq!(tunnel.stats().total.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_is_an_error_the_client_shows_not_a_disconnect() {
+        let tunnel = tunnel_with(FailingDialer(|| ClientError::SessionExpired)).await;
+        let mut psql = client(&tunnel).await;
+        send_startup(&mut psql, &[("user", "anyone")]).await;
+        let reply = read_to_close(&mut psql).await;
+        assert!(reply.starts_with('E'), "an ErrorResponse: {reply:?}");
+        assert!(reply.contains("C28000"), "{reply:?}");
+        assert!(
+            reply.contains("postern: your Postern session expired; sign in to Postern again"),
+            "{reply:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_starts_is_told_after_the_startup_timeout() {
+        let (tx, _gateway) = mpsc::unbounded_channel();
+        let tunnel = tunnel_with(PipeDialer(tx)).await;
+        let mut silent = client(&tunnel).await;
+        let started = tokio::time::Instant::now();
+        let reply = read_to_close(&mut silent).await;
+        assert!(
+            reply.contains("postern: no startup packet received"),
+            "{reply:?}"
+        );
+        assert!(
+            started.elapsed() >= STARTUP_TIMEOUT,
+            "not before the timeout"
+        );
+        assert_eq!(tunnel.stats().total.load(Relaxed), 1);
+    }
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -854,6 +1033,24 @@ mod tests {
             panic!()
         };
         assert_eq!(db_name.as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn database_clients_are_told_every_failure_without_cli_or_app_words() {
+        for e in ClientError::examples() {
+            let fields = client_error(&e);
+            let text = &fields.message;
+            assert!(text.starts_with("postern: "), "{e:?}: {text}");
+            for word in ["--", "postern login", "button", "Sign in again"] {
+                assert!(!text.contains(word), "{e:?} names {word:?}: {text}");
+            }
+        }
+        let expired = client_error(&ClientError::SessionExpired);
+        assert_eq!(expired.code, "28000");
+        assert_eq!(
+            expired.message,
+            "postern: your Postern session expired; sign in to Postern again"
+        );
     }
 
     #[test]

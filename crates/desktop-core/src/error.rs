@@ -118,7 +118,25 @@ impl From<ClientError> for CommandError {
                 format!("The browser sign-in was not completed within {within}; try again."),
             ),
             C::LoginCancelled => (K::Cancelled, "The sign-in was cancelled.".into()),
-            C::KeyStore { .. } => (K::Local, capitalise(&e.to_string())),
+            C::NoSsoConnector => (
+                K::Refused,
+                "This gateway offers no single sign-on; sign in with your username and password."
+                    .into(),
+            ),
+            C::SeveralSsoConnectors(names) => (
+                K::Invalid,
+                format!(
+                    "This gateway has several single sign-on connectors ({}); choose one.",
+                    names.join(", ")
+                ),
+            ),
+            C::Keychain(reason) => (
+                K::Local,
+                format!(
+                    "Cannot use the OS keychain: {reason}. On a computer without one, start \
+                     Postern with POSTERN_KEY_STORE=file."
+                ),
+            ),
             C::PortUnavailable { port, .. } => (
                 K::PortUnavailable,
                 format!("Port {port} is already in use on this computer."),
@@ -133,7 +151,11 @@ impl From<ClientError> for CommandError {
                 K::Invalid,
                 format!("Database {db:?} is not available to you (any more); refresh the list."),
             ),
-            C::Ambiguous(m) => (K::Invalid, capitalise(m)),
+            C::UnknownTunnel(_) => (K::Invalid, "That tunnel is no longer running.".into()),
+            C::AutoDbUser { .. }
+            | C::DbUserNotAllowed { .. }
+            | C::NotYourStatement(_)
+            | C::NotSignalled(_) => (K::Invalid, capitalise(&e.to_string())),
             C::Io { .. } | C::Corrupt { .. } | C::Crypto(_) => {
                 (K::Local, capitalise(&e.to_string()))
             }
@@ -173,6 +195,25 @@ fn capitalise(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_client_error_reads_as_an_app_sentence_without_cli_words() {
+        for e in ClientError::examples() {
+            let shown = format!("{e:?}");
+            let message = CommandError::from(e).message;
+            assert!(message.ends_with(['.', '!', '?']), "{shown}: {message}");
+            assert!(
+                !message.starts_with(char::is_lowercase),
+                "{shown}: {message}"
+            );
+            for cli_word in ["--", "postern login", "postern db", "`"] {
+                assert!(
+                    !message.contains(cli_word),
+                    "{shown} names {cli_word:?}: {message}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn errors_read_as_sentences_without_cli_flags() {

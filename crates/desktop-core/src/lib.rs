@@ -7,6 +7,7 @@
 pub mod bindings;
 pub mod error;
 pub mod state;
+pub mod tray;
 pub mod views;
 
 use std::collections::HashMap;
@@ -17,12 +18,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_client::ClientError;
 use postern_client::api::{GatewayClient, presented_ca};
+use postern_client::home::Home;
 use postern_client::keystore::KeyStoreKind;
-use postern_client::launch::{self, PgAdminAdded, PgAdminOptions, PgAdminSearch};
+use postern_client::launch::{self, PgAdminAdded};
 use postern_client::login::{LocalLogin, login_local, logout};
 use postern_client::manager::{TunnelInfo, TunnelManager, TunnelRequest};
 use postern_client::ports::{port_key, remembered};
-use postern_client::profile::{Home, Profile, profile_name_for};
+use postern_client::profile::{Profile, profile_name_for};
 use postern_client::queries::{CancelOutcome, GuardEvent, GuardPolicy};
 use postern_client::session::SessionSource;
 use postern_client::sso::{self, SsoLogin, login_sso, open_browser};
@@ -31,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{CommandError, ErrorKind};
 use state::DesktopState;
+use tray::{TrayAction, TrayEffect, TrayMenu, TunnelAction, tray_menu};
 use views::*;
 
 /// A command's result.
@@ -624,34 +627,28 @@ impl App {
 
     /// Adds the tunnel to pgAdmin (group "Postern") and starts pgAdmin.
     pub async fn open_pgadmin(&self, args: TunnelArgs) -> CommandResult<LaunchResult> {
-        let endpoint = TunnelView::endpoint(&self.tunnel(args.id).await?);
+        let endpoint = self.tunnel(args.id).await?.endpoint();
         let work_dir = self.home.dir().join("pgadmin");
-        tokio::task::spawn_blocking(move || {
-            let pgadmin = PgAdminSearch::system()
-                .find()
-                .ok_or(launch::LaunchError::NoPgAdmin)?;
-            let added = pgadmin.add_server(&endpoint, &work_dir, &PgAdminOptions::from_env())?;
-            pgadmin.start_ui()?;
-            Ok::<_, launch::LaunchError>(LaunchResult {
-                message: match added {
-                    PgAdminAdded::Loaded(name) => {
-                        format!("Added “{name}” to pgAdmin (group Postern) and started pgAdmin.")
-                    }
-                    PgAdminAdded::AlreadyThere(name) => {
-                        format!("“{name}” is already in pgAdmin; started pgAdmin.")
-                    }
-                },
-                path: Some(work_dir.join("servers.json").display().to_string()),
-            })
+        let dir = work_dir.clone();
+        let added = tokio::task::spawn_blocking(move || launch::open_in_pgadmin(&endpoint, &dir))
+            .await
+            .map_err(|e| CommandError::new(ErrorKind::Launch, e.to_string()))??;
+        Ok(LaunchResult {
+            message: match added {
+                PgAdminAdded::Loaded(name) => {
+                    format!("Added “{name}” to pgAdmin (group Postern) and started pgAdmin.")
+                }
+                PgAdminAdded::AlreadyThere(name) => {
+                    format!("“{name}” is already in pgAdmin; started pgAdmin.")
+                }
+            },
+            path: Some(work_dir.join("servers.json").display().to_string()),
         })
-        .await
-        .map_err(|e| CommandError::new(ErrorKind::Launch, e.to_string()))?
-        .map_err(Into::into)
     }
 
     /// Opens psql on the tunnel in a new terminal window.
     pub async fn open_psql(&self, args: TunnelArgs) -> CommandResult<LaunchResult> {
-        let endpoint = TunnelView::endpoint(&self.tunnel(args.id).await?);
+        let endpoint = self.tunnel(args.id).await?.endpoint();
         let terminal =
             tokio::task::spawn_blocking(move || launch::open_psql_in_terminal(&endpoint))
                 .await
@@ -662,9 +659,54 @@ impl App {
         })
     }
 
+    // --------------------------------------------------------------- tray
+
+    /// The tray for the running tunnels and the session.
+    pub async fn tray(&self) -> TrayMenu {
+        let tunnels = self.tunnels().await.unwrap_or_default();
+        let signed_in = matches!(self.session().await, Ok(Some(s)) if !s.expired);
+        tray_menu(&tunnels, signed_in)
+    }
+
+    /// Carries out a click on a tray entry; says what is left for the shell.
+    pub async fn tray_click(&self, action: TrayAction) -> TrayEffect {
+        let notify = |title: &str, body: String| TrayEffect::Notify {
+            title: title.to_owned(),
+            body,
+        };
+        match action {
+            TrayAction::Open => TrayEffect::OpenWindow,
+            TrayAction::Quit => {
+                self.stop_all().await;
+                TrayEffect::Exit
+            }
+            TrayAction::SignOut => match self.sign_out().await {
+                Ok(_) => TrayEffect::None,
+                Err(e) => notify("Sign out failed", e.message),
+            },
+            TrayAction::Tunnel { id, action } => {
+                let Ok(tunnel) = self.tunnel(id).await else {
+                    return TrayEffect::None;
+                };
+                let view = TunnelView::from(&tunnel);
+                let args = TunnelArgs { id };
+                let done = match action {
+                    TunnelAction::CopyUri => Ok(TrayEffect::Copy(view.uri)),
+                    TunnelAction::CopyPsql => Ok(TrayEffect::Copy(view.psql)),
+                    TunnelAction::OpenPgAdmin => self
+                        .open_pgadmin(args)
+                        .await
+                        .map(|r| notify("pgAdmin", r.message)),
+                    TunnelAction::Stop => self.stop_tunnel(args).await.map(|()| TrayEffect::None),
+                };
+                done.unwrap_or_else(|e| notify("Postern", e.message))
+            }
+        }
+    }
+
     /// Writes (or replaces) the tunnel's entry in `pg_service.conf`.
     pub async fn write_service(&self, args: TunnelArgs) -> CommandResult<LaunchResult> {
-        let endpoint = TunnelView::endpoint(&self.tunnel(args.id).await?);
+        let endpoint = self.tunnel(args.id).await?.endpoint();
         let path = match &self.options.service_file {
             Some(p) => p.clone(),
             None => launch::service_file()?,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use postern_client::profile::{Home, write_private};
+use postern_client::home::{Home, write_private};
 use serde::{Deserialize, Serialize};
 
 use crate::views::{ConnectChoice, LoginMethod};

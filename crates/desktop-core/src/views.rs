@@ -3,7 +3,6 @@
 //! (see `bindings.rs`); change them here, never by hand in `ui/`.
 
 use postern_api::wire::{AllowedValues, CatalogEntry};
-use postern_client::launch::Endpoint;
 use postern_client::manager::TunnelInfo;
 use postern_client::profile::ProfileEntry;
 use postern_client::queries::RunningQuery;
@@ -363,22 +362,9 @@ pub struct TunnelView {
     pub refused_connections: u32,
 }
 
-impl TunnelView {
-    /// The loopback endpoint of a tunnel, for launchers.
-    pub fn endpoint(info: &TunnelInfo) -> Endpoint {
-        Endpoint {
-            database: info.request.database.clone(),
-            host: info.host.clone(),
-            port: info.port,
-            db_user: info.db_user.clone(),
-            db_name: info.db_name.clone(),
-        }
-    }
-}
-
 impl From<&TunnelInfo> for TunnelView {
     fn from(t: &TunnelInfo) -> Self {
-        let endpoint = TunnelView::endpoint(t);
+        let endpoint = t.endpoint();
         let small = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         TunnelView {
             id: small(t.id),
