@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postern_client::profile::Home;
+use postern_client::home::Home;
 
 use postern_gateway::auth::local::hash_password;
 use postern_gateway::aws::AwsIdentity;
