@@ -6,7 +6,11 @@
 //! diagnostics (`NETLINK_SOCK_DIAG`) look up that one socket by its address
 //! pair and report its owner: a hash lookup of a few microseconds, where
 //! reading `/proc/net/tcp` walks the whole table (about a millisecond).
-//! Other systems have no lookup yet (see the README's security notes).
+//! macOS and Windows have no such lookup: there the socket table with its
+//! owning pids is read (`netstat2`), then the pid's user (`sysinfo`), a
+//! walk of every socket that costs about a millisecond. That path runs in
+//! this repository's tests on Linux only; on macOS and Windows it is
+//! untested (see the README's security notes).
 //!
 //! A Unix-socket tunnel is guarded by its 0700 directory; the peer's
 //! credentials are checked there too, which costs one `getsockopt`.
@@ -23,8 +27,8 @@ pub enum OwnerError {
     OtherUser {
         /// The tunnel owner's name.
         owner: String,
-        /// The connecting program's uid (for the log).
-        peer_uid: u32,
+        /// The connecting program's user (for the log).
+        peer_uid: UserId,
     },
     /// The connecting program's user could not be found (for example, it
     /// closed its end already).
@@ -38,12 +42,21 @@ pub enum OwnerError {
 }
 
 /// Whether loopback TCP connections can be traced to their OS user here.
-pub const TCP_OWNER_CHECK: bool = cfg!(target_os = "linux");
+pub const TCP_OWNER_CHECK: bool = cfg!(any(target_os = "linux", target_os = "macos", windows));
+
+/// How the system names an OS user: its uid on Unix, its SID
+/// (`S-1-5-21-…`) on Windows.
+#[cfg(unix)]
+pub type UserId = u32;
+/// How the system names an OS user: its uid on Unix, its SID
+/// (`S-1-5-21-…`) on Windows.
+#[cfg(not(unix))]
+pub type UserId = String;
 
 /// The OS user a tunnel belongs to: the one running this process.
 #[derive(Clone, Debug)]
 pub struct Owner {
-    uid: u32,
+    uid: UserId,
     name: String,
 }
 
@@ -65,14 +78,19 @@ impl Owner {
         }
         #[cfg(not(unix))]
         {
+            // No SID (an empty one) matches no peer: every check refuses.
+            let uid = process_table::user_of(std::process::id())
+                .map(|uid| uid.to_string())
+                .unwrap_or_default();
             Owner {
-                uid: 0,
+                uid,
                 name: std::env::var("USERNAME").unwrap_or_else(|_| "this user".into()),
             }
         }
     }
 
     /// The owner's numeric user id.
+    #[cfg(unix)]
     pub fn uid(&self) -> u32 {
         self.uid
     }
@@ -83,7 +101,7 @@ impl Owner {
     }
 
     /// Allows a peer running as `uid`, refuses any other.
-    pub fn check_uid(&self, uid: u32) -> Result<(), OwnerError> {
+    pub fn check_uid(&self, uid: UserId) -> Result<(), OwnerError> {
         if uid == self.uid {
             Ok(())
         } else {
@@ -141,10 +159,81 @@ pub fn tcp_peer_uid(local: SocketAddr, peer: SocketAddr) -> Result<u32, String> 
         .ok_or_else(|| "no socket of this machine has this connection's address".into())
 }
 
-/// Other systems: the lookup is not implemented yet (see the README).
-#[cfg(not(target_os = "linux"))]
-pub fn tcp_peer_uid(_local: SocketAddr, _peer: SocketAddr) -> Result<u32, String> {
-    Err("the owner check is only implemented on Linux".into())
+/// The uid owning the client end of the loopback connection `peer` → `local`.
+#[cfg(target_os = "macos")]
+pub fn tcp_peer_uid(local: SocketAddr, peer: SocketAddr) -> Result<UserId, String> {
+    process_table::tcp_peer_user(local, peer).map(|uid| *uid)
+}
+
+/// The SID owning the client end of the loopback connection `peer` → `local`.
+#[cfg(windows)]
+pub fn tcp_peer_uid(local: SocketAddr, peer: SocketAddr) -> Result<UserId, String> {
+    process_table::tcp_peer_user(local, peer).map(|uid| uid.to_string())
+}
+
+/// Other systems: no lookup (see the README).
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+pub fn tcp_peer_uid(_local: SocketAddr, _peer: SocketAddr) -> Result<UserId, String> {
+    Err("the owner check is not implemented on this system".into())
+}
+
+/// A connection's owner found through the socket table and the owning
+/// program, for systems without a kernel lookup by address pair.
+#[cfg(any(target_os = "macos", windows, test))]
+mod process_table {
+    use std::net::{IpAddr, SocketAddr};
+
+    use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo};
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, Uid, UpdateKind};
+
+    /// The user of the program holding the client end of `peer` → `local`.
+    /// A program this user may not inspect hides its sockets or its user:
+    /// that is an error, so the connection is refused.
+    pub(super) fn tcp_peer_user(local: SocketAddr, peer: SocketAddr) -> Result<Uid, String> {
+        let sockets = netstat2::get_sockets_info(
+            AddressFamilyFlags::IPV4 | AddressFamilyFlags::IPV6,
+            ProtocolFlags::TCP,
+        )
+        .map_err(|e| format!("socket table: {e}"))?;
+        let pid = sockets
+            .iter()
+            .find_map(|socket| match &socket.protocol_socket_info {
+                ProtocolSocketInfo::Tcp(tcp)
+                    if same_end(tcp.local_addr, tcp.local_port, peer)
+                        && same_end(tcp.remote_addr, tcp.remote_port, local) =>
+                {
+                    socket.associated_pids.first().copied()
+                }
+                _ => None,
+            })
+            .ok_or("no program of this machine holds this connection")?;
+        user_of(pid)
+    }
+
+    /// Whether `ip`:`port` is `end`, an IPv4 address also in its IPv6
+    /// (`::ffff:a.b.c.d`) form.
+    fn same_end(ip: IpAddr, port: u16, end: SocketAddr) -> bool {
+        port == end.port() && ip.to_canonical() == end.ip().to_canonical()
+    }
+
+    /// The effective user of program `pid`.
+    pub(super) fn user_of(pid: u32) -> Result<Uid, String> {
+        let pid = Pid::from_u32(pid);
+        let mut system = System::new();
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            false,
+            ProcessRefreshKind::nothing().with_user(UpdateKind::Always),
+        );
+        let process = system
+            .process(pid)
+            .ok_or("the connecting program has exited")?;
+        process
+            .effective_user_id()
+            .or(process.user_id())
+            .cloned()
+            .ok_or_else(|| "the connecting program's user is hidden".into())
+    }
 }
 
 /// One socket's owner, asked of the kernel's socket diagnostics
@@ -401,6 +490,11 @@ mod tests {
         let me = Owner::current();
         me.check_tcp(local, peer).unwrap();
         assert_eq!(tcp_listener_uid(local.port()), Some(me.uid));
+        // The lookup macOS and Windows use finds the same user here.
+        assert_eq!(
+            process_table::tcp_peer_user(local, peer).map(|uid| *uid),
+            Ok(me.uid)
+        );
 
         let stranger = Owner {
             uid: me.uid.wrapping_add(1),
@@ -415,5 +509,38 @@ mod tests {
             me.check_tcp(local, gone),
             Err(OwnerError::Unknown { .. })
         ));
+        assert!(process_table::tcp_peer_user(local, gone).is_err());
+    }
+
+    /// Both lookups name another OS user's program (`nobody`, which root
+    /// can become; skipped when the tests do not run as root).
+    #[test]
+    fn a_connection_of_another_user_is_theirs() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to run a program as nobody");
+            return;
+        }
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut program = std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/127.0.0.1/{port}; read -u 3"))
+            .spawn()
+            .unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        let local = server.local_addr().unwrap();
+        let expected = Ok(nobody.uid.as_raw());
+        assert_eq!(tcp_peer_uid(local, peer), expected);
+        assert_eq!(
+            process_table::tcp_peer_user(local, peer).map(|uid| *uid),
+            expected
+        );
+        assert!(matches!(
+            Owner::current().check_tcp(local, peer),
+            Err(OwnerError::OtherUser { .. })
+        ));
+        drop(server);
+        program.wait().unwrap();
     }
 }

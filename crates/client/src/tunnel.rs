@@ -604,7 +604,7 @@ impl<D: Dialer> Shared<D> {
         if let Err(e) = checked {
             stats.refused.fetch_add(1, Relaxed);
             let (peer_uid, reason) = match &e {
-                owner::OwnerError::OtherUser { peer_uid, .. } => (Some(*peer_uid), None),
+                owner::OwnerError::OtherUser { peer_uid, .. } => (Some(peer_uid.to_string()), None),
                 owner::OwnerError::Unknown { reason, .. } => (None, Some(reason.as_str())),
             };
             tracing::warn!(tunnel = %self.addr, peer_uid, reason, "tunnel connection refused: not the tunnel owner");
