@@ -499,11 +499,12 @@ async fn build(root: &Path, bins: &[&str], headless: bool) -> anyhow::Result<()>
 
 /// Runs a command to its end, its output going where the demo's goes.
 async fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .await
-        .with_context(|| format!("run {cmd:?}"))?;
+    succeed(cmd.stdin(Stdio::null())).await
+}
+
+/// Waits for a command set up by the caller and fails unless it succeeds.
+async fn succeed(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().await.with_context(|| format!("run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }
@@ -528,16 +529,7 @@ async fn output(mut cmd: Command) -> anyhow::Result<String> {
 /// thrown away (errors still reach stderr).
 async fn run_with_input(mut cmd: Command, input: &Path) -> anyhow::Result<()> {
     let input = File::open(input).with_context(|| format!("open {}", input.display()))?;
-    let status = cmd
-        .stdin(input)
-        .stdout(Stdio::null())
-        .status()
-        .await
-        .with_context(|| format!("run {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
+    succeed(cmd.stdin(input).stdout(Stdio::null())).await
 }
 
 /// Only one demo per state directory.
