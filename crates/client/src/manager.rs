@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
+use postern_api::wire::CatalogEntry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
@@ -19,7 +20,7 @@ use crate::queries::{
     CancelOutcome, Dialect, GuardEvent, GuardPolicy, QueryHelper, RunningQuery, run_guard,
 };
 use crate::session::SessionSource;
-use crate::tunnel::{self, GatewayDialer, PortNote, Tunnel, TunnelListener, TunnelSpec};
+use crate::tunnel::{self, Dialer, GatewayDialer, PortNote, Tunnel, TunnelListener, TunnelSpec};
 
 /// What the user asked for when opening a tunnel; enough to open it again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,21 +127,80 @@ struct Managed {
     port_note: PortNote,
 }
 
-/// Owns the running tunnels.
-pub struct TunnelManager {
+/// How a [`TunnelManager`] reaches the gateway of a profile: the catalog
+/// lookup that turns a request into a tunnel spec (mistakes caught before any
+/// port is opened), and the dialer the tunnel's connections use.
+/// [`ProfileGateways`] is the real one; tests inject a gateway over
+/// in-memory pipes, so the manager is tested without a gateway.
+pub trait GatewayAccess: Send + Sync + 'static {
+    /// How the tunnel's connections reach the gateway.
+    type Dialer: Dialer;
+
+    /// Resolves `request` against the catalog of `profile`'s gateway: the
+    /// tunnel spec, the catalog entry and a dialer for that gateway.
+    fn prepare(
+        &self,
+        profile: &str,
+        request: ConnectRequest,
+    ) -> impl Future<Output = Result<(TunnelSpec, CatalogEntry, Arc<Self::Dialer>), ClientError>> + Send;
+}
+
+/// The gateways of the profiles under a home, reached with each profile's
+/// current session (reloaded when the profile is signed in again).
+pub struct ProfileGateways {
     home: Home,
+}
+
+impl ProfileGateways {
+    /// The gateways of the profiles under `home`.
+    pub fn new(home: Home) -> Self {
+        ProfileGateways { home }
+    }
+}
+
+impl GatewayAccess for ProfileGateways {
+    type Dialer = GatewayDialer;
+
+    async fn prepare(
+        &self,
+        profile: &str,
+        request: ConnectRequest,
+    ) -> Result<(TunnelSpec, CatalogEntry, Arc<GatewayDialer>), ClientError> {
+        let source = Arc::new(SessionSource::new(self.home.clone(), profile.to_owned()));
+        let session = source.current().await?;
+        let (spec, entry) = prepare(&session, request).await?;
+        let dialer = Arc::new(GatewayDialer::new(source, session.profile.gateway.clone()));
+        Ok((spec, entry, dialer))
+    }
+}
+
+/// Owns the running tunnels.
+pub struct TunnelManager<G = ProfileGateways> {
+    home: Home,
+    gateways: G,
     tunnels: Mutex<BTreeMap<u64, Managed>>,
     next_id: std::sync::atomic::AtomicU64,
     guard_events: mpsc::Sender<TunnelGuardEvent>,
 }
 
 impl TunnelManager {
-    /// A manager over `home`; guard events are sent to the returned receiver.
+    /// A manager over `home` reaching each profile's gateway; guard events
+    /// are sent to the returned receiver.
     pub fn new(home: Home) -> (Arc<Self>, mpsc::Receiver<TunnelGuardEvent>) {
+        let gateways = ProfileGateways::new(home.clone());
+        TunnelManager::with_gateways(home, gateways)
+    }
+}
+
+impl<G: GatewayAccess> TunnelManager<G> {
+    /// A manager over `home` reaching gateways through `gateways`; guard
+    /// events are sent to the returned receiver.
+    pub fn with_gateways(home: Home, gateways: G) -> (Arc<Self>, mpsc::Receiver<TunnelGuardEvent>) {
         let (tx, rx) = mpsc::channel(256);
         (
             Arc::new(TunnelManager {
                 home,
+                gateways,
                 tunnels: Mutex::new(BTreeMap::new()),
                 next_id: std::sync::atomic::AtomicU64::new(1),
                 guard_events: tx,
@@ -172,21 +232,18 @@ impl TunnelManager {
         request: TunnelRequest,
         listen: Listen,
     ) -> Result<TunnelInfo, ClientError> {
-        let source = Arc::new(SessionSource::new(
-            self.home.clone(),
-            request.profile.clone(),
-        ));
-        let session = source.current().await?;
-        let (spec, entry) = prepare(
-            &session,
-            ConnectRequest {
-                database: request.database.clone(),
-                db_user: request.db_user.clone(),
-                db_name: request.db_name.clone(),
-                db_roles: request.db_roles.clone(),
-            },
-        )
-        .await?;
+        let (spec, entry, dialer) = self
+            .gateways
+            .prepare(
+                &request.profile,
+                ConnectRequest {
+                    database: request.database.clone(),
+                    db_user: request.db_user.clone(),
+                    db_name: request.db_name.clone(),
+                    db_roles: request.db_roles.clone(),
+                },
+            )
+            .await?;
         let (listener, port_note) = match listen {
             Listen::Remembered => {
                 tunnel::bind(
@@ -203,7 +260,6 @@ impl TunnelManager {
                 PortNote::New,
             ),
         };
-        let dialer = Arc::new(GatewayDialer::new(source, session.profile.gateway.clone()));
         let tunnel = Tunnel::start(listener, dialer, spec.clone())?;
         let id = self.next_id.fetch_add(1, Relaxed);
         let managed = Managed {
