@@ -459,3 +459,239 @@ fn save_favourites(home: &Home, favourites: &[TunnelRequest]) -> Result<(), Clie
             .as_bytes(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use postern_api::RouteFrame;
+    use postern_api::wire::AllowedValues;
+    use postern_pgwire::{backend, frontend};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::net::TcpStream;
+
+    /// What the fake database says first: authentication ok, ready for query.
+    fn greeting() -> Vec<u8> {
+        let mut out = BytesMut::new();
+        backend::authentication_ok(&mut out);
+        backend::ready_for_query(b'I', &mut out);
+        out.to_vec()
+    }
+
+    /// A gateway over in-memory pipes: every session is greeted, then
+    /// whatever the client sends is echoed back.
+    struct ScriptedDialer;
+
+    impl Dialer for ScriptedDialer {
+        type Stream = DuplexStream;
+
+        async fn open(&self, _route: &RouteFrame) -> Result<DuplexStream, ClientError> {
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let (mut from_client, mut to_client) = tokio::io::split(theirs);
+                to_client.write_all(&greeting()).await?;
+                tokio::io::copy(&mut from_client, &mut to_client).await
+            });
+            Ok(ours)
+        }
+    }
+
+    /// A catalog with every database but `missing`, each with one db user.
+    struct FakeGateways;
+
+    impl GatewayAccess for FakeGateways {
+        type Dialer = ScriptedDialer;
+
+        async fn prepare(
+            &self,
+            _profile: &str,
+            request: ConnectRequest,
+        ) -> Result<(TunnelSpec, CatalogEntry, Arc<ScriptedDialer>), ClientError> {
+            if request.database == "missing" {
+                return Err(ClientError::UnknownDatabase(request.database));
+            }
+            let spec = TunnelSpec {
+                database: request.database.clone(),
+                db_user: request.db_user.or(Some("reader".into())),
+                db_name: request.db_name,
+                db_roles: request.db_roles,
+            };
+            let entry = CatalogEntry {
+                name: request.database,
+                description: String::new(),
+                protocol: "postgres".into(),
+                kind: "self-hosted".into(),
+                labels: Default::default(),
+                db_users: AllowedValues::default(),
+                db_names: AllowedValues::default(),
+                db_roles: vec![],
+                auto_user_mode: "off".into(),
+            };
+            Ok((spec, entry, Arc::new(ScriptedDialer)))
+        }
+    }
+
+    fn manager(home: &tempfile::TempDir) -> Arc<TunnelManager<FakeGateways>> {
+        TunnelManager::with_gateways(Home::at(home.path().to_owned()), FakeGateways).0
+    }
+
+    fn request(database: &str) -> TunnelRequest {
+        TunnelRequest {
+            profile: "work".into(),
+            database: database.into(),
+            db_user: None,
+            db_name: None,
+            db_roles: vec![],
+            port: None,
+            socket_dir: None,
+        }
+    }
+
+    async fn connect(tunnel: &TunnelInfo) -> std::io::Result<TcpStream> {
+        TcpStream::connect((tunnel.host.as_str(), tunnel.port)).await
+    }
+
+    /// Opens a session through the tunnel as psql would, reads the greeting
+    /// and has `query` echoed; returns the open connection.
+    async fn session(tunnel: &TunnelInfo, query: &[u8]) -> TcpStream {
+        let mut client = connect(tunnel).await.unwrap();
+        let mut out = BytesMut::new();
+        frontend::startup_message([("user", "alice")], &mut out).unwrap();
+        client.write_all(&out).await.unwrap();
+        let mut got = vec![0; greeting().len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, greeting());
+        client.write_all(query).await.unwrap();
+        let mut echo = vec![0; query.len()];
+        client.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, query);
+        client
+    }
+
+    #[tokio::test]
+    async fn a_second_identical_start_returns_the_running_tunnel() {
+        let home = tempfile::tempdir().unwrap();
+        let manager = manager(&home);
+        let first = manager.start(request("pg")).await.unwrap();
+        let again = manager.start(request("pg")).await.unwrap();
+        assert_eq!((again.id, again.port), (first.id, first.port));
+        assert_eq!(first.db_user.as_deref(), Some("reader"));
+        assert_eq!(first.kind, "self-hosted");
+
+        let other = manager.start(request("analytics")).await.unwrap();
+        assert_ne!(other.id, first.id);
+        assert_ne!(other.port, first.port);
+        assert_eq!(manager.list().await.len(), 2);
+        manager.stop_all().await;
+    }
+
+    #[tokio::test]
+    async fn a_database_the_catalog_lacks_opens_no_tunnel() {
+        let home = tempfile::tempdir().unwrap();
+        let manager = manager(&home);
+        let err = manager.start(request("missing")).await.unwrap_err();
+        assert!(matches!(err, ClientError::UnknownDatabase(ref d) if d == "missing"));
+        assert!(manager.list().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stop_and_stop_all_close_the_listeners() {
+        let home = tempfile::tempdir().unwrap();
+        let manager = manager(&home);
+        let a = manager.start(request("pg")).await.unwrap();
+        let b = manager.start(request("analytics")).await.unwrap();
+
+        manager.stop(a.id).await.unwrap();
+        let refused = connect(&a).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            manager.stop(a.id).await,
+            Err(ClientError::UnknownTunnel(id)) if id == a.id
+        ));
+        assert_eq!(manager.list().await.len(), 1);
+        session(&b, b"still served").await;
+
+        manager.stop_all().await;
+        let refused = connect(&b).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(manager.list().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_list_shows_live_connections_and_bytes() {
+        let home = tempfile::tempdir().unwrap();
+        let manager = manager(&home);
+        let tunnel = manager.start(request("pg")).await.unwrap();
+        assert_eq!((tunnel.connections, tunnel.total_connections), (0, 0));
+
+        // The session is open and both ways have been relayed once the
+        // echo is back: the counters already say so.
+        let _psql = session(&tunnel, b"select 1").await;
+        let [now] = manager.list().await.try_into().unwrap();
+        assert_eq!(now.connections, 1);
+        assert_eq!(now.total_connections, 1);
+        assert_eq!(now.bytes_in, 8);
+        assert_eq!(now.bytes_out, greeting().len() as u64 + 8);
+        assert_eq!(now.refused_connections, 0);
+        manager.stop_all().await;
+    }
+
+    #[tokio::test]
+    async fn favourites_come_back_on_their_remembered_port() {
+        let home = tempfile::tempdir().unwrap();
+        let before = manager(&home);
+        let pg = before.start(request("pg")).await.unwrap();
+        let other = before.start(request("analytics")).await.unwrap();
+        assert!(!pg.favourite);
+        before.set_favourite(pg.id, true).await.unwrap();
+        before.set_favourite(other.id, true).await.unwrap();
+        before.set_favourite(other.id, false).await.unwrap();
+        let favourites: Vec<bool> = before.list().await.iter().map(|t| t.favourite).collect();
+        assert_eq!(favourites, [true, false]);
+        before.stop_all().await;
+
+        // The next start of the app: a new manager over the same home.
+        let after = manager(&home);
+        let restored = after.restore_favourites().await;
+        assert_eq!(restored.len(), 1);
+        let (request_back, result) = &restored[0];
+        assert_eq!(*request_back, request("pg"));
+        let back = result.as_ref().unwrap();
+        assert_eq!(back.port, pg.port);
+        assert!(back.favourite);
+        assert_eq!(back.port_notice, None);
+        session(back, b"select 1").await;
+        after.stop_all().await;
+    }
+
+    #[tokio::test]
+    async fn a_remembered_port_held_by_another_program_is_told_and_kept() {
+        let home = tempfile::tempdir().unwrap();
+        let manager = manager(&home);
+        let first = manager.start(request("pg")).await.unwrap();
+        let port = first.port;
+        manager.stop_all().await;
+
+        let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let moved = manager.start(request("pg")).await.unwrap();
+        assert_ne!(moved.port, port);
+        assert_eq!(moved.port_changed_from, Some(port));
+        let notice = moved.port_notice.clone().unwrap();
+        assert!(
+            notice.contains(&format!(
+                "Port {port}, used by this tunnel last time, is held by another program"
+            )) && notice.contains(&format!("listens on {} for now", moved.address)),
+            "{notice}"
+        );
+        session(&moved, b"select 1").await;
+        manager.stop_all().await;
+
+        // Once the other program is gone the tunnel is back where saved
+        // connections expect it.
+        drop(squatter);
+        let back = manager.start(request("pg")).await.unwrap();
+        assert_eq!(back.port, port);
+        assert_eq!((back.port_changed_from, back.port_notice), (None, None));
+        manager.stop_all().await;
+    }
+}
