@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
+use postern_api::wire::CatalogEntry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
@@ -19,7 +20,7 @@ use crate::queries::{
     CancelOutcome, Dialect, GuardEvent, GuardPolicy, QueryHelper, RunningQuery, run_guard,
 };
 use crate::session::SessionSource;
-use crate::tunnel::{self, GatewayDialer, PortNote, Tunnel, TunnelListener, TunnelSpec};
+use crate::tunnel::{self, Dialer, GatewayDialer, PortNote, Tunnel, TunnelListener, TunnelSpec};
 
 /// What the user asked for when opening a tunnel; enough to open it again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,21 +127,80 @@ struct Managed {
     port_note: PortNote,
 }
 
-/// Owns the running tunnels.
-pub struct TunnelManager {
+/// How a [`TunnelManager`] reaches the gateway of a profile: the catalog
+/// lookup that turns a request into a tunnel spec (mistakes caught before any
+/// port is opened), and the dialer the tunnel's connections use.
+/// [`ProfileGateways`] is the real one; tests inject a gateway over
+/// in-memory pipes, so the manager is tested without a gateway.
+pub trait GatewayAccess: Send + Sync + 'static {
+    /// How the tunnel's connections reach the gateway.
+    type Dialer: Dialer;
+
+    /// Resolves `request` against the catalog of `profile`'s gateway: the
+    /// tunnel spec, the catalog entry and a dialer for that gateway.
+    fn prepare(
+        &self,
+        profile: &str,
+        request: ConnectRequest,
+    ) -> impl Future<Output = Result<(TunnelSpec, CatalogEntry, Arc<Self::Dialer>), ClientError>> + Send;
+}
+
+/// The gateways of the profiles under a home, reached with each profile's
+/// current session (reloaded when the profile is signed in again).
+pub struct ProfileGateways {
     home: Home,
+}
+
+impl ProfileGateways {
+    /// The gateways of the profiles under `home`.
+    pub fn new(home: Home) -> Self {
+        ProfileGateways { home }
+    }
+}
+
+impl GatewayAccess for ProfileGateways {
+    type Dialer = GatewayDialer;
+
+    async fn prepare(
+        &self,
+        profile: &str,
+        request: ConnectRequest,
+    ) -> Result<(TunnelSpec, CatalogEntry, Arc<GatewayDialer>), ClientError> {
+        let source = Arc::new(SessionSource::new(self.home.clone(), profile.to_owned()));
+        let session = source.current().await?;
+        let (spec, entry) = prepare(&session, request).await?;
+        let dialer = Arc::new(GatewayDialer::new(source, session.profile.gateway.clone()));
+        Ok((spec, entry, dialer))
+    }
+}
+
+/// Owns the running tunnels.
+pub struct TunnelManager<G = ProfileGateways> {
+    home: Home,
+    gateways: G,
     tunnels: Mutex<BTreeMap<u64, Managed>>,
     next_id: std::sync::atomic::AtomicU64,
     guard_events: mpsc::Sender<TunnelGuardEvent>,
 }
 
 impl TunnelManager {
-    /// A manager over `home`; guard events are sent to the returned receiver.
+    /// A manager over `home` reaching each profile's gateway; guard events
+    /// are sent to the returned receiver.
     pub fn new(home: Home) -> (Arc<Self>, mpsc::Receiver<TunnelGuardEvent>) {
+        let gateways = ProfileGateways::new(home.clone());
+        TunnelManager::with_gateways(home, gateways)
+    }
+}
+
+impl<G: GatewayAccess> TunnelManager<G> {
+    /// A manager over `home` reaching gateways through `gateways`; guard
+    /// events are sent to the returned receiver.
+    pub fn with_gateways(home: Home, gateways: G) -> (Arc<Self>, mpsc::Receiver<TunnelGuardEvent>) {
         let (tx, rx) = mpsc::channel(256);
         (
             Arc::new(TunnelManager {
                 home,
+                gateways,
                 tunnels: Mutex::new(BTreeMap::new()),
                 next_id: std::sync::atomic::AtomicU64::new(1),
                 guard_events: tx,
@@ -172,21 +232,18 @@ impl TunnelManager {
         request: TunnelRequest,
         listen: Listen,
     ) -> Result<TunnelInfo, ClientError> {
-        let source = Arc::new(SessionSource::new(
-            self.home.clone(),
-            request.profile.clone(),
-        ));
-        let session = source.current().await?;
-        let (spec, entry) = prepare(
-            &session,
-            ConnectRequest {
-                database: request.database.clone(),
-                db_user: request.db_user.clone(),
-                db_name: request.db_name.clone(),
-                db_roles: request.db_roles.clone(),
-            },
-        )
-        .await?;
+        let (spec, entry, dialer) = self
+            .gateways
+            .prepare(
+                &request.profile,
+                ConnectRequest {
+                    database: request.database.clone(),
+                    db_user: request.db_user.clone(),
+                    db_name: request.db_name.clone(),
+                    db_roles: request.db_roles.clone(),
+                },
+            )
+            .await?;
         let (listener, port_note) = match listen {
             Listen::Remembered => {
                 tunnel::bind(
@@ -203,7 +260,6 @@ impl TunnelManager {
                 PortNote::New,
             ),
         };
-        let dialer = Arc::new(GatewayDialer::new(source, session.profile.gateway.clone()));
         let tunnel = Tunnel::start(listener, dialer, spec.clone())?;
         let id = self.next_id.fetch_add(1, Relaxed);
         let managed = Managed {
@@ -402,4 +458,240 @@ fn save_favourites(home: &Home, favourites: &[TunnelRequest]) -> Result<(), Clie
             .expect("favourites serialize")
             .as_bytes(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use postern_api::RouteFrame;
+    use postern_api::wire::AllowedValues;
+    use postern_pgwire::{backend, frontend};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::net::TcpStream;
+
+    /// What the fake database says first: authentication ok, ready for query.
+    fn greeting() -> Vec<u8> {
+        let mut out = BytesMut::new();
+        backend::authentication_ok(&mut out);
+        backend::ready_for_query(b'I', &mut out);
+        out.to_vec()
+    }
+
+    /// A gateway over in-memory pipes: every session is greeted, then
+    /// whatever the client sends is echoed back.
+    struct ScriptedDialer;
+
+    impl Dialer for ScriptedDialer {
+        type Stream = DuplexStream;
+
+        async fn open(&self, _route: &RouteFrame) -> Result<DuplexStream, ClientError> {
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let (mut from_client, mut to_client) = tokio::io::split(theirs);
+                to_client.write_all(&greeting()).await?;
+                tokio::io::copy(&mut from_client, &mut to_client).await
+            });
+            Ok(ours)
+        }
+    }
+
+    /// A catalog with every database but `missing`, each with one db user.
+    struct FakeGateways;
+
+    impl GatewayAccess for FakeGateways {
+        type Dialer = ScriptedDialer;
+
+        async fn prepare(
+            &self,
+            _profile: &str,
+            request: ConnectRequest,
+        ) -> Result<(TunnelSpec, CatalogEntry, Arc<ScriptedDialer>), ClientError> {
+            if request.database == "missing" {
+                return Err(ClientError::UnknownDatabase(request.database));
+            }
+            let spec = TunnelSpec {
+                database: request.database.clone(),
+                db_user: request.db_user.or(Some("reader".into())),
+                db_name: request.db_name,
+                db_roles: request.db_roles,
+            };
+            let entry = CatalogEntry {
+                name: request.database,
+                description: String::new(),
+                protocol: "postgres".into(),
+                kind: "self-hosted".into(),
+                labels: Default::default(),
+                db_users: AllowedValues::default(),
+                db_names: AllowedValues::default(),
+                db_roles: vec![],
+                auto_user_mode: "off".into(),
+            };
+            Ok((spec, entry, Arc::new(ScriptedDialer)))
+        }
+    }
+
+    fn manager(home: &tempfile::TempDir) -> Arc<TunnelManager<FakeGateways>> {
+        TunnelManager::with_gateways(Home::at(home.path().to_owned()), FakeGateways).0
+    }
+
+    fn request(database: &str) -> TunnelRequest {
+        TunnelRequest {
+            profile: "work".into(),
+            database: database.into(),
+            db_user: None,
+            db_name: None,
+            db_roles: vec![],
+            port: None,
+            socket_dir: None,
+        }
+    }
+
+    async fn connect(tunnel: &TunnelInfo) -> std::io::Result<TcpStream> {
+        TcpStream::connect((tunnel.host.as_str(), tunnel.port)).await
+    }
+
+    /// Opens a session through the tunnel as psql would, reads the greeting
+    /// and has `query` echoed; returns the open connection.
+    async fn session(tunnel: &TunnelInfo, query: &[u8]) -> TcpStream {
+        let mut client = connect(tunnel).await.unwrap();
+        let mut out = BytesMut::new();
+        frontend::startup_message([("user", "alice")], &mut out).unwrap();
+        client.write_all(&out).await.unwrap();
+        let mut got = vec![0; greeting().len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, greeting());
+        client.write_all(query).await.unwrap();
+        let mut echo = vec![0; query.len()];
+        client.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, query);
+        client
+    }
+
+    #[tokio::test]
+    async fn a_second_identical_start_returns_the_running_tunnel() {
+        let home = tempfile::tempdir().unwrap();
+        let manager = manager(&home);
+        let first = manager.start(request("pg")).await.unwrap();
+        let again = manager.start(request("pg")).await.unwrap();
+        assert_eq!((again.id, again.port), (first.id, first.port));
+        assert_eq!(first.db_user.as_deref(), Some("reader"));
+        assert_eq!(first.kind, "self-hosted");
+
+        let other = manager.start(request("analytics")).await.unwrap();
+        assert_ne!(other.id, first.id);
+        assert_ne!(other.port, first.port);
+        assert_eq!(manager.list().await.len(), 2);
+        manager.stop_all().await;
+    }
+
+    #[tokio::test]
+    async fn a_database_the_catalog_lacks_opens_no_tunnel() {
+        let home = tempfile::tempdir().unwrap();
+        let manager = manager(&home);
+        let err = manager.start(request("missing")).await.unwrap_err();
+        assert!(matches!(err, ClientError::UnknownDatabase(ref d) if d == "missing"));
+        assert!(manager.list().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stop_and_stop_all_close_the_listeners() {
+        let home = tempfile::tempdir().unwrap();
+        let manager = manager(&home);
+        let a = manager.start(request("pg")).await.unwrap();
+        let b = manager.start(request("analytics")).await.unwrap();
+
+        manager.stop(a.id).await.unwrap();
+        let refused = connect(&a).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            manager.stop(a.id).await,
+            Err(ClientError::UnknownTunnel(id)) if id == a.id
+        ));
+        assert_eq!(manager.list().await.len(), 1);
+        session(&b, b"still served").await;
+
+        manager.stop_all().await;
+        let refused = connect(&b).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(manager.list().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_list_shows_live_connections_and_bytes() {
+        let home = tempfile::tempdir().unwrap();
+        let manager = manager(&home);
+        let tunnel = manager.start(request("pg")).await.unwrap();
+        assert_eq!((tunnel.connections, tunnel.total_connections), (0, 0));
+
+        // The session is open and both ways have been relayed once the
+        // echo is back: the counters already say so.
+        let _psql = session(&tunnel, b"select 1").await;
+        let [now] = manager.list().await.try_into().unwrap();
+        assert_eq!(now.connections, 1);
+        assert_eq!(now.total_connections, 1);
+        assert_eq!(now.bytes_in, 8);
+        assert_eq!(now.bytes_out, greeting().len() as u64 + 8);
+        assert_eq!(now.refused_connections, 0);
+        manager.stop_all().await;
+    }
+
+    #[tokio::test]
+    async fn favourites_come_back_on_their_remembered_port() {
+        let home = tempfile::tempdir().unwrap();
+        let before = manager(&home);
+        let pg = before.start(request("pg")).await.unwrap();
+        let other = before.start(request("analytics")).await.unwrap();
+        assert!(!pg.favourite);
+        before.set_favourite(pg.id, true).await.unwrap();
+        before.set_favourite(other.id, true).await.unwrap();
+        before.set_favourite(other.id, false).await.unwrap();
+        let favourites: Vec<bool> = before.list().await.iter().map(|t| t.favourite).collect();
+        assert_eq!(favourites, [true, false]);
+        before.stop_all().await;
+
+        // The next start of the app: a new manager over the same home.
+        let after = manager(&home);
+        let restored = after.restore_favourites().await;
+        assert_eq!(restored.len(), 1);
+        let (request_back, result) = &restored[0];
+        assert_eq!(*request_back, request("pg"));
+        let back = result.as_ref().unwrap();
+        assert_eq!(back.port, pg.port);
+        assert!(back.favourite);
+        assert_eq!(back.port_notice, None);
+        session(back, b"select 1").await;
+        after.stop_all().await;
+    }
+
+    #[tokio::test]
+    async fn a_remembered_port_held_by_another_program_is_told_and_kept() {
+        let home = tempfile::tempdir().unwrap();
+        let manager = manager(&home);
+        let first = manager.start(request("pg")).await.unwrap();
+        let port = first.port;
+        manager.stop_all().await;
+
+        let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let moved = manager.start(request("pg")).await.unwrap();
+        assert_ne!(moved.port, port);
+        assert_eq!(moved.port_changed_from, Some(port));
+        let notice = moved.port_notice.clone().unwrap();
+        assert!(
+            notice.contains(&format!(
+                "Port {port}, used by this tunnel last time, is held by another program"
+            )) && notice.contains(&format!("listens on {} for now", moved.address)),
+            "{notice}"
+        );
+        session(&moved, b"select 1").await;
+        manager.stop_all().await;
+
+        // Once the other program is gone the tunnel is back where saved
+        // connections expect it.
+        drop(squatter);
+        let back = manager.start(request("pg")).await.unwrap();
+        assert_eq!(back.port, port);
+        assert_eq!((back.port_changed_from, back.port_notice), (None, None));
+        manager.stop_all().await;
+    }
 }
