@@ -124,7 +124,8 @@ impl Gateway {
             RoleSet::from_roles(RoleSet::from_yaml_documents(setup.roles).unwrap()).unwrap();
         let (auditor, writer) = Auditor::start(store.clone());
         let shutdown = CancellationToken::new();
-        let revocations = Revocations::start(store.clone(), setup.limits.lock_poll, shutdown.clone());
+        let revocations =
+            Revocations::start(store.clone(), setup.limits.lock_poll, shutdown.clone());
         let ctx = TunnelContext::new(
             Arc::new(catalog),
             Arc::new(roles),
@@ -147,8 +148,7 @@ impl Gateway {
     pub fn connect(&self, identity: Option<Identity>) -> (Client, JoinHandle<()>) {
         let (client, gateway_end) = tokio::io::duplex(64 * 1024);
         let ctx = self.ctx.clone();
-        let serving =
-            tokio::spawn(async move { tunnel::serve(gateway_end, identity, &ctx).await });
+        let serving = tokio::spawn(async move { tunnel::serve(gateway_end, identity, &ctx).await });
         (Client::new(client), serving)
     }
 
@@ -157,7 +157,11 @@ impl Gateway {
     pub async fn open(&mut self, identity: Identity, route: RouteFrame) -> (Client, Db) {
         let (mut client, _serving) = self.connect(Some(identity));
         client.send(&route.encode()).await;
-        let db = self.dials.recv().await.expect("the gateway dials the database");
+        let db = self
+            .dials
+            .recv()
+            .await
+            .expect("the gateway dials the database");
         (client, db)
     }
 
