@@ -33,7 +33,7 @@ async fn refused_raw(
     }
     let fields = client.error().await;
     serving.await.unwrap();
-    (fields, gateway.audit())
+    (fields, gateway.audit().await)
 }
 
 /// [`refused_raw`] for alice and a well-formed route frame.
@@ -238,7 +238,7 @@ async fn expired_and_locked_identities_are_refused() {
         gateway.dials.try_recv().is_err(),
         "the database is never dialed"
     );
-    let audit = gateway.audit();
+    let audit = gateway.audit().await;
     assert_eq!(rejection(&audit).1, fields.message);
 }
 
@@ -273,7 +273,7 @@ async fn cleartext_and_md5_passwords_log_in() {
     db.startup().await;
     assert_eq!(ask_password(&mut db, &3i32.to_be_bytes()).await, "hunter2");
     db.accept(1, 2).await;
-    assert_eq!(client.greeting().await.len(), 4);
+    assert_eq!(client.greeting().await.messages.len(), 4);
 
     let (mut client, mut db) = gateway.open(alice(), route("pg", "app", "shop")).await;
     db.startup().await;
@@ -285,7 +285,7 @@ async fn cleartext_and_md5_passwords_log_in() {
         md5_password("app", "hunter2", salt)
     );
     db.accept(1, 2).await;
-    assert_eq!(client.greeting().await.len(), 4);
+    assert_eq!(client.greeting().await.messages.len(), 4);
 }
 
 /// The client's error when the database does `script` during login.
@@ -301,7 +301,7 @@ where
     script(db).await;
     let fields = client.error().await;
     drop(client);
-    (fields, gateway.audit())
+    (fields, gateway.audit().await)
 }
 
 #[tokio::test]

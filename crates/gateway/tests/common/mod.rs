@@ -23,13 +23,14 @@ use postern_gateway::store::{SqliteStore, Store};
 use postern_gateway::tunnel::{self, TunnelContext};
 use postern_gateway::upstream::{Connecting, Connector, DbStream, Dial, UpstreamError};
 use postern_pgwire::{
-    BackendMessage, ErrorFields, StartupPacket, backend, parse_message, parse_startup,
+    BackendMessage, CancelKey, ErrorFields, StartupPacket, backend, parse_message, parse_startup,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Role `dev`: every database, db user `app`, any db name but `secret`.
 /// Role `prod-only`: databases labelled `env: prod`, which `pg` is not.
@@ -55,6 +56,12 @@ spec:
     db_users: [app]
     db_names: ["*"]
 "#;
+
+/// The cancel key of the database's sessions in [`Gateway::session`].
+pub const REAL_KEY: CancelKey = CancelKey {
+    pid: 4242,
+    secret: 77,
+};
 
 /// Largest message the test's readers accept.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -95,6 +102,8 @@ pub struct Gateway {
     pub dials: mpsc::UnboundedReceiver<Db>,
     writer: std::thread::JoinHandle<()>,
     shutdown: CancellationToken,
+    /// Every `tunnel::serve` started, so the audit can wait for them.
+    tunnels: TaskTracker,
 }
 
 impl Gateway {
@@ -140,6 +149,7 @@ impl Gateway {
             dials,
             writer,
             shutdown,
+            tunnels: TaskTracker::new(),
         }
     }
 
@@ -148,7 +158,9 @@ impl Gateway {
     pub fn connect(&self, identity: Option<Identity>) -> (Client, JoinHandle<()>) {
         let (client, gateway_end) = tokio::io::duplex(64 * 1024);
         let ctx = self.ctx.clone();
-        let serving = tokio::spawn(async move { tunnel::serve(gateway_end, identity, &ctx).await });
+        let serving = self
+            .tunnels
+            .spawn(async move { tunnel::serve(gateway_end, identity, &ctx).await });
         (Client::new(client), serving)
     }
 
@@ -166,27 +178,30 @@ impl Gateway {
     }
 
     /// A session of alice's to `pg` as `app`, greeted: the database
-    /// accepted it with key (4242, 77).
-    pub async fn session(&mut self) -> (Client, Db) {
+    /// accepted it with key [`REAL_KEY`].
+    pub async fn session(&mut self) -> (Client, Db, Greeting) {
         let (mut client, mut db) = self.open(alice(), route("pg", "app", "shop")).await;
         db.startup().await;
-        db.accept(4242, 77).await;
-        client.greeting().await;
-        (client, db)
+        db.accept(REAL_KEY.pid, REAL_KEY.secret).await;
+        let greeting = client.greeting().await;
+        (client, db, greeting)
     }
 
-    /// Every audit event, once every session has ended: stops the gateway
-    /// and waits for the audit writer to store what it queued.
-    pub fn audit(self) -> Vec<Value> {
+    /// Every audit event: waits for every tunnel connection to end, stops
+    /// the gateway and waits for the audit writer to store what it queued.
+    pub async fn audit(self) -> Vec<Value> {
         let Gateway {
             ctx,
             store,
             writer,
             shutdown,
+            tunnels,
             ..
         } = self;
+        tunnels.close();
+        tunnels.wait().await;
         shutdown.cancel();
-        drop(Arc::into_inner(ctx).expect("no session still runs"));
+        drop(Arc::into_inner(ctx).expect("no tunnel still runs"));
         writer.join().unwrap();
         store.recent_audit(1000).unwrap()
     }
@@ -352,19 +367,29 @@ impl Client {
         Client(Conn::new(io))
     }
 
-    /// The startup reply up to ReadyForQuery, each message's Debug form.
-    pub async fn greeting(&mut self) -> Vec<String> {
-        let mut greeting = Vec::new();
+    /// The startup reply up to ReadyForQuery.
+    pub async fn greeting(&mut self) -> Greeting {
+        let mut messages = Vec::new();
+        let mut key = None;
         loop {
             let raw = self.raw().await;
             let message = decode(&raw);
-            let ready = matches!(message, BackendMessage::ReadyForQuery(_));
-            if let BackendMessage::ErrorResponse(fields) = &message {
-                panic!("the session was refused: {fields:?}");
+            match &message {
+                BackendMessage::ErrorResponse(fields) => {
+                    panic!("the session was refused: {fields:?}")
+                }
+                BackendMessage::BackendKeyData { pid, secret } => {
+                    key = Some(CancelKey {
+                        pid: *pid,
+                        secret: *secret,
+                    })
+                }
+                _ => {}
             }
-            greeting.push(format!("{message:?}"));
-            if ready {
-                return greeting;
+            messages.push(format!("{message:?}"));
+            if matches!(message, BackendMessage::ReadyForQuery(_)) {
+                let key = key.expect("BackendKeyData before ReadyForQuery");
+                return Greeting { messages, key };
             }
         }
     }
@@ -378,6 +403,15 @@ impl Client {
         assert!(self.closed().await, "the gateway closes after an error");
         fields
     }
+}
+
+/// What a client read before its session began.
+#[derive(Debug)]
+pub struct Greeting {
+    /// Each message's Debug form.
+    pub messages: Vec<String>,
+    /// The cancel key the client was given.
+    pub key: CancelKey,
 }
 
 /// Decodes one raw backend message.
