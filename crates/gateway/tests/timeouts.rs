@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Gateway, REAL_KEY, Setup, Silent, alice, events, identity, route};
+use postern_gateway::config::Limits;
 use postern_gateway::revocation::add_lock;
 use postern_pgwire::StartupPacket;
 use tokio::time::Instant;
@@ -125,7 +126,15 @@ async fn a_session_ends_when_its_certificate_expires_if_the_roles_say_so() {
 #[tokio::test(start_paused = true)]
 async fn by_default_a_session_outlives_its_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::start(dir.path());
+    // Locks are not the point here: few polls over the two hours.
+    let setup = Setup {
+        limits: Limits {
+            lock_poll: Duration::from_secs(600),
+            ..Limits::default()
+        },
+        ..Setup::default()
+    };
+    let mut gateway = Gateway::with(dir.path(), setup);
     let (mut client, _db, _) = gateway.session().await;
     let after_expiry = tokio::time::timeout(Duration::from_secs(2 * 3600), client.next_raw());
     assert!(after_expiry.await.is_err(), "nothing ends the session");
