@@ -2,14 +2,17 @@
 //! listener, no TLS): what a client reads for a ping, a refused login, and
 //! an identity that is missing, expired or locked.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::{Extension, Router};
+use common::{ROLES, identity};
 use postern_api::Identity;
 use postern_api::wire::error_kind;
 use postern_gateway::api::{self, ApiState, Peer, Source};
@@ -25,17 +28,6 @@ use postern_gateway::store::{SqliteStore, Store, UserRecord};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-
-const ROLES: &str = r#"
-kind: role
-version: v7
-metadata: { name: dev }
-spec:
-  allow:
-    db_labels: { "*": "*" }
-    db_users: [app]
-    db_names: ["*"]
-"#;
 
 /// The API of a gateway with user alice (password `right`), one database
 /// `pg`, and at most two failed logins in a row per user.
@@ -147,18 +139,6 @@ impl Api {
         drop(Arc::into_inner(self.state).expect("no request still runs"));
         self.writer.join().unwrap();
         self.store.recent_audit(1000).unwrap()
-    }
-}
-
-fn identity(user: &str, valid: Duration) -> Identity {
-    Identity {
-        username: user.into(),
-        roles: vec!["dev".into()],
-        traits: Default::default(),
-        expires_unix: (SystemTime::now() + valid)
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
     }
 }
 
