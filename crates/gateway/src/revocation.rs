@@ -263,7 +263,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn expiry_and_locks_are_checked_and_live_sessions_see_new_locks() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
@@ -304,7 +304,7 @@ mod tests {
         shutdown.cancel();
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_lock_removed_a_moment_ago_ends_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
@@ -323,7 +323,7 @@ mod tests {
         assert!(live.await.is_err(), "the session goes on");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn disconnect_at_expiry_only_when_asked() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
