@@ -30,7 +30,10 @@ async fn a_client_that_sends_no_route_is_timed_out() {
         (fields.code.as_str(), fields.message.as_str()),
         ("08006", "postern: timed out while waiting for the route")
     );
-    assert!(gateway.audit().await.is_empty());
+    let audit = gateway.audit().await;
+    let rejected = events(&audit, "session_rejected");
+    assert_eq!(rejected.len(), 1, "the timeout is on the record: {audit:?}");
+    assert_eq!(rejected[0]["user"], "alice");
 }
 
 #[tokio::test(start_paused = true)]

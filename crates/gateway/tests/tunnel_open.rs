@@ -88,7 +88,17 @@ async fn bad_route_frames_are_refused_before_anything_else() {
             ("FATAL", "08P01", INVALID),
             "{what}"
         );
-        assert!(audit.is_empty(), "{what}: nothing is audited: {audit:?}");
+        let rejected = events(&audit, "session_rejected");
+        assert_eq!(
+            rejected.len(),
+            1,
+            "{what}: the refusal is audited: {audit:?}"
+        );
+        assert_eq!(
+            (rejected[0]["user"].as_str(), rejected[0]["reason"].as_str()),
+            (Some("alice"), Some(INVALID)),
+            "{what}"
+        );
     }
     // A frame cut short by the client's close: the connection failed.
     let mut truncated = route("pg", "app", "shop").encode();

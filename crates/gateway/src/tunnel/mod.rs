@@ -82,10 +82,18 @@ where
 {
     let route =
         match tokio::time::timeout(ctx.limits.handshake_timeout, read_route(&mut conn)).await {
-            Ok(Ok(route)) => route,
-            Ok(Err(e)) => return fail(&mut conn, &e).await,
-            Err(_) => return fail(&mut conn, &TunnelError::Timeout("waiting for the route")).await,
+            Ok(route) => route,
+            Err(_) => Err(TunnelError::Timeout("waiting for the route")),
         };
+    let route = match (route, &identity) {
+        (Ok(route), _) => route,
+        // A person with a valid certificate who sends no valid route is
+        // refused on the record; a stranger's noise is only logged.
+        (Err(e), Some(identity)) => {
+            return reject(&mut conn, ctx, identity, String::new(), &e).await;
+        }
+        (Err(e), None) => return fail(&mut conn, &e).await,
+    };
     let Some(identity) = identity else {
         return fail(&mut conn, &TunnelError::NoIdentity).await;
     };
@@ -95,7 +103,13 @@ where
         RouteFrame::Cancel { pid, secret } => match admitted {
             Ok(()) => cancel(ctx, &identity, CancelKey { pid, secret }).await,
             // Like any cancel, a refused one gets no reply.
-            Err(revoked) => tracing::info!(user = %identity.username, %revoked, "cancel refused"),
+            Err(revoked) => {
+                tracing::info!(user = %identity.username, %revoked, "cancel refused");
+                ctx.auditor.record(AuditKind::Cancel {
+                    user: identity.username.clone(),
+                    forwarded: false,
+                });
+            }
         },
         RouteFrame::Session {
             database,
@@ -115,15 +129,27 @@ where
                 }
             };
             if let Err(e) = result {
-                ctx.auditor.record(AuditKind::SessionRejected {
-                    user: identity.username.clone(),
-                    database,
-                    reason: e.client_fields().message,
-                });
-                fail(&mut conn, &e).await;
+                reject(&mut conn, ctx, &identity, database, &e).await;
             }
         }
     }
+}
+
+/// Refuses `identity`'s request for `database` (empty: none was read), on
+/// the record.
+async fn reject<S: AsyncWrite + Unpin>(
+    conn: &mut S,
+    ctx: &TunnelContext,
+    identity: &Identity,
+    database: String,
+    error: &TunnelError,
+) {
+    ctx.auditor.record(AuditKind::SessionRejected {
+        user: identity.username.clone(),
+        database,
+        reason: error.client_fields().message,
+    });
+    fail(conn, error).await;
 }
 
 async fn read_route<S: AsyncRead + Unpin>(conn: &mut S) -> Result<RouteFrame, TunnelError> {
