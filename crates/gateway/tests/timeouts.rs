@@ -8,9 +8,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Gateway, REAL_KEY, Setup, Silent, alice, events, identity, route};
+use common::{Client, Gateway, REAL_KEY, Setup, Silent, alice, events, identity, route};
 use postern_gateway::config::Limits;
 use postern_gateway::revocation::add_lock;
+use postern_pgwire::ErrorFields;
 use postern_pgwire::StartupPacket;
 use tokio::time::Instant;
 
@@ -36,17 +37,9 @@ async fn a_client_that_sends_no_route_is_timed_out() {
     assert_eq!(rejected[0]["user"], "alice");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_connector_that_never_answers_is_timed_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        connector: Some(Arc::new(Silent)),
-        ..Setup::default()
-    };
-    let gateway = Gateway::with(dir.path(), setup);
-    let started = Instant::now();
-    let (mut client, _) = gateway.connect(Some(alice()));
-    client.send(&route("pg", "app", "shop").encode()).await;
+/// The error a client gets when the login timeout (5 s after `started`)
+/// runs out.
+async fn no_answer_in_time(client: &mut Client, started: Instant) -> ErrorFields {
     let fields = client.error().await;
     assert_eq!(
         started.elapsed(),
@@ -58,6 +51,21 @@ async fn a_connector_that_never_answers_is_timed_out() {
         fields.message,
         "postern: the gateway got no answer from database \"pg\" in time"
     );
+    fields
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connector_that_never_answers_is_timed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        connector: Some(Arc::new(Silent)),
+        ..Setup::default()
+    };
+    let gateway = Gateway::with(dir.path(), setup);
+    let started = Instant::now();
+    let (mut client, _) = gateway.connect(Some(alice()));
+    client.send(&route("pg", "app", "shop").encode()).await;
+    let fields = no_answer_in_time(&mut client, started).await;
     let audit = gateway.audit().await;
     assert_eq!(
         events(&audit, "session_rejected")[0]["reason"],
@@ -73,17 +81,7 @@ async fn a_database_that_never_answers_the_startup_is_timed_out() {
     let (mut client, mut db) = gateway.open(alice(), route("pg", "app", "shop")).await;
     db.startup().await;
     // The database stays connected and silent.
-    let fields = client.error().await;
-    assert_eq!(
-        started.elapsed(),
-        Duration::from_secs(5),
-        "the login timeout"
-    );
-    assert_eq!(fields.code, "08001");
-    assert_eq!(
-        fields.message,
-        "postern: the gateway got no answer from database \"pg\" in time"
-    );
+    no_answer_in_time(&mut client, started).await;
     assert!(db.closed().await, "the gateway hangs up on the database");
 }
 
