@@ -25,7 +25,6 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-pub use kek::Kek;
 pub use postgres::{MIGRATION_LOCK_KEY, PostgresStore};
 pub use sqlite::SqliteStore;
 
