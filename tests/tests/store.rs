@@ -12,6 +12,7 @@ use postern_gateway::store::{MIGRATION_LOCK_KEY, PostgresStore, Store, StoreErro
 use postern_tests::certs::TestCa;
 use postern_tests::eventually;
 use postern_tests::pg::{PgServer, TLS_HOST};
+use postern_tests::stack::bin;
 use tempfile::TempDir;
 
 /// The store's role: LOGIN and a password, nothing else.
@@ -334,4 +335,44 @@ async fn a_store_whose_certificate_is_not_trusted_is_refused() {
         .unwrap_err();
     println!("{err}");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_operators_cli_works_on_the_shared_store() {
+    let fx = Fixture::start().await;
+    let config = fx.database("cli").await;
+    let yaml = gateway_yaml(&fx, "cli");
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin("postern-gateway"))
+            .arg("--config")
+            .arg(&yaml)
+            .args(args)
+            .env_remove("POSTERN_GATEWAY_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let added = run(&[
+        "locks",
+        "add",
+        "--user",
+        "alice",
+        "--ttl",
+        "1h",
+        "--message",
+        "incident 7",
+    ]);
+    assert!(added.status.success(), "{added:?}");
+    let listed = run(&["locks", "ls"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("user=alice") && listed.contains("incident 7"),
+        "{listed}"
+    );
+    // A replica reading the store sees the lock the CLI added.
+    let locks = tokio::task::spawn_blocking(move || open(&config).locks(Some("alice")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(locks.len(), 1);
+    assert_eq!(locks[0].message.as_deref(), Some("incident 7"));
 }
