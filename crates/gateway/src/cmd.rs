@@ -6,7 +6,6 @@ use std::io::Write as _;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -18,7 +17,7 @@ use crate::ca::CaKind;
 use crate::config::GatewayConfig;
 use crate::revocation::{add_lock, remove_lock};
 use crate::server::{self, load_ca};
-use crate::store::{SqliteStore, Store, TotpSecret, UserRecord};
+use crate::store::{TotpSecret, UserRecord};
 
 /// Postern gateway: SSO and local login, session certificates, RBAC and database tunnels.
 #[derive(Parser)]
@@ -246,8 +245,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 "host" => CaKind::Host,
                 _ => CaKind::Database,
             };
-            let store = SqliteStore::open(&config.data_dir)?;
-            let ca = load_ca(&store, kind, &config.cluster_name)?;
+            let store = crate::store::open(&config)?;
+            let ca = load_ca(store.as_ref(), kind, &config.cluster_name)?;
             print!("{}", ca.cert_pem());
             Ok(())
         }
@@ -346,10 +345,10 @@ fn print_totp_uri(secret: &TotpSecret, name: &str, issuer: &str) -> anyhow::Resu
 }
 
 fn locks(config: &GatewayConfig, cmd: LocksCommand) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&config.data_dir)?;
+    let store = crate::store::open(config)?;
     match cmd {
         LocksCommand::Add { user, ttl, message } => {
-            let lock = add_lock(&store, &user, ttl, message)?;
+            let lock = add_lock(store.as_ref(), &user, ttl, message)?;
             println!(
                 "{}: {user:?} is locked until {}; their live sessions end within seconds",
                 lock.id,
@@ -373,7 +372,7 @@ fn locks(config: &GatewayConfig, cmd: LocksCommand) -> anyhow::Result<()> {
             }
         }
         LocksCommand::Rm { id } => {
-            if !remove_lock(&store, &id)? {
+            if !remove_lock(store.as_ref(), &id)? {
                 bail!("no lock {id:?} applies; see `postern-gateway locks ls`");
             }
             println!("{id} removed");
@@ -391,7 +390,7 @@ fn show_time(ms: Option<i64>) -> String {
 }
 
 fn users(config: &GatewayConfig, cmd: UsersCommand) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let store = crate::store::open(config)?;
     match cmd {
         UsersCommand::Add {
             name,

@@ -48,6 +48,11 @@ pub struct GatewayConfig {
     pub public_addrs: Vec<String>,
     /// Directory for the SQLite store.
     pub data_dir: PathBuf,
+    /// Where users, CA material, audit events, locks, leases and login
+    /// failures live: SQLite in `data_dir` (default) or a shared PostgreSQL
+    /// (`store: { postgres: {...} }`).
+    #[serde(default, with = "serde_yaml_ng::with::singleton_map")]
+    pub store: StoreConfig,
     /// A TLS certificate and key to serve instead of the generated one.
     #[serde(default)]
     pub tls: Option<KeyPairFiles>,
@@ -487,6 +492,191 @@ pub enum TlsMode {
     Insecure,
 }
 
+/// The gateway's state store.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// One SQLite file in `data_dir`, for a single gateway.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by every gateway replica.
+    Postgres(PostgresStoreConfig),
+}
+
+/// A shared PostgreSQL store. The URL names host, port, user and database;
+/// the password comes from a file or the environment, never the URL.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresStoreConfig {
+    /// `postgres://user@host:port/dbname`.
+    pub url: String,
+    /// File whose content (trailing newline trimmed) is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// TLS to the store.
+    #[serde(default)]
+    pub tls: StoreTls,
+    /// Connections each gateway keeps open at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// File holding the key-encryption key (base64 of 32 random bytes) that
+    /// seals CA private keys in the shared database.
+    #[serde(default)]
+    pub kek_file: Option<PathBuf>,
+    /// Environment variable holding the key-encryption key.
+    #[serde(default)]
+    pub kek_env: Option<String>,
+}
+
+/// TLS settings of the PostgreSQL store.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreTls {
+    /// How the store's certificate is checked.
+    #[serde(default)]
+    pub mode: StoreTlsMode,
+    /// CA bundle for the store's certificate (default: the public web roots).
+    #[serde(default)]
+    pub ca_cert_file: Option<PathBuf>,
+}
+
+/// How the gateway checks the PostgreSQL store's certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreTlsMode {
+    /// Chain and host name (default).
+    #[default]
+    VerifyFull,
+    /// Chain only.
+    VerifyCa,
+    /// No TLS; allowed only when the store's host is a loopback address,
+    /// where nothing crosses a network.
+    Disable,
+}
+
+/// Reads a secret from exactly one of a file (trailing newline trimmed) or
+/// an environment variable, each given as `[(config key, value)]`; `what`
+/// names the secret in errors, which never include it.
+pub fn read_secret(
+    what: &str,
+    [(file_key, file)]: [(&str, Option<&Path>); 1],
+    [(env_key, env)]: [(&str, Option<&str>); 1],
+) -> Result<String, ConfigError> {
+    match (file, env) {
+        (Some(path), None) => std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            ConfigError::Invalid(format!("{what}: environment variable {var} is not set"))
+        }),
+        _ => Err(ConfigError::Invalid(format!(
+            "{what}: give exactly one of {file_key} or {env_key}"
+        ))),
+    }
+}
+
+impl PostgresStoreConfig {
+    /// The password for the store's user.
+    pub fn password(&self) -> Result<String, ConfigError> {
+        read_secret(
+            "store.postgres password",
+            [("password_file", self.password_file.as_deref())],
+            [("password_env", self.password_env.as_deref())],
+        )
+    }
+
+    /// The key-encryption key's text (base64).
+    pub fn kek(&self) -> Result<String, ConfigError> {
+        read_secret(
+            "store.postgres key-encryption key",
+            [("kek_file", self.kek_file.as_deref())],
+            [("kek_env", self.kek_env.as_deref())],
+        )
+    }
+
+    /// The parsed URL: host, port, user and database.
+    pub fn connection(&self) -> Result<tokio_postgres::Config, ConfigError> {
+        let invalid = |why: &str| ConfigError::Invalid(format!("store.postgres.url: {why}"));
+        let config: tokio_postgres::Config = self
+            .url
+            .parse()
+            .map_err(|_| invalid("not a PostgreSQL URL like postgres://user@host:5432/dbname"))?;
+        if config.get_password().is_some() {
+            return Err(invalid(
+                "holds a password; give it with password_file or password_env instead",
+            ));
+        }
+        if config.get_user().is_none() || config.get_dbname().is_none() {
+            return Err(invalid(
+                "name the user and the database: postgres://user@host:5432/dbname",
+            ));
+        }
+        match config.get_hosts() {
+            [tokio_postgres::config::Host::Tcp(_)] => Ok(config),
+            _ => Err(invalid(
+                "name exactly one host (a TCP host name or address)",
+            )),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let config = self.connection()?;
+        if self.pool_size == 0 {
+            return Err(ConfigError::Invalid(
+                "store.postgres.pool_size must be at least 1".into(),
+            ));
+        }
+        if self.tls.mode == StoreTlsMode::Disable {
+            let host = match config.get_hosts() {
+                [tokio_postgres::config::Host::Tcp(host)] => host.as_str(),
+                _ => "",
+            };
+            if !is_loopback(host) {
+                return Err(ConfigError::Invalid(format!(
+                    "store.postgres.tls.mode: disable is allowed only for a loopback host, not {host:?}; the store holds password hashes and sealed CA keys"
+                )));
+            }
+        }
+        for (keys, file, env) in [
+            (
+                "password_file or password_env",
+                self.password_file.is_some(),
+                self.password_env.is_some(),
+            ),
+            (
+                "kek_file or kek_env",
+                self.kek_file.is_some(),
+                self.kek_env.is_some(),
+            ),
+        ] {
+            if file == env {
+                return Err(ConfigError::Invalid(format!(
+                    "store.postgres: give exactly one of {keys}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn default_pool_size() -> usize {
+    4
+}
+
 /// A secret for one database user, read from a file or the environment.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -504,24 +694,11 @@ pub struct DbPassword {
 impl DbPassword {
     /// Reads the secret. Errors never include it.
     pub fn read(&self) -> Result<String, ConfigError> {
-        match (&self.password_file, &self.password_env) {
-            (Some(path), None) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                }),
-            (None, Some(var)) => std::env::var(var).map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "password for db user {:?}: environment variable {var} is not set",
-                    self.db_user
-                ))
-            }),
-            _ => Err(ConfigError::Invalid(format!(
-                "password for db user {:?}: give exactly one of password_file or password_env",
-                self.db_user
-            ))),
-        }
+        read_secret(
+            &format!("password for db user {:?}", self.db_user),
+            [("password_file", self.password_file.as_deref())],
+            [("password_env", self.password_env.as_deref())],
+        )
     }
 }
 
@@ -860,6 +1037,18 @@ impl GatewayConfig {
             }
         };
         fix(&mut self.data_dir);
+        if let StoreConfig::Postgres(store) = &mut self.store {
+            for f in [
+                &mut store.password_file,
+                &mut store.kek_file,
+                &mut store.tls.ca_cert_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                fix(f);
+            }
+        }
         self.roles.iter_mut().for_each(fix);
         for pair in [&mut self.tls, &mut self.database_ca].into_iter().flatten() {
             fix(&mut pair.cert_file);
@@ -911,6 +1100,9 @@ impl GatewayConfig {
                 "limits.login: max_failures, per_source_per_minute and argon2_concurrency must be at least 1"
                     .into(),
             ));
+        }
+        if let StoreConfig::Postgres(store) = &self.store {
+            store.validate()?;
         }
         self.validate_sso()
     }
@@ -1278,5 +1470,63 @@ databases:
         assert!(err.is_err(), "unknown keys must not be ignored");
         let err = serde_yaml_ng::from_str::<DatabaseTls>("mode: disable\n");
         assert!(err.is_err(), "there is no plaintext mode");
+    }
+
+    #[test]
+    fn the_store_section_parses_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        let load = |store: &str| {
+            std::fs::write(&path, format!("data_dir: state\nstore:\n{store}")).unwrap();
+            GatewayConfig::load(&path)
+        };
+        let config = load(
+            "  postgres:
+    url: postgres://postern@db.example.com:5432/postern
+    password_file: store.pw
+    tls: { ca_cert_file: store-ca.pem }
+    kek_env: POSTERN_KEK
+",
+        )
+        .unwrap();
+        let StoreConfig::Postgres(pg) = &config.store else {
+            panic!("{:?}", config.store);
+        };
+        assert_eq!(pg.password_file, Some(dir.path().join("store.pw")));
+        assert_eq!(pg.tls.ca_cert_file, Some(dir.path().join("store-ca.pem")));
+        assert_eq!((pg.tls.mode, pg.pool_size), (StoreTlsMode::VerifyFull, 4));
+        assert!(matches!(
+            load("  sqlite\n").unwrap().store,
+            StoreConfig::Sqlite
+        ));
+
+        let base = "    password_env: PW\n    kek_env: KEK\n";
+        for (store, why) in [
+            (
+                format!("  postgres:\n    url: postgres://u:secret@h/db\n{base}"),
+                "holds a password",
+            ),
+            (
+                format!(
+                    "  postgres:\n    url: postgres://u@db.example.com/db\n    tls: {{ mode: disable }}\n{base}"
+                ),
+                "disable is allowed only for a loopback host",
+            ),
+            (
+                "  postgres:\n    url: postgres://u@h/db\n    password_env: PW\n".to_string(),
+                "exactly one of kek_file or kek_env",
+            ),
+            (
+                format!("  postgres:\n    url: postgres://u@h/db\n    pool_size: 0\n{base}"),
+                "pool_size",
+            ),
+        ] {
+            let err = load(&store).unwrap_err().to_string();
+            assert!(err.contains(why), "{store}: {err}");
+        }
+        load(&format!(
+            "  postgres:\n    url: postgres://u@127.0.0.1/db\n    tls: {{ mode: disable }}\n{base}"
+        ))
+        .unwrap();
     }
 }

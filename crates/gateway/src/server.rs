@@ -27,7 +27,7 @@ use crate::catalog::Catalog;
 use crate::config::{ConnectorConfig, GatewayConfig, KeyPairFiles};
 use crate::rbac::RoleSet;
 use crate::revocation::Revocations;
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use crate::tls::{identity_from_cert, server_config};
 use crate::tunnel::{self, TunnelContext};
 use crate::upstream::READ_BUFFER;
@@ -147,7 +147,7 @@ pub async fn start_with(
     config: GatewayConfig,
     options: StartOptions,
 ) -> Result<Running, StartError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let store = crate::store::open(&config)?;
     let cluster = &config.cluster_name;
     let user_ca = Arc::new(load_ca(store.as_ref(), CaKind::User, cluster)?);
     let db_ca = Arc::new(match &config.database_ca {

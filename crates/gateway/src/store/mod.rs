@@ -3,7 +3,21 @@
 //! The gateway talks to its state only through [`Store`], so the embedded
 //! SQLite file can be swapped for a shared PostgreSQL store when several
 //! gateway replicas run side by side.
+//!
+//! The trait is synchronous, and this first PostgreSQL increment keeps it
+//! so: its callers include the CLI's plain `main`, the audit writer's std
+//! thread and tokio tasks (the latter already move store calls onto
+//! `spawn_blocking` where they sit on a request path), and turning every
+//! one of them async at once would touch most of the gateway and the test
+//! fixtures. [`PostgresStore`] therefore drives its async client on its own
+//! small runtime and hands results back over a std channel, which never
+//! panics on a tokio worker (unlike `block_on`). Making the trait async is
+//! the next step once the callers are moved.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+mod kek;
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -11,9 +25,20 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+pub use postgres::{MIGRATION_LOCK_KEY, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use crate::ca::{CaKind, CaMaterial};
+use crate::config::{ConfigError, GatewayConfig, StoreConfig};
+
+/// Opens the store `config` names: the PostgreSQL store when `store:
+/// postgres` is set, else SQLite in `data_dir`.
+pub fn open(config: &GatewayConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(match &config.store {
+        StoreConfig::Sqlite => std::sync::Arc::new(SqliteStore::open(&config.data_dir)?),
+        StoreConfig::Postgres(pg) => std::sync::Arc::new(PostgresStore::open(pg)?),
+    })
+}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +52,49 @@ pub enum StoreError {
     /// The store's directory could not be prepared.
     #[error("store: {0}")]
     Io(#[from] std::io::Error),
+    /// The PostgreSQL store reported an error.
+    #[error("store: PostgreSQL: {}", describe_pg(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The PostgreSQL store cannot be reached or set up.
+    #[error("store: {0}")]
+    Unavailable(String),
+    /// The store's configuration is incomplete or its secrets unreadable.
+    #[error("store: {0}")]
+    Config(#[from] ConfigError),
+    /// Another (newer) gateway migrated the shared store past this binary.
+    #[error(
+        "store: the database's schema is version {found}, newer than version {known} that this gateway knows; run a gateway release that knows version {found}"
+    )]
+    SchemaTooNew {
+        /// Version found in the store.
+        found: i32,
+        /// Latest version this binary can migrate to.
+        known: i32,
+    },
+    /// A CA key could not be sealed or opened with the key-encryption key.
+    #[error("store: {0}")]
+    Kek(String),
+}
+
+/// The server's own words for a database error, else the client's.
+fn describe_pg(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// A time in milliseconds since the Unix epoch, as stores keep them.
+fn time_of(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A local Postern user.

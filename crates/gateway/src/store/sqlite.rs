@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{FailureRun, Lock, Store, StoreError, UserRecord};
+use super::{FailureRun, Lock, Store, StoreError, UserRecord, millis, time_of};
 use crate::ca::{CaKind, CaMaterial};
 
 /// SQLite-backed [`Store`].
@@ -73,14 +73,6 @@ impl SqliteStore {
         // are atomic), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn time_of(ms: i64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 fn failure_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRun> {
@@ -180,7 +172,7 @@ impl Store for SqliteStore {
 
     fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         let now = now_ms();
-        let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let expires = now.saturating_add(millis(ttl));
         // One statement, so concurrent takers (other processes on the same
         // file) cannot both win: the row is inserted, or taken over when
         // expired, or left alone.
@@ -299,115 +291,15 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use std::collections::BTreeMap;
 
     #[test]
-    fn users_round_trip_and_ca_is_stored_once() {
+    fn sqlite_passes_the_store_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let user = UserRecord {
-            name: "alice".into(),
-            password_hash: "$argon2id$...".into(),
-            roles: vec!["dev".into()],
-            traits: BTreeMap::from([("db_names".into(), vec!["app".into()])]),
-            totp: None,
-        };
-        store.put_user(&user).unwrap();
-        assert_eq!(store.user("alice").unwrap(), Some(user.clone()));
-        assert_eq!(store.users().unwrap(), vec![user]);
-        assert!(store.delete_user("alice").unwrap());
-        assert!(!store.delete_user("alice").unwrap());
-
-        let first = CaMaterial {
-            cert_pem: "first".into(),
-            key_pem: "k1".into(),
-        };
-        let second = CaMaterial {
-            cert_pem: "second".into(),
-            key_pem: "k2".into(),
-        };
-        assert_eq!(
-            store.ca_or_insert(CaKind::User, &first).unwrap().cert_pem,
-            "first"
-        );
-        assert_eq!(
-            store.ca_or_insert(CaKind::User, &second).unwrap().cert_pem,
-            "first"
-        );
-        drop(store);
-        let reopened = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(
-            reopened
-                .ca_or_insert(CaKind::User, &second)
-                .unwrap()
-                .cert_pem,
-            "first"
-        );
-    }
-
-    #[test]
-    fn locks_apply_until_removed_or_expired() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let now = now_ms();
-        let lock = |id: &str, user: &str, expires_ms| Lock {
-            id: id.into(),
-            user: user.into(),
-            message: Some("incident".into()),
-            created_ms: now,
-            expires_ms,
-        };
-        store.add_lock(&lock("lock-a", "alice", None)).unwrap();
-        store
-            .add_lock(&lock("lock-b", "bob", Some(now + 60_000)))
-            .unwrap();
-        store
-            .add_lock(&lock("lock-c", "alice", Some(now - 1)))
-            .unwrap();
-        let ids = |user| -> Vec<String> {
-            store
-                .locks(user)
-                .unwrap()
-                .into_iter()
-                .map(|l| l.id)
-                .collect()
-        };
-        assert_eq!(
-            ids(None),
-            ["lock-a", "lock-b"],
-            "the expired lock no longer applies"
-        );
-        assert_eq!(ids(Some("alice")), ["lock-a"]);
-        assert_eq!(ids(Some("carol")), Vec::<String>::new());
-        assert_eq!(
-            store.locks(Some("alice")).unwrap()[0],
-            lock("lock-a", "alice", None)
-        );
-        assert!(store.remove_lock("lock-a").unwrap());
-        assert!(!store.remove_lock("lock-a").unwrap());
-        assert_eq!(ids(Some("alice")), Vec::<String>::new());
-        // Two gateways (or the CLI and a gateway) see the same locks.
-        let other = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(other.locks(None).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_lease_has_one_holder_until_released_or_expired() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let long = Duration::from_secs(60);
-        assert!(store.try_lease("pg/alice", "a", long).unwrap());
-        assert!(!store.try_lease("pg/alice", "b", long).unwrap());
-        assert!(store.try_lease("pg/bob", "b", long).unwrap());
-        // Releasing someone else's lease does nothing.
-        store.release_lease("pg/alice", "b").unwrap();
-        assert!(!store.try_lease("pg/alice", "b", long).unwrap());
-        store.release_lease("pg/alice", "a").unwrap();
-        assert!(store.try_lease("pg/alice", "b", long).unwrap());
-        // An expired lease (its holder died) can be taken over.
-        assert!(store.try_lease("pg/carol", "a", Duration::ZERO).unwrap());
-        assert!(store.try_lease("pg/carol", "b", long).unwrap());
-        assert!(!store.try_lease("pg/carol", "a", long).unwrap());
+        crate::store::conformance::run_all(&|| {
+            Arc::new(SqliteStore::open(dir.path()).unwrap()) as Arc<dyn Store>
+        });
     }
 }
