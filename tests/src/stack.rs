@@ -343,25 +343,30 @@ impl Stack {
             .expect("postern output")
     }
 
-    /// Logs `who` in with the gateway's CA pin; panics with the CLI's output on failure.
-    pub async fn login(&self, who: &str, password: &str) {
+    /// Runs `postern login` for `who` with the gateway's CA pin and
+    /// `password`, whatever the outcome.
+    pub async fn try_login(&self, who: &str, password: &str) -> std::process::Output {
         let addr = self.gateway_addr();
         let pin = self.gateway.ca_pin.clone();
-        let out = self
-            .run(
+        self.run(
+            who,
+            &[
+                "login",
+                &addr,
+                "--user",
                 who,
-                &[
-                    "login",
-                    &addr,
-                    "--user",
-                    who,
-                    "--password-stdin",
-                    "--ca-pin",
-                    &pin,
-                ],
-                &format!("{password}\n"),
-            )
-            .await;
+                "--password-stdin",
+                "--ca-pin",
+                &pin,
+            ],
+            &format!("{password}\n"),
+        )
+        .await
+    }
+
+    /// Logs `who` in with the gateway's CA pin; panics with the CLI's output on failure.
+    pub async fn login(&self, who: &str, password: &str) {
+        let out = self.try_login(who, password).await;
         assert!(
             out.status.success(),
             "postern login failed: {}{}",

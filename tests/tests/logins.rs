@@ -142,23 +142,7 @@ async fn guessing_locks_the_user_then_the_source() {
     );
 
     // The CLI tells the person what happened and when to try again.
-    let addr = stack.gateway_addr();
-    let pin = stack.gateway.ca_pin.clone();
-    let out = stack
-        .run(
-            "alice",
-            &[
-                "login",
-                &addr,
-                "--user",
-                "alice",
-                "--password-stdin",
-                "--ca-pin",
-                &pin,
-            ],
-            &format!("{PASSWORD}\n"),
-        )
-        .await;
+    let out = stack.try_login("alice", PASSWORD).await;
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     println!("CLI: {stderr}");
