@@ -36,16 +36,9 @@ use tokio_util::sync::CancellationToken;
 /// The only db user the fuzzed person may log in as.
 const DB_USER: &str = "app";
 
-const ROLES: &str = r#"
-kind: role
-version: v7
-metadata: { name: dev }
-spec:
-  allow:
-    db_labels: { "*": "*" }
-    db_users: [app]
-    db_names: ["*"]
-"#;
+/// The in-process gateway tests' roles: every one allows only [`DB_USER`];
+/// the fuzzed person holds `dev`.
+const ROLES: &str = include_str!("../../crates/gateway/tests/common/roles.yaml");
 
 /// The database's side of the current input: what it answers, and every
 /// byte the gateway sent it (over all connections, cancels included).

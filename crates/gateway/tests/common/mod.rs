@@ -35,38 +35,7 @@ use tokio_util::task::TaskTracker;
 /// Role `dev`: every database, db user `app`, any db name but `secret`.
 /// Role `prod-only`: databases labelled `env: prod`, which `pg` is not.
 /// Role `strict`: like `dev`, and sessions end when the certificate expires.
-pub const ROLES: &str = r#"
-kind: role
-version: v7
-metadata: { name: dev }
-spec:
-  allow:
-    db_labels: { "*": "*" }
-    db_users: [app]
-    db_names: ["*"]
-  deny:
-    db_labels: { "*": "*" }
-    db_names: [secret]
----
-kind: role
-version: v7
-metadata: { name: prod-only }
-spec:
-  allow:
-    db_labels: { env: prod }
-    db_users: [app]
-    db_names: ["*"]
----
-kind: role
-version: v7
-metadata: { name: strict }
-spec:
-  options: { disconnect_expired_cert: true }
-  allow:
-    db_labels: { "*": "*" }
-    db_users: [app]
-    db_names: ["*"]
-"#;
+pub const ROLES: &str = include_str!("roles.yaml");
 
 /// The cancel key of the database's sessions in [`Gateway::session`].
 pub const REAL_KEY: CancelKey = CancelKey {
