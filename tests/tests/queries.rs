@@ -78,7 +78,18 @@ async fn a_running_statement_is_listed_and_cancelled() {
         .await;
     let child = start_statement(&proxy, "select pg_sleep(60) /* runaway */");
 
-    let first = wait_listed(&stack, "alice", "certuser", "runaway").await;
+    // Listed as soon as it is active; its wait event shows once the
+    // backend is inside pg_sleep.
+    let first = eventually(Duration::from_secs(20), async || {
+        let first = wait_listed(&stack, "alice", "certuser", "runaway").await;
+        if first["wait_event"] == "PgSleep" {
+            Ok(first)
+        } else {
+            Err(format!("{first}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the statement is listed sleeping: {e}"));
     assert_eq!(first["user"], "certuser");
     assert_eq!(first["database"], "app");
     assert_eq!(first["state"], "active");
