@@ -26,6 +26,8 @@ pub mod desktop;
 pub mod idp;
 pub mod pg;
 pub mod raw;
+pub mod replicas;
+pub mod shared_store;
 pub mod stack;
 pub mod tray;
 mod wait;

@@ -13,7 +13,7 @@ use postern_gateway::aws::AwsIdentity;
 use postern_gateway::ca::CaKind;
 use postern_gateway::config::GatewayConfig;
 use postern_gateway::server::{self, Running, StartOptions, load_ca};
-use postern_gateway::store::{SqliteStore, UserRecord};
+use postern_gateway::store::{SqliteStore, Store, UserRecord};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -123,46 +123,9 @@ impl PreparedStack {
     /// Starts the gateway, as [`Stack::start_with`] does.
     pub async fn start(self, roles: &str, extra: StackConfig<'_>) -> Stack {
         let PreparedStack { pg, dir } = self;
-        write(&dir.path().join("roles.yaml"), roles);
-        write(&dir.path().join("pg-ca.pem"), pg.server_ca_pem());
-        write(&dir.path().join("scram.pw"), pg.scram_password());
-        write(&dir.path().join("md5.pw"), pg.md5_password());
+        write_gateway_files(dir.path(), &pg, roles);
         let config_path = dir.path().join("gateway.yaml");
-        write(
-            &config_path,
-            &format!(
-                r#"
-listen: 127.0.0.1:0
-data_dir: gateway-data
-roles: [roles.yaml]
-{gateway_extra}
-databases:
-  - name: pg
-    description: Test PostgreSQL
-    labels: {{ env: dev }}
-    uri: localhost:{port}
-    tls: {{ mode: verify-full, ca_cert_file: pg-ca.pem }}
-    passwords:
-      - {{ db_user: scramuser, password_file: scram.pw }}
-      - {{ db_user: md5user, password_file: md5.pw }}
-{pg_extra}
-  - name: pg-prod
-    labels: {{ env: prod }}
-    uri: localhost:{port}
-    tls: {{ mode: verify-full, ca_cert_file: pg-ca.pem }}
-{extra_databases}
-"#,
-                port = pg.port(),
-                gateway_extra = extra.gateway_extra,
-                pg_extra = indent(extra.pg_extra, "    "),
-                extra_databases = indent(
-                    &extra
-                        .extra_databases
-                        .replace("{port}", &pg.port().to_string()),
-                    "  "
-                ),
-            ),
-        );
+        write(&config_path, &gateway_yaml(&pg, "gateway-data", extra));
         let config = GatewayConfig::load(&config_path).expect("gateway config");
         let options = StartOptions {
             aws_identity: extra.aws_identity.cloned().unwrap_or(AwsIdentity::Nothing),
@@ -188,16 +151,7 @@ impl Stack {
 
     /// Creates a local user directly in the gateway's store.
     pub fn add_user(&self, name: &str, password: &str, roles: &[&str]) {
-        self.gateway
-            .store
-            .put_user(&UserRecord {
-                name: name.into(),
-                password_hash: hash_password(password).expect("hash"),
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-                traits: BTreeMap::new(),
-                totp: None,
-            })
-            .expect("store user");
+        put_user(self.gateway.store.as_ref(), name, password, roles);
     }
 
     /// Creates a local user who also needs one-time codes (TOTP); returns
@@ -223,16 +177,7 @@ impl Stack {
         kind: &str,
         matches: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        eventually(Duration::from_secs(20), async || {
-            let events = self.gateway.store.recent_audit(1000).unwrap();
-            events
-                .iter()
-                .map(|e| serde_json::to_value(e).unwrap())
-                .find(|e| e["event"] == kind && matches(e))
-                .ok_or_else(|| format!("{events:?}"))
-        })
-        .await
-        .unwrap_or_else(|e| panic!("no {kind} audit event: {e}"))
+        wait_audit(self.gateway.store.as_ref(), kind, matches).await
     }
 
     /// Sleeps until `who`'s session certificate has expired: the expiry is
@@ -304,9 +249,63 @@ impl Stack {
         format!("127.0.0.1:{}", self.gateway.addr.port())
     }
 
+    /// The people's side of this stack: their homes and the `postern` CLI
+    /// pointed at this gateway.
+    pub fn clients(&self) -> Clients {
+        Clients {
+            homes: self.dir.path().join("homes"),
+            gateway: self.gateway_addr(),
+            ca_pin: self.gateway.ca_pin.clone(),
+        }
+    }
+
+    /// See [`Clients::home`].
+    pub fn home(&self, who: &str) -> PathBuf {
+        self.clients().home(who)
+    }
+
+    /// See [`Clients::postern`].
+    pub fn postern(&self, who: &str) -> Command {
+        self.clients().postern(who)
+    }
+
+    /// See [`Clients::run`].
+    pub async fn run(&self, who: &str, args: &[&str], stdin: &str) -> std::process::Output {
+        self.clients().run(who, args, stdin).await
+    }
+
+    /// See [`Clients::try_login`].
+    pub async fn try_login(&self, who: &str, password: &str) -> std::process::Output {
+        self.clients().try_login(who, password).await
+    }
+
+    /// See [`Clients::login`].
+    pub async fn login(&self, who: &str, password: &str) {
+        self.clients().login(who, password).await
+    }
+
+    /// See [`Clients::proxy`].
+    pub async fn proxy(&self, who: &str, args: &[&str]) -> Proxy {
+        self.clients().proxy(who, args).await
+    }
+}
+
+/// People using one gateway address: a `$POSTERN_HOME` each under `homes`,
+/// and the `postern` CLI with the file key store.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    /// Where each person's home is made.
+    pub homes: PathBuf,
+    /// The gateway's `host:port` as `postern login` takes it.
+    pub gateway: String,
+    /// The CA pin for `postern login --ca-pin`.
+    pub ca_pin: String,
+}
+
+impl Clients {
     /// A `$POSTERN_HOME` for one person (created on first use).
     pub fn home(&self, who: &str) -> PathBuf {
-        let home = self.dir.path().join("homes").join(who);
+        let home = self.homes.join(who);
         std::fs::create_dir_all(&home).expect("home dir");
         home
     }
@@ -346,18 +345,17 @@ impl Stack {
     /// Runs `postern login` for `who` with the gateway's CA pin and
     /// `password`, whatever the outcome.
     pub async fn try_login(&self, who: &str, password: &str) -> std::process::Output {
-        let addr = self.gateway_addr();
-        let pin = self.gateway.ca_pin.clone();
+        let (addr, pin) = (&self.gateway, &self.ca_pin);
         self.run(
             who,
             &[
                 "login",
-                &addr,
+                addr,
                 "--user",
                 who,
                 "--password-stdin",
                 "--ca-pin",
-                &pin,
+                pin,
             ],
             &format!("{password}\n"),
         )
@@ -415,6 +413,38 @@ impl Stack {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Proxy { child, port }
     }
+}
+
+/// Creates (or replaces) a local user with `password` and `roles` in `store`.
+pub fn put_user(store: &dyn Store, name: &str, password: &str, roles: &[&str]) {
+    store
+        .put_user(&UserRecord {
+            name: name.into(),
+            password_hash: hash_password(password).expect("hash"),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            traits: BTreeMap::new(),
+            totp: None,
+        })
+        .expect("store user");
+}
+
+/// Waits for an audit event of `kind` matching `matches` in `store` and
+/// returns it as JSON.
+pub async fn wait_audit(
+    store: &dyn Store,
+    kind: &str,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    eventually(Duration::from_secs(20), async || {
+        let events = store.recent_audit(1000).unwrap();
+        events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .find(|e| e["event"] == kind && matches(e))
+            .ok_or_else(|| format!("{events:?}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("no {kind} audit event: {e}"))
 }
 
 /// A running `postern proxy db`; killed on drop.
@@ -481,6 +511,53 @@ pub fn bin(name: &str) -> PathBuf {
         "{path:?} is missing: build the workspace first (`cargo build --workspace` or `scripts/test`)"
     );
     path
+}
+
+/// Writes what [`gateway_yaml`] names into `dir`: the roles and the
+/// database server's CA and passwords.
+pub(crate) fn write_gateway_files(dir: &Path, pg: &PgServer, roles: &str) {
+    write(&dir.join("roles.yaml"), roles);
+    write(&dir.join("pg-ca.pem"), pg.server_ca_pem());
+    write(&dir.join("scram.pw"), pg.scram_password());
+    write(&dir.join("md5.pw"), pg.md5_password());
+}
+
+/// A gateway.yaml listening on a free loopback port, with its state in
+/// `data_dir` and two databases on `pg`: `pg` (labels `env: dev`) and
+/// `pg-prod` (`env: prod`), plus `extra`.
+pub(crate) fn gateway_yaml(pg: &PgServer, data_dir: &str, extra: StackConfig<'_>) -> String {
+    format!(
+        r#"
+listen: 127.0.0.1:0
+data_dir: {data_dir}
+roles: [roles.yaml]
+{gateway_extra}
+databases:
+  - name: pg
+    description: Test PostgreSQL
+    labels: {{ env: dev }}
+    uri: localhost:{port}
+    tls: {{ mode: verify-full, ca_cert_file: pg-ca.pem }}
+    passwords:
+      - {{ db_user: scramuser, password_file: scram.pw }}
+      - {{ db_user: md5user, password_file: md5.pw }}
+{pg_extra}
+  - name: pg-prod
+    labels: {{ env: prod }}
+    uri: localhost:{port}
+    tls: {{ mode: verify-full, ca_cert_file: pg-ca.pem }}
+{extra_databases}
+"#,
+        port = pg.port(),
+        gateway_extra = extra.gateway_extra,
+        pg_extra = indent(extra.pg_extra, "    "),
+        extra_databases = indent(
+            &extra
+                .extra_databases
+                .replace("{port}", &pg.port().to_string()),
+            "  "
+        ),
+    )
 }
 
 fn indent(yaml: &str, by: &str) -> String {

@@ -6,108 +6,32 @@
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use postern_gateway::config::{GatewayConfig, PostgresStoreConfig, StoreTls, StoreTlsMode};
+use postern_gateway::config::{GatewayConfig, PostgresStoreConfig};
 use postern_gateway::server;
 use postern_gateway::store::{MIGRATION_LOCK_KEY, PostgresStore, Store, StoreError, conformance};
 use postern_tests::certs::TestCa;
 use postern_tests::eventually;
 use postern_tests::pg::{PgServer, TLS_HOST};
+use postern_tests::shared_store::{OWNER, SharedStore};
 use postern_tests::stack::bin;
-use tempfile::TempDir;
 
-/// The store's role: LOGIN and a password, nothing else.
-const OWNER: &str = "postern_store";
-/// base64 of 32 bytes; the tests' key-encryption key.
-const KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// Another valid key-encryption key.
 const OTHER_KEK: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 
-/// A PostgreSQL with an ordinary role that may log in with a password over
-/// TLS, and the files a gateway needs to reach it.
-struct Fixture {
-    pg: PgServer,
-    dir: TempDir,
+/// A PostgreSQL 15 whose ordinary role `postern_store` may own store
+/// databases.
+async fn fixture() -> SharedStore {
+    SharedStore::start(PgServer::start(TestCa::new("test database CA").cert_pem()).await).await
 }
 
-impl Fixture {
-    async fn start() -> Fixture {
-        let pg = PgServer::start(TestCa::new("test database CA").cert_pem()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let password = postern_tests::random_hex(16);
-        std::fs::write(dir.path().join("pg-ca.pem"), pg.server_ca_pem()).unwrap();
-        std::fs::write(dir.path().join("store.pw"), format!("{password}\n")).unwrap();
-        std::fs::write(dir.path().join("kek"), KEK).unwrap();
-        pg.admin("postgres")
-            .await
-            .batch_execute(&format!(
-                "CREATE ROLE {OWNER} LOGIN PASSWORD '{password}'
-                     NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
-            ))
-            .await
-            .unwrap();
-        // The fixture's rules let only named roles in with a password; this
-        // one goes first, as an operator's would.
-        let hba = pg.data_dir().join("pg_hba.conf");
-        let rules = std::fs::read_to_string(&hba).unwrap();
-        std::fs::write(
-            &hba,
-            format!("hostssl all {OWNER} 127.0.0.1/32 scram-sha-256\n{rules}"),
-        )
-        .unwrap();
-        pg.admin("postgres")
-            .await
-            .batch_execute("SELECT pg_reload_conf()")
-            .await
-            .unwrap();
-        Fixture { pg, dir }
-    }
-
-    /// A new empty database owned by the store's role.
-    async fn database(&self, name: &str) -> PostgresStoreConfig {
-        self.pg
-            .admin("postgres")
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name} OWNER {OWNER}"))
-            .await
-            .unwrap();
-        let config = self.config(name);
-        // The reloaded rules apply soon after the reload; wait for them.
-        let probe = config.clone();
-        eventually(Duration::from_secs(10), async || {
-            let probe = probe.clone();
-            tokio::task::spawn_blocking(move || PostgresStore::open(&probe).map(drop))
-                .await
-                .unwrap()
-        })
+async fn query_one_i64(fx: &SharedStore, db: &str, sql: &str) -> i64 {
+    fx.pg
+        .admin(db)
         .await
-        .unwrap();
-        config
-    }
-
-    fn config(&self, db: &str) -> PostgresStoreConfig {
-        PostgresStoreConfig {
-            url: format!("postgres://{OWNER}@{TLS_HOST}:{}/{db}", self.pg.port()),
-            password_file: Some(self.dir.path().join("store.pw")),
-            password_env: None,
-            tls: StoreTls {
-                mode: StoreTlsMode::VerifyFull,
-                ca_cert_file: Some(self.dir.path().join("pg-ca.pem")),
-            },
-            pool_size: 2,
-            kek_file: Some(self.dir.path().join("kek")),
-            kek_env: None,
-        }
-    }
-
-    async fn query_one_i64(&self, db: &str, sql: &str) -> i64 {
-        self.pg
-            .admin(db)
-            .await
-            .query_one(sql, &[])
-            .await
-            .unwrap()
-            .get(0)
-    }
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 fn open(config: &PostgresStoreConfig) -> Arc<dyn Store> {
@@ -116,14 +40,15 @@ fn open(config: &PostgresStoreConfig) -> Arc<dyn Store> {
 
 #[tokio::test]
 async fn postgres_passes_the_store_conformance_suite_as_an_ordinary_owner() {
-    let fx = Fixture::start().await;
+    let fx = fixture().await;
     let config = fx.database("conformance").await;
     tokio::task::spawn_blocking(move || conformance::run_all(&|| open(&config)))
         .await
         .unwrap();
     // Nothing but the store's own tables: no extension was needed.
     assert_eq!(
-        fx.query_one_i64(
+        query_one_i64(
+            &fx,
             "conformance",
             "SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'"
         )
@@ -134,7 +59,7 @@ async fn postgres_passes_the_store_conformance_suite_as_an_ordinary_owner() {
 
 #[tokio::test]
 async fn replicas_migrating_at_once_take_turns_and_apply_the_schema_once() {
-    let fx = Fixture::start().await;
+    let fx = fixture().await;
     let db = "race";
     fx.pg
         .admin("postgres")
@@ -184,8 +109,7 @@ async fn replicas_migrating_at_once_take_turns_and_apply_the_schema_once() {
         }
     }
     assert_eq!(
-        fx.query_one_i64(db, "SELECT count(*) FROM schema_version")
-            .await,
+        query_one_i64(&fx, db, "SELECT count(*) FROM schema_version").await,
         1,
         "version 1 applied once"
     );
@@ -193,7 +117,7 @@ async fn replicas_migrating_at_once_take_turns_and_apply_the_schema_once() {
 
 #[tokio::test]
 async fn a_schema_newer_than_the_gateway_is_refused_with_both_versions() {
-    let fx = Fixture::start().await;
+    let fx = fixture().await;
     let config = fx.database("newer").await;
     fx.pg
         .admin("newer")
@@ -232,7 +156,7 @@ async fn a_schema_newer_than_the_gateway_is_refused_with_both_versions() {
 }
 
 /// A gateway.yaml in the fixture's directory whose store is database `db`.
-fn gateway_yaml(fx: &Fixture, db: &str) -> std::path::PathBuf {
+fn gateway_yaml(fx: &SharedStore, db: &str) -> std::path::PathBuf {
     let path = fx.dir.path().join(format!("gateway-{db}.yaml"));
     std::fs::write(
         &path,
@@ -256,7 +180,7 @@ store:
 
 #[tokio::test]
 async fn replicas_share_one_ca_whose_keys_are_sealed_in_the_database() {
-    let fx = Fixture::start().await;
+    let fx = fixture().await;
     fx.database("shared").await;
     let yaml = gateway_yaml(&fx, "shared");
     let (a, b) = tokio::join!(
@@ -293,7 +217,7 @@ async fn replicas_share_one_ca_whose_keys_are_sealed_in_the_database() {
 
 #[tokio::test]
 async fn leases_serialize_across_replicas() {
-    let fx = Fixture::start().await;
+    let fx = fixture().await;
     let config = fx.database("leases").await;
     let winners = tokio::task::spawn_blocking(move || {
         let stores = [open(&config), open(&config)];
@@ -324,7 +248,7 @@ async fn leases_serialize_across_replicas() {
 
 #[tokio::test]
 async fn a_store_whose_certificate_is_not_trusted_is_refused() {
-    let fx = Fixture::start().await;
+    let fx = fixture().await;
     let mut config = fx.database("tls").await;
     let other_ca = fx.dir.path().join("other-ca.pem");
     std::fs::write(&other_ca, TestCa::new("someone else").cert_pem()).unwrap();
@@ -339,7 +263,7 @@ async fn a_store_whose_certificate_is_not_trusted_is_refused() {
 
 #[tokio::test]
 async fn the_operators_cli_works_on_the_shared_store() {
-    let fx = Fixture::start().await;
+    let fx = fixture().await;
     let config = fx.database("cli").await;
     let yaml = gateway_yaml(&fx, "cli");
     let run = |args: &[&str]| {

@@ -1,0 +1,316 @@
+//! Gateway replicas on one shared PostgreSQL store behind HAProxy in TCP
+//! mode, the shape the README's "Running several gateways" describes, all
+//! on loopback:
+//!
+//! - the test PostgreSQL 15 holds the users' databases and, in a database
+//!   of its own that no user reaches, the store (its role is an ordinary
+//!   owner, see [`SharedStore`]);
+//! - each replica is a real `postern-gateway start` process, so a test can
+//!   stop one with SIGTERM and watch it drain;
+//! - a real HAProxy spreads new connections over the replicas round-robin,
+//!   and sends them to another replica when one stops listening.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_gateway::ca::{CaKind, CaMaterial};
+use postern_gateway::cmd::ReadyFile;
+use postern_gateway::server::load_ca;
+use postern_gateway::store::{PostgresStore, Store};
+use rustix::process::{Pid, Signal};
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+use crate::pg::PgServer;
+use crate::shared_store::SharedStore;
+use crate::stack::{Clients, StackConfig, bin, gateway_yaml, put_user, wait_audit};
+use crate::{eventually, free_port};
+
+/// The store's database.
+const STORE_DB: &str = "postern_store";
+
+/// Replicas, their load balancer and their store.
+pub struct Replicas {
+    /// The replicas, in HAProxy's order (`a`, `b`, ...).
+    pub gateways: Vec<GatewayProcess>,
+    /// The load balancer in front of them.
+    pub haproxy: HaProxy,
+    /// The test's own handle on the shared store.
+    pub store: Arc<dyn Store>,
+    /// The store's server, which also holds the users' databases.
+    pub shared: SharedStore,
+    /// Fingerprint of the replicas' (one, shared) CA.
+    pub ca_pin: String,
+    dir: TempDir,
+}
+
+impl Replicas {
+    /// Starts `count` replicas with `roles` (YAML) and the databases of a
+    /// [`crate::stack::Stack`], plus `extra`, and HAProxy in front of them.
+    pub async fn start(roles: &str, count: usize, extra: StackConfig<'_>) -> Replicas {
+        let dir = tempfile::Builder::new()
+            .prefix("postern-replicas-")
+            .tempdir()
+            .expect("replicas dir");
+        // The database CA is given to the replicas as files: PostgreSQL must
+        // trust it before the store (which lives on that same server) exists.
+        let db_ca = CaMaterial::generate(CaKind::Database, "postern").expect("database CA");
+        std::fs::write(dir.path().join("db-ca.pem"), &db_ca.cert_pem).expect("write CA");
+        std::fs::write(dir.path().join("db-ca.key"), &db_ca.key_pem).expect("write CA key");
+        let pg = PgServer::start(&db_ca.cert_pem).await;
+        crate::stack::write_gateway_files(dir.path(), &pg, roles);
+        let shared = SharedStore::start(pg).await;
+        let store_config = shared.database(STORE_DB).await;
+        let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || {
+            Arc::new(PostgresStore::open(&store_config).expect("open the shared store"))
+        })
+        .await
+        .expect("store task");
+
+        let balancer_port = free_port();
+        let gateway_extra = format!(
+            "{store}database_ca: {{ cert_file: db-ca.pem, key_file: db-ca.key }}\npublic_url: https://localhost:{balancer_port}\n{extra}",
+            store = shared.yaml(STORE_DB),
+            extra = extra.gateway_extra,
+        );
+        let mut gateways = Vec::new();
+        for name in replica_names(count) {
+            let config = dir.path().join(format!("gateway-{name}.yaml"));
+            let yaml = gateway_yaml(
+                &shared.pg,
+                &format!("data-{name}"),
+                StackConfig {
+                    gateway_extra: &gateway_extra,
+                    ..extra
+                },
+            );
+            std::fs::write(&config, yaml).expect("write gateway.yaml");
+            gateways.push(GatewayProcess::start(&name, &config, dir.path()).await);
+        }
+        let ca_pin = gateways[0].ready.ca_pin.clone();
+        assert!(
+            gateways.iter().all(|g| g.ready.ca_pin == ca_pin),
+            "replicas on one store serve one CA"
+        );
+        let haproxy = HaProxy::start(dir.path(), balancer_port, &gateways).await;
+        Replicas {
+            gateways,
+            haproxy,
+            store,
+            shared,
+            ca_pin,
+            dir,
+        }
+    }
+
+    /// The users' database server.
+    pub fn pg(&self) -> &PgServer {
+        &self.shared.pg
+    }
+
+    /// People who reach the replicas through HAProxy.
+    pub fn clients(&self) -> Clients {
+        self.clients_at(&self.haproxy.address())
+    }
+
+    /// People who reach replica `i` directly (their own homes, so a
+    /// profile for the replica does not mix with the load balancer's).
+    pub fn clients_of(&self, i: usize) -> Clients {
+        self.clients_at(&self.gateways[i].ready.address)
+    }
+
+    fn clients_at(&self, gateway: &str) -> Clients {
+        Clients {
+            homes: self
+                .dir
+                .path()
+                .join("homes")
+                .join(gateway.replace(':', "_")),
+            gateway: gateway.to_owned(),
+            ca_pin: self.ca_pin.clone(),
+        }
+    }
+
+    /// Creates a local user in the shared store.
+    pub fn add_user(&self, name: &str, password: &str, roles: &[&str]) {
+        put_user(self.store.as_ref(), name, password, roles);
+    }
+
+    /// Waits for an audit event of `kind` matching `matches` in the store.
+    pub async fn wait_audit(
+        &self,
+        kind: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_audit(self.store.as_ref(), kind, matches).await
+    }
+
+    /// The gateways' CA (PEM), for what checks their certificates without
+    /// pinning (HAProxy's health checks, a browser).
+    pub fn gateway_ca_pem(&self) -> String {
+        load_ca(self.store.as_ref(), CaKind::Host, "postern")
+            .expect("host CA")
+            .cert_pem()
+            .to_owned()
+    }
+
+    /// Runs `postern-gateway --config <replica i's config> ARGS...`, the
+    /// operator's CLI on the shared store.
+    pub async fn gateway_cli(&self, i: usize, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = Command::new(bin("postern-gateway"));
+        cmd.arg("--config")
+            .arg(&self.gateways[i].config)
+            .args(args)
+            .env_remove("POSTERN_GATEWAY_CONFIG")
+            .kill_on_drop(true);
+        crate::stack::output(cmd).await
+    }
+}
+
+/// `a`, `b`, ...: short names that read well in logs and the audit.
+fn replica_names(count: usize) -> Vec<String> {
+    (b'a'..)
+        .take(count)
+        .map(|c| char::from(c).to_string())
+        .collect()
+}
+
+/// A `postern-gateway start` process; killed on drop.
+pub struct GatewayProcess {
+    /// Its name among the replicas.
+    pub name: String,
+    /// What it wrote once it listened.
+    pub ready: ReadyFile,
+    config: PathBuf,
+    log: PathBuf,
+    child: Child,
+}
+
+impl GatewayProcess {
+    /// Starts `postern-gateway --config CONFIG start` with its output in
+    /// `DIR/NAME.log`, and returns once it listens.
+    pub async fn start(name: &str, config: &Path, dir: &Path) -> GatewayProcess {
+        let ready_path = dir.join(format!("{name}.ready"));
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("gateway log");
+        let mut child = Command::new(bin("postern-gateway"))
+            .arg("--config")
+            .arg(config)
+            .arg("start")
+            .arg("--ready-file")
+            .arg(&ready_path)
+            .env_remove("POSTERN_GATEWAY_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("gateway log"))
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start postern-gateway");
+        let ready = tokio::select! {
+            status = child.wait() => panic!(
+                "gateway {name} exited before it listened ({status:?}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
+            ready = eventually(Duration::from_secs(60), async || ReadyFile::read(&ready_path)) => {
+                ready.unwrap_or_else(|e| panic!("gateway {name} never listened: {e}"))
+            }
+        };
+        GatewayProcess {
+            name: name.to_owned(),
+            ready,
+            config: config.to_owned(),
+            log,
+            child,
+        }
+    }
+
+    /// Sends SIGTERM, as systemd or a container runtime stops a replica.
+    pub fn terminate(&self) {
+        let pid = self
+            .child
+            .id()
+            .and_then(|id| Pid::from_raw(id as i32))
+            .expect("gateway still running");
+        rustix::process::kill_process(pid, Signal::TERM).expect("send SIGTERM");
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub async fn exited(&mut self, within: Duration) -> ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("gateway {} still running:\n{}", self.name, self.log()))
+            .expect("wait for the gateway")
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// HAProxy in TCP mode in front of the replicas; killed on drop.
+pub struct HaProxy {
+    /// Its loopback port.
+    pub port: u16,
+    _child: Child,
+}
+
+impl HaProxy {
+    /// Starts HAProxy on `port` with `gateways` as its servers, and returns
+    /// once it accepts connections.
+    async fn start(dir: &Path, port: u16, gateways: &[GatewayProcess]) -> HaProxy {
+        let servers: String = gateways
+            .iter()
+            .map(|g| {
+                format!(
+                    "    server {} {} check inter 500ms fall 1 rise 1\n",
+                    g.name, g.ready.address
+                )
+            })
+            .collect();
+        // TCP mode: TLS passes through untouched, so the replicas see the
+        // clients' certificates. A replica that stops listening is marked
+        // down by the check, and a connection that could not reach it is
+        // retried on another (`redispatch`).
+        let config = format!(
+            "global\n    maxconn 4096\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    retries 3\n    option redispatch 1\n\
+             frontend gateways\n    bind 127.0.0.1:{port}\n    default_backend replicas\n\
+             backend replicas\n    balance roundrobin\n{servers}"
+        );
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, config).expect("write haproxy.cfg");
+        let log = std::fs::File::create(dir.join("haproxy.log")).expect("haproxy log");
+        let mut child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("haproxy log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start haproxy (scripts/install-test-deps installs it)");
+        tokio::select! {
+            status = child.wait() => panic!(
+                "haproxy exited ({status:?}):\n{}",
+                std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default()
+            ),
+            up = eventually(Duration::from_secs(20), async || {
+                tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+            }) => { up.expect("haproxy listens"); }
+        }
+        HaProxy {
+            port,
+            _child: child,
+        }
+    }
+
+    /// `host:port` as `postern login` takes it.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}

@@ -1,0 +1,226 @@
+//! Two gateway replicas on one shared PostgreSQL store behind HAProxy
+//! (tests/src/replicas.rs): what one replica does, the other sees, and
+//! nothing is lost between them.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use postern_tests::eventually;
+use postern_tests::replicas::Replicas;
+use postern_tests::stack::{DEFAULT_ROLES, PASSWORD, StackConfig, output};
+use tokio_postgres::NoTls;
+
+/// The `dev` role of DEFAULT_ROLES, and a role whose database users are
+/// made per person and dropped after their last session.
+fn roles() -> String {
+    format!(
+        r#"{DEFAULT_ROLES}
+---
+kind: role
+version: v7
+metadata: {{ name: auto-drop }}
+spec:
+  options: {{ create_db_user_mode: best_effort_drop }}
+  allow:
+    db_labels: {{ env: dev }}
+    db_names: [app]
+    db_roles: [reader]
+"#
+    )
+}
+
+async fn replicas() -> Replicas {
+    Replicas::start(
+        &roles(),
+        2,
+        StackConfig {
+            pg_extra: "admin_user: { name: postern_admin }",
+            ..StackConfig::default()
+        },
+    )
+    .await
+}
+
+/// A tokio-postgres session through a tunnel's port, open until dropped.
+async fn connect(port: u16, user: &str, db: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(20))
+        .connect(NoTls)
+        .await
+        .expect("session through the tunnel");
+    tokio::spawn(connection);
+    client
+}
+
+/// The audit events of `kind` for `user` in the store.
+fn audit_events(replicas: &Replicas, kind: &str, user: &str) -> Vec<serde_json::Value> {
+    replicas
+        .store
+        .recent_audit(10_000)
+        .expect("read the audit")
+        .into_iter()
+        .filter(|e| e["event"] == kind && e["user"] == user)
+        .collect()
+}
+
+/// Waits until the store holds `count` audit events of `kind` for `user`
+/// (the audit is written in batches), and returns them.
+async fn wait_events(
+    replicas: &Replicas,
+    kind: &str,
+    user: &str,
+    count: usize,
+) -> Vec<serde_json::Value> {
+    eventually(Duration::from_secs(20), async || {
+        let events = audit_events(replicas, kind, user);
+        if events.len() == count {
+            Ok(events)
+        } else {
+            Err(format!("{} {kind} events: {events:?}", events.len()))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_added_through_one_replica_ends_a_session_on_the_other_within_5_seconds() {
+    let replicas = replicas().await;
+    replicas.add_user("alice", PASSWORD, &["dev"]);
+    let on_b = replicas.clients_of(1);
+    on_b.login("alice", PASSWORD).await;
+    let proxy = on_b
+        .proxy(
+            "alice",
+            &["pg", "--db-user", "certuser", "--db-name", "app"],
+        )
+        .await;
+    let mut psql = proxy.psql("user=certuser dbname=app");
+    psql.args(["-c", "select pg_sleep(60) /* on b */"]);
+    let running = tokio::spawn(output(psql));
+    replicas
+        .pg()
+        .wait_activity("select pg_sleep(60) /* on b */%", true)
+        .await;
+
+    let (ok, _, err) = replicas
+        .gateway_cli(
+            0,
+            &["locks", "add", "--user", "alice", "--message", "incident 9"],
+        )
+        .await;
+    assert!(ok, "{err}");
+    let locked = Instant::now();
+    let (ok, _, err) = tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the session on b ended within 5 s of the lock added through a")
+        .unwrap();
+    println!(
+        "lock added through a; the session on b ended after {:?}: {err}",
+        locked.elapsed()
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("locked by an administrator") && err.contains("incident 9"),
+        "{err}"
+    );
+    replicas
+        .wait_audit("session_end", |e| {
+            e["user"] == "alice" && e["reason"].as_str().unwrap_or("").contains("incident 9")
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_provisioning_one_user_at_once_take_turns_and_drop_it_once() {
+    let replicas = replicas().await;
+    replicas.add_user("bob", PASSWORD, &["auto-drop"]);
+    let (a, b) = (replicas.clients_of(0), replicas.clients_of(1));
+    a.login("bob", PASSWORD).await;
+    b.login("bob", PASSWORD).await;
+    let via_a = a.proxy("bob", &["pg", "--db-name", "app"]).await;
+    let via_b = b.proxy("bob", &["pg", "--db-name", "app"]).await;
+
+    // Both replicas create the same database user at the same moment; the
+    // lease in the store makes them take turns, so both sessions work.
+    let (on_a, on_b) = tokio::join!(
+        connect(via_a.port, "bob", "app"),
+        connect(via_b.port, "bob", "app")
+    );
+    for client in [&on_a, &on_b] {
+        let row = client.query_one("select count(*) from items", &[]).await;
+        assert_eq!(row.expect("reader may read items").get::<_, i64>(0), 3);
+    }
+    wait_events(&replicas, "user_provisioned", "bob", 2).await;
+
+    // The user outlives a's session while b's still runs ...
+    drop(on_a);
+    replicas
+        .wait_audit("session_end", |e| e["user"] == "bob")
+        .await;
+    let row = on_b.query_one("select current_user", &[]).await;
+    assert_eq!(row.expect("b's session goes on").get::<_, String>(0), "bob");
+
+    // ... and is dropped once, after the last session on either replica.
+    drop(on_b);
+    let admin = replicas.pg().admin("postgres").await;
+    eventually(Duration::from_secs(20), async || {
+        let left: i64 = admin
+            .query_one("select count(*) from pg_roles where rolname = 'bob'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            Ok(())
+        } else {
+            Err("bob still exists")
+        }
+    })
+    .await
+    .expect("the database user is dropped after its last session");
+    let deactivated = wait_events(&replicas, "user_deactivated", "bob", 1).await;
+    assert_eq!(deactivated[0]["action"], "dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_audit_has_every_sessions_start_and_end_across_replicas() {
+    let replicas = replicas().await;
+    replicas.add_user("carol", PASSWORD, &["dev"]);
+    let people = replicas.clients();
+    people.login("carol", PASSWORD).await;
+    let proxy = people
+        .proxy(
+            "carol",
+            &["pg", "--db-user", "certuser", "--db-name", "app"],
+        )
+        .await;
+    const SESSIONS: usize = 6;
+    for i in 0..SESSIONS {
+        let (ok, out, err) = proxy
+            .query("user=certuser dbname=app", &format!("select {i}"))
+            .await;
+        assert!(ok && out == i.to_string(), "{out} {err}");
+    }
+    let ends = wait_events(&replicas, "session_end", "carol", SESSIONS).await;
+    let starts = audit_events(&replicas, "session_start", "carol");
+    // A session is named by its replica and its number there.
+    let key = |e: &serde_json::Value| (e["replica"].to_string(), e["session"].to_string());
+    let started: BTreeSet<_> = starts.iter().map(key).collect();
+    let ended: BTreeSet<_> = ends.iter().map(key).collect();
+    assert_eq!(
+        started.len(),
+        SESSIONS,
+        "each session has its own name: {starts:?}"
+    );
+    assert_eq!(started, ended, "each start has its end");
+    let served_by: BTreeSet<_> = starts.iter().map(|e| e["replica"].to_string()).collect();
+    assert_eq!(
+        served_by.len(),
+        2,
+        "HAProxy spread the sessions: {served_by:?}"
+    );
+}
