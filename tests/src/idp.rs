@@ -180,6 +180,8 @@ pub enum Consent {
 pub struct Browser {
     http: reqwest::Client,
     idp_port: u16,
+    /// Requests to the first port go to the second (see [`Browser::detouring`]).
+    detour: Option<(u16, u16)>,
 }
 
 /// An HTML form: where it posts and its hidden fields.
@@ -218,7 +220,16 @@ impl Browser {
         Browser {
             http,
             idp_port: idp.port,
+            detour: None,
         }
+    }
+
+    /// A browser whose requests to loopback port `from` go to port `to`
+    /// instead, as a load balancer in front of gateway replicas may send a
+    /// browser to another replica than the one its sign-in started on.
+    pub fn detouring(mut self, from: u16, to: u16) -> Browser {
+        self.detour = Some((from, to));
+        self
     }
 
     /// The underlying client (e.g. to visit a gateway URL directly).
@@ -243,6 +254,12 @@ impl Browser {
         for _ in 0..30 {
             if self.is_client_listener(&next) {
                 return Ok(next);
+            }
+            if let Some((from, to)) = self.detour
+                && next.port() == Some(from)
+            {
+                next.set_port(Some(to))
+                    .map_err(|()| format!("{next}: no port"))?;
             }
             let request = match form_post.take() {
                 Some(fields) => self.http.post(next.clone()).form(&fields),

@@ -94,7 +94,11 @@ impl Replicas {
             gateways.iter().all(|g| g.ready.ca_pin == ca_pin),
             "replicas on one store serve one CA"
         );
-        let haproxy = HaProxy::start(dir.path(), balancer_port, &gateways).await;
+        let servers: Vec<_> = gateways
+            .iter()
+            .map(|g| (g.name.clone(), g.ready.address.clone()))
+            .collect();
+        let haproxy = HaProxy::start(dir.path(), balancer_port, &servers).await;
         Replicas {
             gateways,
             haproxy,
@@ -227,6 +231,16 @@ impl GatewayProcess {
         }
     }
 
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.ready
+            .address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a HOST:PORT address")
+    }
+
     /// Sends SIGTERM, as systemd or a container runtime stops a replica.
     pub fn terminate(&self) {
         let pid = self
@@ -259,16 +273,14 @@ pub struct HaProxy {
 }
 
 impl HaProxy {
-    /// Starts HAProxy on `port` with `gateways` as its servers, and returns
-    /// once it accepts connections.
-    async fn start(dir: &Path, port: u16, gateways: &[GatewayProcess]) -> HaProxy {
-        let servers: String = gateways
+    /// Starts HAProxy on 127.0.0.1:`port` in front of `servers` (name and
+    /// `host:port` of each replica), with its configuration and log in
+    /// `dir`, and returns once it accepts connections.
+    pub async fn start(dir: &Path, port: u16, servers: &[(String, String)]) -> HaProxy {
+        let servers: String = servers
             .iter()
-            .map(|g| {
-                format!(
-                    "    server {} {} check inter 500ms fall 1 rise 1\n",
-                    g.name, g.ready.address
-                )
+            .map(|(name, address)| {
+                format!("    server {name} {address} check inter 500ms fall 1 rise 1\n")
             })
             .collect();
         // TCP mode: TLS passes through untouched, so the replicas see the

@@ -362,6 +362,44 @@ impl Clients {
         .await
     }
 
+    /// Starts `postern login GATEWAY --sso EXTRA... --browser none` for
+    /// `who` and returns it once it printed the identity provider's address,
+    /// with that address.
+    pub async fn start_sso_login(&self, who: &str, extra: &[&str]) -> (Child, String) {
+        let mut child = self
+            .postern(who)
+            .args(["login", &self.gateway, "--ca-pin", &self.ca_pin])
+            .args(["--browser", "none", "--sso"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run postern login --sso");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("http") {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(url) = url else {
+            let out = child.wait_with_output().await.unwrap();
+            panic!(
+                "postern login --sso printed no address: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // Keep draining stdout so the CLI never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        (child, url)
+    }
+
     /// Logs `who` in with the gateway's CA pin; panics with the CLI's output on failure.
     pub async fn login(&self, who: &str, password: &str) {
         let out = self.try_login(who, password).await;

@@ -6,8 +6,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use postern_tests::eventually;
+use postern_tests::idp::{Account, Browser, Consent, IdpPlan, visit};
 use postern_tests::replicas::Replicas;
 use postern_tests::stack::{DEFAULT_ROLES, PASSWORD, StackConfig, output};
+use serde_json::json;
 use tokio_postgres::NoTls;
 
 /// The `dev` role of DEFAULT_ROLES, and a role whose database users are
@@ -223,4 +225,54 @@ async fn the_store_audit_has_every_sessions_start_and_end_across_replicas() {
         2,
         "HAProxy spread the sessions: {served_by:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_sign_on_started_on_one_replica_is_finished_on_the_other() {
+    let plan = IdpPlan::new();
+    let connectors = plan.connector_yaml("corp", &["{ claim: groups, value: dba, roles: [dev] }"]);
+    let replicas = Replicas::start(
+        &roles(),
+        2,
+        StackConfig {
+            gateway_extra: &connectors,
+            ..StackConfig::default()
+        },
+    )
+    .await;
+    // The identity provider sends the browser back to the load balancer.
+    let balancer = replicas.haproxy.port;
+    let callback = format!("https://localhost:{balancer}/v1/login/sso/callback");
+    let dana = Account {
+        name: "dana",
+        password: "dana's password",
+        claims: json!({ "groups": ["dba"] }),
+    };
+    let idp = plan.start(&[callback], &[dana]).await;
+
+    // The CLI starts (and later completes) its sign-in on a; the load
+    // balancer sends the browser's return to b.
+    let on_a = replicas.clients_of(0);
+    let b_port = replicas.gateways[1].port();
+    let browser = Browser::new(&idp, &replicas.gateway_ca_pem()).detouring(balancer, b_port);
+    let (child, auth_url) = on_a.start_sso_login("dana", &[]).await;
+    let landing = browser
+        .sign_in(&auth_url, "dana", "dana's password", Consent::Allow)
+        .await
+        .expect("b finishes the sign-in that a started");
+    let (status, page) = visit(&landing).await;
+    assert_eq!(status, 200, "{page}");
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("postern login finished in time")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = on_a.run("dana", &["status"], "").await;
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("User:     dana"), "{status}");
+    assert!(status.contains("Roles:    dev"), "{status}");
 }

@@ -2,14 +2,13 @@
 //! and a real OpenID Connect provider (oidc-provider), signed in through the
 //! provider's own login and consent pages.
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use postern_api::wire::{SsoExchangeRequest, SsoStartRequest, sso_challenge};
 use postern_tests::idp::{Account, Browser, Consent, Idp, IdpPlan, visit};
 use postern_tests::stack::{DEFAULT_ROLES, Stack, StackConfig};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
 /// `dba` reaches the dev database as the db users the identity provider
@@ -83,47 +82,7 @@ fn text(bytes: &[u8]) -> String {
 /// `postern login GATEWAY --sso ... --browser none` for `who`, until it
 /// prints the identity provider's address.
 async fn start_cli_login(stack: &Stack, who: &str, extra: &[&str]) -> (Child, String) {
-    let addr = stack.gateway_addr();
-    let pin = stack.gateway.ca_pin.clone();
-    let mut child = stack
-        .postern(who)
-        .args([
-            "login",
-            &addr,
-            "--ca-pin",
-            &pin,
-            "--browser",
-            "none",
-            "--sso",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run postern login --sso");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("http") {
-                return Some(line);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten();
-    let Some(url) = url else {
-        let out = child.wait_with_output().await.unwrap();
-        panic!(
-            "postern login --sso printed no address: {}",
-            text(&out.stderr)
-        );
-    };
-    // Keep draining stdout so the CLI never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
+    stack.clients().start_sso_login(who, extra).await
 }
 
 async fn finish(child: Child) -> Output {

@@ -11,6 +11,7 @@
 //! gateway CAs and users, generated passwords).
 
 mod postgres;
+mod replicas;
 mod report;
 
 use std::fs::{self, File, OpenOptions};
@@ -25,6 +26,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use postern_gateway::cmd::ReadyFile;
 use postern_tests::pg::{self, Postmaster};
+use postern_tests::replicas::HaProxy;
 use postern_tests::{eventually, random_hex};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -48,7 +50,13 @@ State in DIR, kept between runs:
   demo.pw, demo_writer.pw    generated passwords (0600)
   pg-tls/ca.crt              CA of PostgreSQL's server certificate (new on every run)
   pg/                        PostgreSQL data directory, unix socket and log
-  gateway.log                gateway log of the current run";
+  gateway.log                gateway log of the current run
+With --replicas N, also:
+  gateway-b.yaml, ...        the other replicas' configuration (gateway.yaml is replica a)
+  store.pw, store.kek        the shared store's password and key-encryption key (0600)
+  db-ca.pem, db-ca.key       the replicas' database CA (0600)
+  gateway-b.log, ...         the other replicas' logs
+  haproxy.cfg, haproxy.log   the load balancer in front of them";
 
 /// Starts a local PostgreSQL (databases shop and analytics) and a Postern
 /// gateway that serves it as "demo-pg", creates the Postern user "demo", and
@@ -72,6 +80,11 @@ struct Args {
     /// Use the release binaries already built instead of running cargo build.
     #[arg(long)]
     no_build: bool,
+    /// Run N gateway replicas on a shared PostgreSQL store (in the demo's
+    /// PostgreSQL) behind HAProxy on the gateway port; 1 is one gateway on
+    /// its embedded SQLite store.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=9))]
+    replicas: u8,
 }
 
 /// A message to stderr; stdout stays for what the demo prints on purpose.
@@ -107,8 +120,12 @@ struct Demo {
     ready: bool,
     /// The log to show if startup fails at the current step.
     stage_log: Option<PathBuf>,
-    gateway: Option<Child>,
-    gateway_log: Option<PathBuf>,
+    /// The gateway, or each replica.
+    gateways: Vec<Child>,
+    /// Their logs, in the same order.
+    gateway_logs: Vec<PathBuf>,
+    /// The load balancer in front of the replicas.
+    haproxy: Option<HaProxy>,
     gateway_pid_file: Option<PathBuf>,
     desktop: Option<Child>,
     postgres: Option<(Postmaster, PathBuf)>,
@@ -124,7 +141,7 @@ enum End {
     Stopped,
     /// Startup failed.
     Failed(anyhow::Error),
-    /// The gateway exited on its own once everything ran.
+    /// A gateway exited on its own once everything ran.
     GatewayDied,
 }
 
@@ -185,23 +202,32 @@ impl Signals {
     }
 }
 
-/// Foreground until a signal or until the gateway dies.
+/// Foreground until a signal or until a gateway dies.
 async fn run_until_stopped(demo: &mut Demo, signals: &mut Signals) -> End {
-    let gateway = demo.gateway.as_mut().expect("started");
     tokio::select! {
         () = signals.next() => {
             log("stopping (signal received)");
             End::Stopped
         }
-        _ = gateway.wait() => {
-            demo.gateway = None;
+        died = first_exit(&mut demo.gateways, &demo.gateway_logs) => {
             demo.ready = false;
-            log("the gateway exited unexpectedly");
-            if let Some(gateway_log) = &demo.gateway_log {
-                log_tail(gateway_log, 40);
-            }
+            log("a gateway exited unexpectedly");
+            log_tail(&died, 40);
             End::GatewayDied
         }
+    }
+}
+
+/// Completes when one of `gateways` exits, with its log. The demo checks
+/// every half second: a demo-sized stand-in for waiting on all at once.
+async fn first_exit(gateways: &mut [Child], logs: &[PathBuf]) -> PathBuf {
+    loop {
+        for (gateway, log) in gateways.iter_mut().zip(logs) {
+            if let Ok(Some(_)) = gateway.try_wait() {
+                return log.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -222,14 +248,21 @@ async fn cleanup(demo: &mut Demo, end: &End) {
     if let Some(mut desktop) = demo.desktop.take() {
         stop_child(&mut desktop, Duration::from_secs(10)).await;
     }
-    if let Some(mut gateway) = demo.gateway.take() {
+    if let Some(haproxy) = demo.haproxy.take() {
+        log("stopping HAProxy");
+        drop(haproxy);
+    }
+    // All at once: each gateway drains its sessions in its own time.
+    let mut stopping = tokio::task::JoinSet::new();
+    for mut gateway in demo.gateways.drain(..) {
         if let Some(pid) = gateway.id() {
             log(format!("stopping the gateway (pid {pid})"));
         }
-        stop_child(&mut gateway, Duration::from_secs(15)).await;
-        if let Some(pid_file) = &demo.gateway_pid_file {
-            let _ = fs::remove_file(pid_file);
-        }
+        stopping.spawn(async move { stop_child(&mut gateway, Duration::from_secs(15)).await });
+    }
+    stopping.join_all().await;
+    if let Some(pid_file) = &demo.gateway_pid_file {
+        let _ = fs::remove_file(pid_file);
     }
     if let Some((mut postmaster, log_path)) = demo.postgres.take() {
         log("stopping PostgreSQL");
@@ -369,12 +402,51 @@ async fn start(args: &Args, demo: &mut Demo) -> anyhow::Result<()> {
     };
     let reader_port = free_port_from(pg_port + 1, &[pg_port, gateway_port])?;
     let writer_port = free_port_from(reader_port + 1, &[pg_port, gateway_port, reader_port])?;
+    // With replicas, HAProxy takes the gateway port and the replicas the
+    // ports after the tunnels'.
+    let names = replicas::names(usize::from(args.replicas));
+    let shared = args.replicas > 1;
+    let mut taken = vec![pg_port, gateway_port, reader_port, writer_port];
+    let listen_ports = if shared {
+        let mut ports = Vec::new();
+        for _ in &names {
+            let port = free_port_from(taken.iter().max().map_or(3081, |p| p + 1), &taken)?;
+            taken.push(port);
+            ports.push(port);
+        }
+        ports
+    } else {
+        vec![gateway_port]
+    };
 
-    write_gateway_config(&paths, gateway_port, pg_port)?;
+    write_roles(&paths)?;
+    let shared_yaml = shared.then(|| replicas::shared_yaml(pg_port, gateway_port));
+    let mut configs = Vec::new();
+    for (i, (name, port)) in names.iter().zip(&listen_ports).enumerate() {
+        let config = replicas::config_file(dir, i, name);
+        let data_dir = match i {
+            0 => "gateway-data".to_owned(),
+            _ => format!("gateway-data-{name}"),
+        };
+        fs::write(
+            &config,
+            gateway_yaml(*port, pg_port, &data_dir, shared_yaml.as_deref()),
+        )?;
+        configs.push(config);
+    }
 
     // PostgreSQL trusts the CA that signs the gateway's client certificates
-    // for `cert` logins; the gateway creates it in its data dir on first use.
-    let client_ca = output(paths.gateway(&["ca", "db"])).await?;
+    // for `cert` logins. One gateway creates it in its data dir on first
+    // use; replicas share one given as files (it must exist before the
+    // store, which lives in this PostgreSQL).
+    let secrets = match shared {
+        true => Some(replicas::Secrets::ensure(dir)?),
+        false => None,
+    };
+    let client_ca = match &secrets {
+        Some(secrets) => secrets.db_ca_pem.clone(),
+        None => output(paths.gateway(&["ca", "db"])).await?,
+    };
     let pg_tls = dir.join("pg-tls");
     fs::create_dir_all(&pg_tls)?;
     fs::set_permissions(&pg_tls, fs::Permissions::from_mode(0o700))?;
@@ -384,45 +456,60 @@ async fn start(args: &Args, demo: &mut Demo) -> anyhow::Result<()> {
     demo.postgres = Some((postmaster, cluster.log_path()));
     fs::write(&server_ca_file, server_ca_pem)?;
     cluster.load_sample_data(pg_port, &writer_password).await?;
+    if let Some(secrets) = &secrets {
+        cluster
+            .create_store(pg_port, replicas::STORE, &secrets.store_password)
+            .await?;
+    }
     demo.stage_log = None;
 
     ensure_demo_user(&paths, &demo_pw_file, demo_pw_new).await?;
 
-    let gateway_log = dir.join("gateway.log");
-    demo.stage_log = Some(gateway_log.clone());
-    demo.gateway_log = Some(gateway_log.clone());
-    log(format!(
-        "starting the gateway (log {})",
-        gateway_log.display()
-    ));
-    let ready_file = dir.join("gateway.ready");
-    let _ = fs::remove_file(&ready_file);
-    let log_file = File::create(&gateway_log)?;
-    let mut gateway = paths.gateway(&["start", "--ready-file"]);
-    gateway
-        .arg(&ready_file)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        // Its own process group: a Ctrl+C in the terminal reaches the demo,
-        // which stops the gateway itself.
-        .process_group(0);
-    let gateway = gateway.spawn().context("start the gateway")?;
     let pid_file = dir.join("gateway.pid");
-    fs::write(&pid_file, format!("{}\n", gateway.id().unwrap_or_default()))?;
-    demo.gateway_pid_file = Some(pid_file);
-    let gateway = demo.gateway.insert(gateway);
-    let ready = eventually(GATEWAY_START, async || {
-        if let Ok(Some(_)) = gateway.try_wait() {
-            return Ok(None);
+    demo.gateway_pid_file = Some(pid_file.clone());
+    let mut started = Vec::new();
+    for (i, (name, config)) in names.iter().zip(&configs).enumerate() {
+        let replica = shared.then_some(name.as_str());
+        started.push(start_gateway(&paths, config, i, replica, demo).await?);
+        let pids: String = demo
+            .gateways
+            .iter()
+            .filter_map(Child::id)
+            .map(|pid| format!("{pid}\n"))
+            .collect();
+        fs::write(&pid_file, pids)?;
+    }
+    let ready = if shared {
+        let servers: Vec<_> = names
+            .iter()
+            .cloned()
+            .zip(started.iter().map(|r| r.address.clone()))
+            .collect();
+        log(format!(
+            "starting HAProxy on 127.0.0.1:{gateway_port} in front of {} (log {})",
+            servers
+                .iter()
+                .map(|(name, address)| format!("{name} {address}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            dir.join("haproxy.log").display()
+        ));
+        demo.haproxy = Some(HaProxy::start(dir, gateway_port, &servers).await);
+        ReadyFile {
+            address: format!("127.0.0.1:{gateway_port}"),
+            ca_pin: started[0].ca_pin.clone(),
         }
-        ReadyFile::read(&ready_file).map(Some)
-    })
-    .await;
-    let Ok(Some(ready)) = ready else {
-        bail!("the gateway did not start");
+    } else {
+        started[0].clone()
     };
-    demo.stage_log = None;
+    let replicas: Vec<(String, String)> = match shared {
+        true => names
+            .iter()
+            .cloned()
+            .zip(started.iter().map(|r| r.address.clone()))
+            .collect(),
+        false => Vec::new(),
+    };
 
     let facts = report::Facts {
         gateway: &ready,
@@ -442,7 +529,8 @@ async fn start(args: &Args, demo: &mut Demo) -> anyhow::Result<()> {
         reader_port,
         writer_port,
         bin_dir: &paths.bin_dir,
-        gateway_log: &gateway_log,
+        gateway_logs: &demo.gateway_logs,
+        replicas: &replicas,
     };
     print!("{}", facts.connection_steps());
     std::io::stdout().flush()?;
@@ -456,6 +544,69 @@ async fn start(args: &Args, demo: &mut Demo) -> anyhow::Result<()> {
         start_desktop(&paths, &ready, &demo_pw_file, demo).await?;
     }
     Ok(())
+}
+
+/// Starts the gateway with `config` (the `index`th, and its name when it is
+/// one of several replicas) and returns what it wrote once it listened.
+async fn start_gateway(
+    paths: &Paths,
+    config: &Path,
+    index: usize,
+    replica: Option<&str>,
+    demo: &mut Demo,
+) -> anyhow::Result<ReadyFile> {
+    let (gateway_log, ready_file, what) = match (index, replica) {
+        (_, None) => (
+            "gateway.log".into(),
+            "gateway.ready".into(),
+            "the gateway".into(),
+        ),
+        (0, Some(name)) => (
+            "gateway.log".into(),
+            "gateway.ready".into(),
+            format!("gateway replica {name}"),
+        ),
+        (_, Some(name)) => (
+            format!("gateway-{name}.log"),
+            format!("gateway-{name}.ready"),
+            format!("gateway replica {name}"),
+        ),
+    };
+    let (gateway_log, ready_file) = (paths.dir.join(gateway_log), paths.dir.join(ready_file));
+    demo.stage_log = Some(gateway_log.clone());
+    log(format!("starting {what} (log {})", gateway_log.display()));
+    let _ = fs::remove_file(&ready_file);
+    let log_file = File::create(&gateway_log)?;
+    let mut gateway = Command::new(paths.gateway_bin());
+    gateway
+        .arg("--config")
+        .arg(config)
+        .args(["start", "--ready-file"])
+        .arg(&ready_file)
+        .env_remove("POSTERN_GATEWAY_CONFIG")
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        // Its own process group: a Ctrl+C in the terminal reaches the demo,
+        // which stops the gateway itself.
+        .process_group(0);
+    let gateway = gateway.spawn().context("start the gateway")?;
+    demo.gateways.push(gateway);
+    demo.gateway_logs.push(gateway_log);
+    let gateway = demo.gateways.last_mut().expect("just pushed");
+    let ready = eventually(GATEWAY_START, async || {
+        if let Ok(Some(_)) = gateway.try_wait() {
+            return Ok(None);
+        }
+        ReadyFile::read(&ready_file).map(Some)
+    })
+    .await;
+    let Ok(Some(ready)) = ready else {
+        bail!("the gateway did not start");
+    };
+    demo.stage_log = None;
+    Ok(ready)
 }
 
 /// `${POSTERN_DEMO_DIR:-${XDG_DATA_HOME:-~/.local/share}/postern-demo}`.
@@ -550,25 +701,28 @@ fn lock(dir: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
-/// Stops the gateway of a run that was killed (SIGKILL, a closed shell, ...):
-/// the lock proves no demo owns it any more.
+/// Stops the gateways of a run that was killed (SIGKILL, a closed shell,
+/// ...): the lock proves no demo owns them any more. HAProxy, a child that
+/// dies with the demo, needs no such care.
 async fn stop_leftover_gateway(paths: &Paths) {
     let pid_file = paths.dir.join("gateway.pid");
-    let Some(pid) = fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|p| p.trim().parse::<u32>().ok())
-    else {
-        let _ = fs::remove_file(&pid_file);
-        return;
-    };
+    let pids: Vec<u32> = fs::read_to_string(&pid_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    // gateway.yaml, gateway-b.yaml, ...
     let ours = format!(
         "postern-gateway --config {}",
-        paths.gateway_config().display()
+        paths.dir.join("gateway").display()
     );
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .unwrap_or_default();
-    if cmdline.contains(&ours) {
+    for pid in pids {
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        if !cmdline.contains(&ours) {
+            continue;
+        }
         log(format!(
             "stopping a gateway left by an earlier run (pid {pid})"
         ));
@@ -585,7 +739,8 @@ async fn stop_leftover_gateway(paths: &Paths) {
     let _ = fs::remove_file(&pid_file);
 }
 
-fn write_gateway_config(paths: &Paths, gateway_port: u16, pg_port: u16) -> anyhow::Result<()> {
+/// Writes roles.yaml: the demo role.
+fn write_roles(paths: &Paths) -> anyhow::Result<()> {
     // Deny the bootstrap superuser (postgres, or the OS user when not root).
     let superuser = pg::server_user();
     let deny_users = if superuser == "postgres" {
@@ -613,15 +768,20 @@ spec:
 "
         ),
     )?;
-    fs::write(
-        paths.gateway_config(),
-        format!(
-            "\
+    Ok(())
+}
+
+/// A gateway.yaml listening on `listen_port`, with its own state in
+/// `data_dir` and the lines replicas share (`shared`), if any.
+fn gateway_yaml(listen_port: u16, pg_port: u16, data_dir: &str, shared: Option<&str>) -> String {
+    let shared = shared.unwrap_or_default();
+    format!(
+        "\
 # Written by scripts/demo on every run; paths are relative to this file.
-listen: 127.0.0.1:{gateway_port}
-data_dir: gateway-data
+listen: 127.0.0.1:{listen_port}
+data_dir: {data_dir}
 roles: [roles.yaml]
-limits:
+{shared}limits:
   # One connection thread: this gateway serves one person and shares the
   # machine with its PostgreSQL and the clients (a gateway of its own would
   # keep the default, one per core).
@@ -636,9 +796,7 @@ databases:
       # demo_reader logs in with a certificate from the gateway's database CA.
       - {{ db_user: demo_writer, password_file: demo_writer.pw }}
 "
-        ),
-    )?;
-    Ok(())
+    )
 }
 
 /// Creates the Postern user, or gives it the password of a regenerated

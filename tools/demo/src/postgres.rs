@@ -22,6 +22,8 @@ const HBA: &str = "\
 local   all all                     trust
 # demo_writer: SCRAM password, which the gateway holds.
 hostssl all demo_writer 127.0.0.1/32 scram-sha-256
+# The gateway replicas' shared store (scripts/demo --replicas N).
+hostssl postern_store postern_store 127.0.0.1/32 scram-sha-256
 # Everyone else over TCP: a client certificate whose CN is the role name,
 # signed by the gateway's database CA (ssl_ca_file).
 hostssl all all         127.0.0.1/32 cert
@@ -189,6 +191,20 @@ impl Cluster {
             &format!("{ANALYTICS_SQL}\n{GRANTS_SQL}"),
         )
         .await
+    }
+
+    /// The shared store of gateway replicas: database `name` owned by the
+    /// ordinary role `name` (LOGIN and `password`, nothing else).
+    pub async fn create_store(&self, port: u16, name: &str, password: &str) -> anyhow::Result<()> {
+        let sql = format!(
+            "\\set store_pw '{password}'
+SELECT 'CREATE ROLE {name} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') \\gexec
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE {name} PASSWORD :'store_pw';
+SELECT 'CREATE DATABASE {name} OWNER {name}' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{name}') \\gexec
+"
+        );
+        self.psql(port, "postgres", false, &sql).await
     }
 
     /// psql as the bootstrap superuser over the unix socket (trust), `sql`

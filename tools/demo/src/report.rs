@@ -1,7 +1,7 @@
 //! What the demo tells once everything runs: the connection steps on stdout
 //! and, with `--env FILE`, the same facts as shell variables.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use postern_gateway::cmd::ReadyFile;
 
@@ -31,7 +31,11 @@ pub struct Facts<'a> {
     pub reader_port: u16,
     pub writer_port: u16,
     pub bin_dir: &'a Path,
-    pub gateway_log: &'a Path,
+    /// The gateway's log, or each replica's.
+    pub gateway_logs: &'a [PathBuf],
+    /// With `--replicas`: each replica's name and address (HAProxy is
+    /// [`Facts::gateway`]); empty for one gateway.
+    pub replicas: &'a [(String, String)],
 }
 
 impl Facts<'_> {
@@ -51,12 +55,19 @@ impl Facts<'_> {
         let pw_file = self.password_file.display();
         let bin_dir = self.bin_dir.display();
         let db_names = self.db_names.join(" ");
-        let (gateway_log, pg_log) = (self.gateway_log.display(), self.pg_log.display());
+        let gateway_logs = self
+            .gateway_logs
+            .iter()
+            .map(|l| l.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let pg_log = self.pg_log.display();
+        let replicas = self.replicas_text();
         format!(
             r#"
 Postern demo is running.
 
-  gateway    {addr}
+  gateway    {addr}{replicas}
   CA pin     {pin}
   user       {user}
   password   {password}   (also in {pw_file})
@@ -84,9 +95,25 @@ In psql, Ctrl+C cancels a running query through the tunnel; try
   select pg_sleep(30);
 and press Ctrl+C: "canceling statement due to user request".
 
-Logs: {gateway_log}, {pg_log}
+Logs: {gateway_logs}, {pg_log}
 Press Ctrl+C to stop the demo.
 "#
+        )
+    }
+
+    /// With replicas, what is behind the gateway address.
+    fn replicas_text(&self) -> String {
+        if self.replicas.is_empty() {
+            return String::new();
+        }
+        let list: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|(name, address)| format!("{name} {address}"))
+            .collect();
+        format!(
+            " (HAProxy, TCP mode)\n  replicas   {} on one PostgreSQL store (database postern_store)",
+            list.join(", ")
         )
     }
 
@@ -120,6 +147,14 @@ Press Ctrl+C to stop the demo.
             ),
             ("POSTERN_DEMO_BIN_DIR", self.bin_dir.display().to_string()),
             ("POSTERN_DEMO_PG_CA", self.pg_ca.display().to_string()),
+            (
+                "POSTERN_DEMO_REPLICAS",
+                self.replicas
+                    .iter()
+                    .map(|(name, address)| format!("{name}={address}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
         ];
         let mut text = format!(
             "# Written by scripts/demo (pid {}); removed when the demo stops.\n",
