@@ -11,6 +11,8 @@
 //!   with `rcgen` at test time (no key is ever committed).
 //! - [`desktop`], [`tray`]: the desktop app under Xvfb and WebDriver, and a
 //!   stand-in desktop shell (tray host, notifications) on its session bus.
+//! - [`gateway_process`]: the gateway program beside a stack, stopped with
+//!   a signal.
 //! - [`raw`]: a hostile client with a person's real session certificate:
 //!   hand-written route frames, resumed TLS sessions, raw HTTP.
 //! - [`free_port`]: a loopback port that was free a moment ago.
@@ -23,6 +25,7 @@
 pub mod aws;
 pub mod certs;
 pub mod desktop;
+pub mod gateway_process;
 pub mod idp;
 pub mod pg;
 pub mod raw;

@@ -23,6 +23,7 @@ use crate::auth::sso::{self, CallbackLogin, ExchangeError, SsoLogins, loopback_r
 use crate::auth::{local, totp};
 use crate::ca::{Authority, unix};
 use crate::catalog;
+use crate::drain::Drain;
 use crate::rbac::RoleSet;
 use crate::revocation::{Revocations, Revoked};
 use crate::store::Store;
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub revocations: Arc<Revocations>,
     /// Budgets of password logins.
     pub login_limits: Limiter,
+    /// The gateway's drain: a draining gateway is not ready.
+    pub drain: Drain,
 }
 
 /// The identity of the TLS peer, if it presented a valid session certificate.
@@ -123,6 +126,8 @@ impl IntoResponse for Failure {
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/ping", get(ping))
+        .route("/v1/health", get(health))
+        .route("/v1/ready", get(ready))
         .route("/v1/login/local", post(login_local))
         .route("/v1/connectors", get(connectors))
         .route("/v1/login/sso/start", post(sso_start))
@@ -137,6 +142,69 @@ async fn ping() -> Json<Ping> {
     Json(Ping {
         version: env!("CARGO_PKG_VERSION").into(),
     })
+}
+
+/// How long `/v1/ready` waits for the store to answer.
+const READY_STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What `/v1/health` and `/v1/ready` answer load balancers; nothing more.
+#[derive(serde::Serialize)]
+struct Probe {
+    /// `live`, `ready` or `not_ready`.
+    status: &'static str,
+    /// Why not ready: `draining` or `store unavailable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+/// Liveness: 200 whenever the process serves requests.
+async fn health() -> Json<Probe> {
+    Json(Probe {
+        status: "live",
+        reason: None,
+    })
+}
+
+/// Readiness: 200 when the store answers and the gateway is not draining,
+/// else 503 with the reason.
+async fn ready(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<Probe>) {
+    let not_ready = |reason| {
+        let probe = Probe {
+            status: "not_ready",
+            reason: Some(reason),
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, Json(probe))
+    };
+    if state.drain.is_draining() {
+        return not_ready("draining");
+    }
+    let store = state.store.clone();
+    let pinged = tokio::time::timeout(
+        READY_STORE_TIMEOUT,
+        tokio::task::spawn_blocking(move || store.ping()),
+    )
+    .await;
+    match pinged {
+        Ok(Ok(Ok(()))) => (
+            StatusCode::OK,
+            Json(Probe {
+                status: "ready",
+                reason: None,
+            }),
+        ),
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(%error, "not ready: the store does not answer");
+            not_ready("store unavailable")
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "not ready: the store check failed");
+            not_ready("store unavailable")
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?READY_STORE_TIMEOUT, "not ready: the store did not answer in time");
+            not_ready("store unavailable")
+        }
+    }
 }
 
 /// The caller's identity, checked on every call: the TLS handshake verified

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use postern_pgwire::{FrontendEvent, QueryText};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::store::Store;
 
@@ -63,8 +64,8 @@ pub enum AuditKind {
         bytes_in: u64,
         /// Bytes to the client.
         bytes_out: u64,
-        /// Why the gateway ended it (a lock, the certificate's expiry);
-        /// absent when the client or the database closed it.
+        /// Why the gateway ended it (a lock, the certificate's expiry, a
+        /// drain); absent when the client or the database closed it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
@@ -213,6 +214,8 @@ const BATCH_MAX: usize = 4096;
 #[derive(Default)]
 struct Queue {
     lines: Vec<String>,
+    /// Events ever queued.
+    queued: u64,
     /// The writer sleeps until the next event (it found the queue empty).
     writer_idle: bool,
     /// Every handle is gone: store what is left and stop.
@@ -223,6 +226,8 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Events the writer is done with (stored, or logged as not storable).
+    written: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -275,11 +280,24 @@ impl Auditor {
         let shared = &self.shared.0;
         let mut queue = shared.lock();
         queue.lines.push(line);
+        queue.queued += 1;
         let wake = std::mem::take(&mut queue.writer_idle) || queue.lines.len() >= BATCH_MAX;
         drop(queue);
         if wake {
             shared.wake.notify_one();
         }
+    }
+
+    /// Waits until the writer is done with every event recorded so far, or
+    /// `within` has passed; false then. Before a process exits, so that
+    /// what it recorded last is in the store.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let shared = &self.shared.0;
+        let target = shared.lock().queued;
+        let mut written = shared.written.subscribe();
+        tokio::time::timeout(within, written.wait_for(|n| *n >= target))
+            .await
+            .is_ok()
     }
 }
 
@@ -316,6 +334,7 @@ fn write_batches(store: &dyn Store, shared: &Shared) {
         {
             tracing::error!(error = %e, events = batch.len(), "audit events could not be stored");
         }
+        shared.written.send_modify(|n| *n += batch.len() as u64);
         if closed {
             return;
         }
@@ -428,5 +447,25 @@ mod tests {
         writer.join().unwrap();
         let stored = store.recent_audit(2 * BATCH_MAX).unwrap();
         assert_eq!(stored.len(), BATCH_MAX + 11);
+    }
+
+    #[tokio::test]
+    async fn a_flush_returns_once_everything_recorded_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let (auditor, _writer) = Auditor::start(store.clone());
+        assert!(
+            auditor.flush(Duration::from_secs(5)).await,
+            "nothing to wait for"
+        );
+        for n in 0..BATCH_MAX + 10 {
+            auditor.record(query(n));
+        }
+        // While other handles live on, as when a gateway exits after a drain.
+        assert!(auditor.flush(Duration::from_secs(5)).await);
+        assert_eq!(
+            store.recent_audit(2 * BATCH_MAX).unwrap().len(),
+            BATCH_MAX + 10
+        );
     }
 }

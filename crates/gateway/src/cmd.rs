@@ -260,6 +260,8 @@ fn start(config: GatewayConfig, ready_file: Option<&Path>) -> anyhow::Result<()>
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Installed first: a signal from now on drains, never kills.
+        let mut signals = Signals::install().context("install the signal handlers")?;
         let running = server::start(config).await?;
         println!("postern gateway listening on {}", running.addr);
         println!("CA pin: {}", running.ca_pin);
@@ -272,32 +274,66 @@ fn start(config: GatewayConfig, ready_file: Option<&Path>) -> anyhow::Result<()>
                 .write(path)
                 .with_context(|| format!("write the ready file {}", path.display()))?;
         }
-        let token = running.shutdown_token();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate() => {}
-            _ = token.cancelled() => {}
-        }
-        tracing::info!("shutting down");
+        let signal = signals.next().await;
+        tracing::info!(
+            signal,
+            "draining before exit; another SIGTERM or SIGINT ends the sessions at once"
+        );
         if let Some(path) = ready_file {
             // Whoever waits for the next start must not take this one's.
             let _ = fs::remove_file(path);
         }
-        running.shutdown(Duration::from_secs(10)).await;
+        let hurry = async {
+            let signal = signals.next().await;
+            tracing::info!(signal, "asked again: ending the grace period now");
+        };
+        let drained = running.drain(hurry).await;
+        tracing::info!(ended_sessions = drained.ended, "gateway stopped; exiting");
         Ok(())
     })
 }
 
+/// The signals that drain the gateway: SIGTERM and SIGINT (Ctrl+C).
 #[cfg(unix)]
-async fn terminate() {
-    if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        s.recv().await;
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next one; its name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
     }
 }
 
+/// The signal that drains the gateway: Ctrl+C.
 #[cfg(not(unix))]
-async fn terminate() {
-    std::future::pending::<()>().await
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Signals)
+    }
+
+    /// Waits for the next one; its name.
+    async fn next(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl+C"
+    }
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {

@@ -218,6 +218,10 @@ pub struct Limits {
     /// and API calls read the locks themselves, at once.
     #[serde(with = "humantime_serde")]
     pub lock_poll: Duration,
+    /// How long live sessions may go on after SIGTERM before the gateway
+    /// ends them (FATAL `57P01`, "the gateway is restarting; reconnect").
+    #[serde(with = "humantime_serde")]
+    pub drain_grace: Duration,
     /// Budgets of password logins, which strangers can attempt.
     pub login: LoginLimits,
 }
@@ -269,6 +273,7 @@ impl Default for Limits {
             cancels_per_second: 10,
             workers: None,
             lock_poll: Duration::from_secs(1),
+            drain_grace: Duration::from_secs(30),
             login: LoginLimits::default(),
         }
     }

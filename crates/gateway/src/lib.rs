@@ -10,6 +10,7 @@ pub mod ca;
 pub mod catalog;
 pub mod cmd;
 pub mod config;
+pub mod drain;
 pub mod names;
 pub mod provisioning;
 pub mod rbac;

@@ -25,6 +25,7 @@ use crate::budget::{Budgets, Unauthenticated};
 use crate::ca::{Authority, CaKind, CaMaterial, Leaf, fingerprint, pem_certs, pem_key};
 use crate::catalog::Catalog;
 use crate::config::{ConnectorConfig, GatewayConfig, KeyPairFiles};
+use crate::drain::{Drain, Drained};
 use crate::rbac::RoleSet;
 use crate::revocation::Revocations;
 use crate::store::Store;
@@ -75,7 +76,10 @@ pub enum StartError {
     },
 }
 
-/// A started gateway. Dropping it does not stop it; call [`Running::shutdown`].
+/// How long a drain waits for the audit queue to reach the store.
+const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A started gateway. Dropping it does not stop it; call [`Running::drain`].
 pub struct Running {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
@@ -83,29 +87,52 @@ pub struct Running {
     pub ca_pin: String,
     /// The store, for inspection by operators' tools and tests.
     pub store: Arc<dyn Store>,
+    /// Cuts every connection still open (the end of a drain that ran out
+    /// of time) and stops the lock poller.
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    drain: Drain,
+    auditor: Auditor,
+    /// `limits.drain_grace`.
+    grace: Duration,
+    /// How long sessions ended by the drain may take to end: the message
+    /// in progress, the upstream cancel and the provisioning end, each
+    /// bounded by `limits.upstream_timeout`.
+    ending: Duration,
     /// Its worker threads stop when the gateway has stopped and this is
     /// dropped.
     _serving: Arc<Serving>,
 }
 
 impl Running {
-    /// Stops accepting, and waits up to `grace` for open connections.
-    pub async fn shutdown(self, grace: Duration) {
+    /// Drains the gateway ([`crate::drain`]) and stops it: no new
+    /// connections, live sessions run for `limits.drain_grace` (less when
+    /// `hurry` completes first, e.g. on a second signal), then end with a
+    /// FATAL `57P01`, audited and with their provisioned users ended.
+    /// Returns once the audit queue is in the store; at most about
+    /// `drain_grace + 3 × upstream_timeout + 20 s` after the call.
+    pub async fn drain(self, hurry: impl Future<Output = ()>) -> Drained {
+        let drained = self
+            .drain
+            .run(&self.tracker, self.grace, self.ending, hurry)
+            .await;
         self.shutdown.cancel();
-        self.tracker.close();
-        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        if !drained.finished {
+            // The connections cut just now end at their next await.
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
+        }
+        if !self.auditor.flush(AUDIT_FLUSH_TIMEOUT).await {
+            tracing::error!(
+                "the store did not take the last audit events in time; the log has them"
+            );
+        }
+        drained
     }
 
-    /// Completes when the gateway has stopped.
-    pub async fn wait(&self) {
-        self.tracker.wait().await;
-    }
-
-    /// A token that stops the gateway when cancelled.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+    /// [`Running::drain`] with a grace period of at most `grace`, for
+    /// embedding and tests.
+    pub async fn shutdown(self, grace: Duration) -> Drained {
+        self.drain(tokio::time::sleep(grace)).await
     }
 }
 
@@ -199,6 +226,7 @@ pub async fn start_with(
     catalog.discover_aws().await;
     let catalog = Arc::new(catalog);
     let (auditor, _writer) = Auditor::start(store.clone());
+    let flushed = auditor.clone();
     let tls = TlsAcceptor::from(server_config(leaf, user_ca.cert_der())?);
 
     // Bound before the API is built: the default public URL (the SSO
@@ -215,6 +243,15 @@ pub async fn start_with(
     })?;
     let shutdown = CancellationToken::new();
     let revocations = Revocations::start(store.clone(), config.limits.lock_poll, shutdown.clone());
+    let tunnels = Arc::new(TunnelContext::new(
+        catalog.clone(),
+        roles.clone(),
+        auditor.clone(),
+        store.clone(),
+        revocations.clone(),
+        config.limits.clone(),
+    ));
+    let drain = tunnels.drain.clone();
     let api_state = Arc::new(ApiState {
         store: store.clone(),
         user_ca,
@@ -225,18 +262,11 @@ pub async fn start_with(
         connectors: sso_connectors(&config, &roles, addr.port())?,
         sso: Default::default(),
         totp_replay: Default::default(),
-        revocations: revocations.clone(),
+        revocations,
         login_limits: Limiter::new(store.clone(), config.limits.login.clone()),
+        drain: drain.clone(),
     });
     let router = api::router(api_state);
-    let tunnels = Arc::new(TunnelContext::new(
-        catalog,
-        roles,
-        auditor,
-        store.clone(),
-        revocations,
-        config.limits.clone(),
-    ));
 
     let tracker = TaskTracker::new();
     let workers = Workers::start(
@@ -271,6 +301,10 @@ pub async fn start_with(
         store,
         shutdown,
         tracker,
+        drain,
+        auditor: flushed,
+        grace: config.limits.drain_grace,
+        ending: config.limits.upstream_timeout * 3 + Duration::from_secs(10),
         _serving: serving,
     })
 }
@@ -318,7 +352,8 @@ async fn accept_loop(
     let mut backoff = Duration::from_millis(5);
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            // Returning drops the listener: new connections are refused.
+            () = serving.tunnels.drain.started() => return,
             r = listener.accept() => match r {
                 Ok(conn) => { backoff = Duration::from_millis(5); conn }
                 Err(e) => {
@@ -405,7 +440,8 @@ async fn connection(tcp: TcpStream, slot: Unauthenticated, serving: &Serving) {
 /// Serves HTTP on one connection. A request's headers must arrive within
 /// `handshake_timeout`, and the connection is closed (after the request in
 /// progress) once it has lived `http_connection_lifetime`, so neither a
-/// slow client nor an idle keep-alive connection holds its place forever.
+/// slow client nor an idle keep-alive connection holds its place forever,
+/// or when the gateway starts draining.
 async fn serve_http<S>(
     stream: S,
     identity: Option<postern_api::Identity>,
@@ -432,10 +468,15 @@ async fn serve_http<S>(
         .keep_alive_interval(None);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
-    let lifetime = tokio::time::sleep(serving.limits.http_connection_lifetime);
+    let closing = async {
+        tokio::select! {
+            () = tokio::time::sleep(serving.limits.http_connection_lifetime) => {}
+            () = serving.tunnels.drain.started() => {}
+        }
+    };
     let result = tokio::select! {
         r = connection.as_mut() => r,
-        () = lifetime => {
+        () = closing => {
             connection.as_mut().graceful_shutdown();
             tokio::time::timeout(serving.limits.handshake_timeout, connection)
                 .await

@@ -22,11 +22,13 @@ use postern_gateway::auth::local::hash_password;
 use postern_gateway::ca::{Authority, CaKind, CaMaterial};
 use postern_gateway::catalog::Catalog;
 use postern_gateway::config::{DatabaseConfig, LoginLimits};
+use postern_gateway::drain::{Drain, Drained};
 use postern_gateway::rbac::RoleSet;
 use postern_gateway::revocation::{Revocations, add_lock};
 use postern_gateway::store::{SqliteStore, Store, UserRecord};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// The API of a gateway with user alice (password `right`), one database
@@ -84,6 +86,7 @@ impl Api {
                 shutdown.clone(),
             ),
             login_limits: Limiter::new(store.clone(), limits),
+            drain: Drain::default(),
         });
         Api {
             state,
@@ -149,6 +152,45 @@ async fn ping_answers_anyone_with_the_version() {
     let (status, body) = api.get(None, "/v1/ping").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn health_stays_live_and_ready_turns_503_once_draining() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path());
+    // No certificate: load balancers have none.
+    let live = (StatusCode::OK, json!({"status": "live"}));
+    assert_eq!(api.get(None, "/v1/health").await, live);
+    assert_eq!(
+        api.get(None, "/v1/ready").await,
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+
+    // Nothing open: the drain is over at once, however long the grace.
+    let hour = Duration::from_secs(3600);
+    let drained = tokio::time::timeout(
+        Duration::from_secs(5),
+        api.state
+            .drain
+            .run(&TaskTracker::new(), hour, hour, std::future::pending()),
+    )
+    .await
+    .expect("a drain with nothing open returns promptly");
+    assert_eq!(
+        drained,
+        Drained {
+            ended: 0,
+            finished: true
+        }
+    );
+    assert_eq!(
+        api.get(None, "/v1/ready").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "not_ready", "reason": "draining"})
+        )
+    );
+    assert_eq!(api.get(None, "/v1/health").await, live);
 }
 
 #[tokio::test]

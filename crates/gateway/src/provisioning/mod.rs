@@ -444,7 +444,8 @@ impl LiveUser<'_> {
 
 impl Drop for LiveUser<'_> {
     fn drop(&mut self) {
-        // Only when end() never ran (the gateway is shutting down).
+        // Only when end() never ran: the gateway cut the session because
+        // its drain ran out of time.
         if let Some(provisioned) = self.provisioned.take() {
             self.provisioner.session_gone(&provisioned.key);
             tracing::warn!(

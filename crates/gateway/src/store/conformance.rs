@@ -15,6 +15,7 @@ pub type Opener<'a> = &'a dyn Fn() -> Arc<dyn Store>;
 
 /// Runs every check against the state `open` reaches, which must start empty.
 pub fn run_all(open: Opener<'_>) {
+    open().ping().expect("a reachable store answers a ping");
     users_round_trip(open);
     ca_is_stored_once(open);
     locks_apply_until_removed_or_expired(open);

@@ -186,6 +186,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<FailureRun, StoreError>;
     /// Forgets the failed logins under `key` (after a successful login).
     fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+    /// Answers a trivial query: the store is reachable (for `/v1/ready`).
+    fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Failed logins under one key, counted from the first of them.

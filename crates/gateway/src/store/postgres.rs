@@ -621,4 +621,13 @@ impl Store for PostgresStore {
             })
         })
     }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.with_client(|c| {
+            Box::pin(async move {
+                c.simple_query("SELECT 1").await?;
+                Ok(())
+            })
+        })
+    }
 }

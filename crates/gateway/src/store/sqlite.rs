@@ -238,6 +238,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn ping(&self) -> Result<(), StoreError> {
+        // Reads the schema page, so a file gone bad is noticed.
+        self.conn()
+            .query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     fn add_lock(&self, lock: &Lock) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO locks (id, user, message, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",

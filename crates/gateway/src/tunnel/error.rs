@@ -30,6 +30,9 @@ pub enum TunnelError {
     /// The caller's roles no longer exist on the gateway.
     #[error("identity rejected: {0}")]
     BadIdentity(String),
+    /// The gateway is draining and starts no new sessions.
+    #[error("the gateway is draining")]
+    Draining,
     /// A step took too long.
     #[error("timed out while {0}")]
     Timeout(&'static str),
@@ -78,6 +81,7 @@ impl TunnelError {
                 .with_hint("run `postern db ls -v` to see what your roles allow"),
             BadIdentity(why) => ErrorFields::fatal("28000", format!("postern: {why}"))
                 .with_hint("run `postern login` to get a new session"),
+            Draining => crate::drain::restarting(),
             Timeout(step) => {
                 ErrorFields::fatal("08006", format!("postern: timed out while {step}"))
             }
@@ -127,6 +131,7 @@ mod tests {
             UnknownDatabase(_) => "UnknownDatabase",
             Denied(_) => "Denied",
             BadIdentity(_) => "BadIdentity",
+            Draining => "Draining",
             Timeout(_) => "Timeout",
             Io(_) => "Io",
             Upstream(e) => return format!("Upstream::{}", upstream_variant(e)),
@@ -192,6 +197,7 @@ mod tests {
         "UnknownDatabase",
         "Denied",
         "BadIdentity",
+        "Draining",
         "Timeout",
         "Io",
         "Upstream::Unreachable",
@@ -300,6 +306,11 @@ mod tests {
                 TunnelError::BadIdentity("unknown role \"gone\"".into()),
                 "28000",
                 "postern: unknown role \"gone\"",
+            ),
+            (
+                TunnelError::Draining,
+                "57P01",
+                "postern: the gateway is restarting; reconnect",
             ),
             (
                 TunnelError::Timeout("waiting for the route"),

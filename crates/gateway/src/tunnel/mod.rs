@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::audit::{AuditKind, Auditor};
 use crate::catalog::Catalog;
 use crate::config::Limits;
+use crate::drain::Drain;
 use crate::provisioning::Provisioner;
 use crate::rbac::RoleSet;
 use crate::revocation::Revocations;
@@ -48,6 +49,8 @@ pub struct TunnelContext {
     pub provisioner: Provisioner,
     /// Expiry and locks, checked per connection and watched per session.
     pub revocations: Arc<Revocations>,
+    /// The gateway's drain: refuses new sessions and ends live ones.
+    pub drain: Drain,
     next_session: AtomicU64,
 }
 
@@ -69,6 +72,7 @@ impl TunnelContext {
             provisioner: Provisioner::new(store, auditor.clone(), limits.upstream_timeout),
             auditor,
             limits,
+            drain: Drain::default(),
             next_session: AtomicU64::new(1),
         }
     }
@@ -120,6 +124,9 @@ where
         } => {
             let result = match admitted {
                 Err(revoked) => Err(TunnelError::Revoked(revoked)),
+                // Accepted just before the listener closed: the client's
+                // next try reaches another replica.
+                Ok(()) if ctx.drain.is_draining() => Err(TunnelError::Draining),
                 Ok(()) => {
                     match SessionRequest::new(database.clone(), db_user, db_name, db_roles, params)
                     {

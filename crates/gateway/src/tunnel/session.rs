@@ -301,6 +301,15 @@ where
     let ended = ctx
         .revocations
         .ended(identity, authorized.disconnect_expired_cert);
+    let _live = ctx.drain.session();
+    // The one way the gateway ends a session: a lock, the certificate's
+    // expiry or the end of a drain's grace period.
+    let stop = async {
+        tokio::select! {
+            revoked = ended => revoked.session_end_fields(),
+            fields = ctx.drain.sessions_end() => fields,
+        }
+    };
     let relayed = bytes_relay::relay(
         conn,
         database,
@@ -310,7 +319,7 @@ where
                 auditor.record(what);
             }
         },
-        async { ended.await.session_end_fields() },
+        stop,
     )
     .await;
     Ended { session, relayed }

@@ -17,6 +17,7 @@ use postern_gateway::audit::Auditor;
 use postern_gateway::ca::{Authority, CaKind, CaMaterial};
 use postern_gateway::catalog::Catalog;
 use postern_gateway::config::{DatabaseConfig, Limits};
+use postern_gateway::drain::Drained;
 use postern_gateway::rbac::RoleSet;
 use postern_gateway::revocation::Revocations;
 use postern_gateway::store::{SqliteStore, Store};
@@ -165,6 +166,18 @@ impl Gateway {
         db.accept(REAL_KEY.pid, REAL_KEY.secret).await;
         let greeting = client.greeting().await;
         (client, db, greeting)
+    }
+
+    /// Drains the tunnels as `Running::drain` does, with `grace`: a future
+    /// of its own, so the test can go on serving the gateway's dials.
+    pub fn drain(&self, grace: Duration) -> impl Future<Output = Drained> + Send + 'static {
+        let (drain, tunnels) = (self.ctx.drain.clone(), self.tunnels.clone());
+        async move {
+            let ending = Duration::from_secs(60);
+            drain
+                .run(&tunnels, grace, ending, std::future::pending())
+                .await
+        }
     }
 
     /// Every audit event: waits for every tunnel connection to end, stops

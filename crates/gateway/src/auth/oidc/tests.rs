@@ -611,6 +611,7 @@ fn api_state(corp: OidcConnector, store: Arc<dyn Store>) -> ApiState {
             Duration::from_secs(1),
             tokio_util::sync::CancellationToken::new(),
         ),
+        drain: Default::default(),
     }
 }
 
