@@ -1,67 +1,75 @@
-//! The gateway program (`postern-gateway start`) beside a [`Stack`]: the
-//! stack's configuration and store (so its users and CAs), its own port
-//! (`listen: 127.0.0.1:0`), its log in a file, stopped with a signal.
+//! The gateway program, `postern-gateway start`, as operators run it: its
+//! own process with its log in a file, found through its ready file, and
+//! stopped with a signal (so tests see the drain).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use postern_gateway::cmd::ReadyFile;
-use tempfile::TempDir;
+use rustix::process::{Pid, Signal};
 use tokio::process::{Child, Command};
 
 use crate::eventually;
-use crate::stack::{Stack, bin};
+use crate::stack::{Clients, Stack, bin};
 
-/// A running `postern-gateway start`; killed on drop.
+/// A `postern-gateway start` process; killed on drop.
 pub struct GatewayProcess {
-    child: Child,
-    ready: ReadyFile,
+    /// Its name among the replicas.
+    pub name: String,
+    /// What it wrote once it listened.
+    pub ready: ReadyFile,
+    config: PathBuf,
     log: PathBuf,
-    _dir: TempDir,
+    child: Child,
 }
 
 impl GatewayProcess {
-    /// Starts the program on `stack`'s configuration and waits until it
-    /// listens (its ready file).
-    pub async fn start(stack: &Stack) -> GatewayProcess {
-        let dir = tempfile::Builder::new()
-            .prefix("postern-gateway-process-")
-            .tempdir()
-            .expect("gateway process dir");
-        let ready_path = dir.path().join("ready.json");
-        let log = dir.path().join("gateway.log");
+    /// Starts `postern-gateway --config CONFIG start` with its output in
+    /// `DIR/NAME.log`, and returns once it listens.
+    pub async fn start(name: &str, config: &Path, dir: &Path) -> GatewayProcess {
+        let ready_path = dir.join(format!("{name}.ready"));
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("gateway log");
         let mut child = Command::new(bin("postern-gateway"))
             .arg("--config")
-            .arg(stack.config_path())
-            .args(["start", "--ready-file"])
+            .arg(config)
+            .arg("start")
+            .arg("--ready-file")
             .arg(&ready_path)
             .env_remove("POSTERN_GATEWAY_CONFIG")
             .env_remove("POSTERN_LOG_FORMAT")
             .env("POSTERN_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("gateway log file"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("gateway log"))
+            .stderr(out)
             .kill_on_drop(true)
             .spawn()
-            .expect("run postern-gateway start");
-        let ready = eventually(Duration::from_secs(30), async || {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Ok(Err(status));
+            .expect("start postern-gateway");
+        let ready = tokio::select! {
+            status = child.wait() => panic!(
+                "gateway {name} exited before it listened ({status:?}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
+            ready = eventually(Duration::from_secs(60), async || ReadyFile::read(&ready_path)) => {
+                ready.unwrap_or_else(|e| panic!("gateway {name} never listened: {e}"))
             }
-            ReadyFile::read(&ready_path).map(Ok)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("no ready file: {e}"))
-        .unwrap_or_else(|status| {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("postern-gateway start exited ({status}): {log}")
-        });
+        };
         GatewayProcess {
-            child,
+            name: name.to_owned(),
             ready,
+            config: config.to_owned(),
             log,
-            _dir: dir,
+            child,
         }
+    }
+
+    /// Starts the program on `stack`'s configuration (so its store, users
+    /// and CAs) beside the stack's own gateway, on a port of its own.
+    pub async fn of_stack(stack: &Stack) -> GatewayProcess {
+        let config = stack.config_path();
+        let dir = config.parent().expect("the stack's directory");
+        GatewayProcess::start("gateway", &config, dir).await
     }
 
     /// `host:port` it listens on.
@@ -69,44 +77,49 @@ impl GatewayProcess {
         &self.ready.address
     }
 
-    /// Logs `who` in to this gateway with the CLI (its profile then points
-    /// here); panics with the CLI's output on failure.
-    pub async fn login(&self, stack: &Stack, who: &str, password: &str) {
-        let login = [
-            "login",
-            self.ready.address.as_str(),
-            "--user",
-            who,
-            "--password-stdin",
-            "--ca-pin",
-            self.ready.ca_pin.as_str(),
-        ];
-        let out = stack.run(who, &login, &format!("{password}\n")).await;
-        assert!(
-            out.status.success(),
-            "postern login failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// People of `stack` (their homes, the CLI) who reach this gateway.
+    pub fn clients_of(&self, stack: &Stack) -> Clients {
+        Clients {
+            gateway: self.ready.address.clone(),
+            ca_pin: self.ready.ca_pin.clone(),
+            ..stack.clients()
+        }
     }
 
-    /// Sends it SIGTERM.
+    /// Its configuration file.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.ready
+            .address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a HOST:PORT address")
+    }
+
+    /// Sends SIGTERM, as systemd or a container runtime stops a replica.
     pub fn terminate(&self) {
-        let pid = self.child.id().expect("the gateway has not been reaped");
-        let pid = rustix::process::Pid::from_raw(pid as i32).expect("a process id");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("send SIGTERM");
+        let pid = self
+            .child
+            .id()
+            .and_then(|id| Pid::from_raw(id as i32))
+            .expect("gateway still running");
+        rustix::process::kill_process(pid, Signal::TERM).expect("send SIGTERM");
     }
 
-    /// Waits at most `within` for it to exit; its exit status.
+    /// Waits up to `within` for the process to exit.
     pub async fn exited(&mut self, within: Duration) -> ExitStatus {
         tokio::time::timeout(within, self.child.wait())
             .await
-            .unwrap_or_else(|_| {
-                panic!("the gateway did not exit within {within:?}: {}", self.log())
-            })
+            .unwrap_or_else(|_| panic!("gateway {} still running:\n{}", self.name, self.log()))
             .expect("wait for the gateway")
     }
 
-    /// What it has logged so far.
+    /// What the process logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

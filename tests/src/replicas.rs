@@ -10,18 +10,18 @@
 //! - a real HAProxy spreads new connections over the replicas round-robin,
 //!   and sends them to another replica when one stops listening.
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use postern_gateway::ca::{CaKind, CaMaterial};
-use postern_gateway::cmd::ReadyFile;
 use postern_gateway::server::load_ca;
 use postern_gateway::store::{PostgresStore, Store};
-use rustix::process::{Pid, Signal};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
+
+pub use crate::gateway_process::GatewayProcess;
 
 use crate::pg::PgServer;
 use crate::shared_store::SharedStore;
@@ -98,7 +98,13 @@ impl Replicas {
             .iter()
             .map(|g| (g.name.clone(), g.ready.address.clone()))
             .collect();
-        let haproxy = HaProxy::start(dir.path(), balancer_port, &servers).await;
+        let haproxy = HaProxy::start(
+            dir.path(),
+            balancer_port,
+            &servers,
+            &host_ca_pem(store.as_ref()),
+        )
+        .await;
         Replicas {
             gateways,
             haproxy,
@@ -154,10 +160,7 @@ impl Replicas {
     /// The gateways' CA (PEM), for what checks their certificates without
     /// pinning (HAProxy's health checks, a browser).
     pub fn gateway_ca_pem(&self) -> String {
-        load_ca(self.store.as_ref(), CaKind::Host, "postern")
-            .expect("host CA")
-            .cert_pem()
-            .to_owned()
+        host_ca_pem(self.store.as_ref())
     }
 
     /// Runs `postern-gateway --config <replica i's config> ARGS...`, the
@@ -165,12 +168,20 @@ impl Replicas {
     pub async fn gateway_cli(&self, i: usize, args: &[&str]) -> (bool, String, String) {
         let mut cmd = Command::new(bin("postern-gateway"));
         cmd.arg("--config")
-            .arg(&self.gateways[i].config)
+            .arg(self.gateways[i].config())
             .args(args)
             .env_remove("POSTERN_GATEWAY_CONFIG")
             .kill_on_drop(true);
         crate::stack::output(cmd).await
     }
+}
+
+/// The CA of the gateways' TLS certificates (PEM), from the store.
+fn host_ca_pem(store: &dyn Store) -> String {
+    load_ca(store, CaKind::Host, "postern")
+        .expect("host CA")
+        .cert_pem()
+        .to_owned()
 }
 
 /// `a`, `b`, ...: short names that read well in logs and the audit.
@@ -179,90 +190,6 @@ fn replica_names(count: usize) -> Vec<String> {
         .take(count)
         .map(|c| char::from(c).to_string())
         .collect()
-}
-
-/// A `postern-gateway start` process; killed on drop.
-pub struct GatewayProcess {
-    /// Its name among the replicas.
-    pub name: String,
-    /// What it wrote once it listened.
-    pub ready: ReadyFile,
-    config: PathBuf,
-    log: PathBuf,
-    child: Child,
-}
-
-impl GatewayProcess {
-    /// Starts `postern-gateway --config CONFIG start` with its output in
-    /// `DIR/NAME.log`, and returns once it listens.
-    pub async fn start(name: &str, config: &Path, dir: &Path) -> GatewayProcess {
-        let ready_path = dir.join(format!("{name}.ready"));
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("gateway log");
-        let mut child = Command::new(bin("postern-gateway"))
-            .arg("--config")
-            .arg(config)
-            .arg("start")
-            .arg("--ready-file")
-            .arg(&ready_path)
-            .env_remove("POSTERN_GATEWAY_CONFIG")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("gateway log"))
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start postern-gateway");
-        let ready = tokio::select! {
-            status = child.wait() => panic!(
-                "gateway {name} exited before it listened ({status:?}):\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            ),
-            ready = eventually(Duration::from_secs(60), async || ReadyFile::read(&ready_path)) => {
-                ready.unwrap_or_else(|e| panic!("gateway {name} never listened: {e}"))
-            }
-        };
-        GatewayProcess {
-            name: name.to_owned(),
-            ready,
-            config: config.to_owned(),
-            log,
-            child,
-        }
-    }
-
-    /// Its port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.ready
-            .address
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("a HOST:PORT address")
-    }
-
-    /// Sends SIGTERM, as systemd or a container runtime stops a replica.
-    pub fn terminate(&self) {
-        let pid = self
-            .child
-            .id()
-            .and_then(|id| Pid::from_raw(id as i32))
-            .expect("gateway still running");
-        rustix::process::kill_process(pid, Signal::TERM).expect("send SIGTERM");
-    }
-
-    /// Waits up to `within` for the process to exit.
-    pub async fn exited(&mut self, within: Duration) -> ExitStatus {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("gateway {} still running:\n{}", self.name, self.log()))
-            .expect("wait for the gateway")
-    }
-
-    /// What the process logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
 }
 
 /// HAProxy in TCP mode in front of the replicas; killed on drop.
@@ -275,23 +202,33 @@ pub struct HaProxy {
 impl HaProxy {
     /// Starts HAProxy on 127.0.0.1:`port` in front of `servers` (name and
     /// `host:port` of each replica), with its configuration and log in
-    /// `dir`, and returns once it accepts connections.
-    pub async fn start(dir: &Path, port: u16, servers: &[(String, String)]) -> HaProxy {
+    /// `dir`, and returns once it accepts connections. `gateway_ca_pem` is
+    /// the CA of the replicas' TLS certificates, for the readiness checks.
+    pub async fn start(
+        dir: &Path,
+        port: u16,
+        servers: &[(String, String)],
+        gateway_ca_pem: &str,
+    ) -> HaProxy {
+        let ca_file = dir.join("haproxy-gateway-ca.pem");
+        std::fs::write(&ca_file, gateway_ca_pem).expect("write the gateways' CA");
         let servers: String = servers
             .iter()
-            .map(|(name, address)| {
-                format!("    server {name} {address} check inter 500ms fall 1 rise 1\n")
-            })
+            .map(|(name, address)| format!("    server {name} {address}\n"))
             .collect();
         // TCP mode: TLS passes through untouched, so the replicas see the
-        // clients' certificates. A replica that stops listening is marked
-        // down by the check, and a connection that could not reach it is
-        // retried on another (`redispatch`).
+        // clients' certificates. Each replica's /v1/ready is checked over
+        // TLS verified against the gateways' CA (as the README's example
+        // does); a replica that is draining or has stopped listening is
+        // taken out, and a connection that could not reach it is retried on
+        // another (`redispatch`).
         let config = format!(
             "global\n    maxconn 4096\n\
-             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    retries 3\n    option redispatch 1\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    timeout check 2s\n    retries 3\n    option redispatch 1\n\
              frontend gateways\n    bind 127.0.0.1:{port}\n    default_backend replicas\n\
-             backend replicas\n    balance roundrobin\n{servers}"
+             backend replicas\n    balance roundrobin\n    option httpchk GET /v1/ready\n    http-check expect status 200\n\
+             \x20   default-server check check-ssl verify required ca-file {ca} verifyhost localhost inter 500ms fall 1 rise 1\n{servers}",
+            ca = ca_file.display(),
         );
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config).expect("write haproxy.cfg");

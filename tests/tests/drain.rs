@@ -87,12 +87,12 @@ async fn sigterm_ends_sessions_with_57p01_audits_them_and_ends_their_database_us
         },
     )
     .await;
-    let mut gateway = GatewayProcess::start(&stack).await;
+    let mut gateway = GatewayProcess::of_stack(&stack).await;
     let users = ["dan", "kim"];
     let mut sessions = Vec::new();
     for (who, role) in [("dan", "auto-drop"), ("kim", "auto-keep")] {
         stack.add_user(who, PW, &[role]);
-        gateway.login(&stack, who, PW).await;
+        gateway.clients_of(&stack).login(who, PW).await;
         let proxy = stack.proxy(who, &["pg", "--db-name", "app"]).await;
         let mut psql = proxy.psql("dbname=app");
         psql.args(["-c", "select pg_sleep(60)"])

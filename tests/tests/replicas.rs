@@ -276,3 +276,143 @@ async fn a_single_sign_on_started_on_one_replica_is_finished_on_the_other() {
     assert!(status.contains("User:     dana"), "{status}");
     assert!(status.contains("Roles:    dev"), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_with_sigterm_drains_while_new_connections_land_on_the_other() {
+    let mut replicas = Replicas::start(
+        &roles(),
+        2,
+        StackConfig {
+            pg_extra: "admin_user: { name: postern_admin }",
+            gateway_extra: "limits: { drain_grace: 2s }",
+            ..StackConfig::default()
+        },
+    )
+    .await;
+    replicas.add_user("erin", PASSWORD, &["auto-drop"]);
+    let people = replicas.clients();
+    people.login("erin", PASSWORD).await;
+    let proxy = people.proxy("erin", &["pg", "--db-name", "app"]).await;
+    let mut psql = proxy.psql("user=erin dbname=app");
+    psql.args(["-c", "select pg_sleep(60) /* draining */"]);
+    let running = tokio::spawn(output(psql));
+    replicas
+        .pg()
+        .wait_activity("select pg_sleep(60) /* draining */%", true)
+        .await;
+    let start = replicas
+        .wait_audit("session_start", |e| e["user"] == "erin")
+        .await;
+    let serving = replicas
+        .gateways
+        .iter()
+        .position(|g| start["replica"] == g.name.as_str())
+        .unwrap_or_else(|| panic!("no replica named in {start}"));
+
+    let sigterm = Instant::now();
+    replicas.gateways[serving].terminate();
+    // While it drains, new connections through the same tunnel go to the
+    // other replica and work.
+    for i in 0..3 {
+        let (ok, out, err) = proxy
+            .query("user=erin dbname=app", &format!("select {i}"))
+            .await;
+        assert!(
+            ok && out == i.to_string(),
+            "a new connection during the drain: {out} {err}"
+        );
+    }
+    let during_grace = sigterm.elapsed();
+    let (ok, _, err) = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the drained session ends")
+        .unwrap();
+    let ended = sigterm.elapsed();
+    assert!(!ok);
+    assert!(
+        err.contains("the gateway is restarting; reconnect"),
+        "{err}"
+    );
+    let status = replicas.gateways[serving]
+        .exited(Duration::from_secs(30))
+        .await;
+    let exited = sigterm.elapsed();
+    assert!(status.success(), "{status:?}");
+
+    // Its end is audited with the reason, and nobody is left able to log
+    // in as erin once her last session on either replica is over.
+    let end = replicas
+        .wait_audit("session_end", |e| {
+            e["user"] == "erin" && e["reason"].as_str().unwrap_or("").contains("restarting")
+        })
+        .await;
+    assert_eq!(end["replica"], start["replica"]);
+    let admin = replicas.pg().admin("postgres").await;
+    eventually(Duration::from_secs(20), async || {
+        let enabled: i64 = admin
+            .query_one(
+                "select count(*) from pg_roles where rolname = 'erin' and rolcanlogin",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if enabled == 0 {
+            Ok(())
+        } else {
+            Err("erin can still log in")
+        }
+    })
+    .await
+    .expect("no provisioned user is left enabled after the drain");
+    println!(
+        "drain through HAProxy: SIGTERM at 0; 3 new connections served by the other replica by {during_grace:?}; \
+         the drained session's psql ended at {ended:?} with: {err}; the replica exited 0 at {exited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_that_lands_on_the_other_replica_stops_the_statement() {
+    let replicas = replicas().await;
+    replicas.add_user("fay", PASSWORD, &["dev"]);
+    let people = replicas.clients();
+    people.login("fay", PASSWORD).await;
+    let proxy = people
+        .proxy("fay", &["pg", "--db-user", "certuser", "--db-name", "app"])
+        .await;
+    let client = connect(proxy.port, "certuser", "app").await;
+    let token = client.cancel_token();
+    let sleeping = tokio::spawn(async move {
+        client
+            .query("select pg_sleep(60) /* cancel me */", &[])
+            .await
+            .map(drop)
+    });
+    replicas
+        .pg()
+        .wait_activity("select pg_sleep(60) /* cancel me */%", true)
+        .await;
+    let start = replicas
+        .wait_audit("session_start", |e| e["user"] == "fay")
+        .await;
+
+    // HAProxy hands the tunnel's next connection, the CancelRequest, to
+    // the other replica (round-robin); the store tells it where to go.
+    token.cancel_query(NoTls).await.expect("send the cancel");
+    let error = tokio::time::timeout(Duration::from_secs(10), sleeping)
+        .await
+        .expect("the statement ends after the cancel")
+        .unwrap()
+        .expect_err("the statement was cancelled");
+    assert_eq!(
+        error.as_db_error().map(|e| e.code().code()),
+        Some("57014"),
+        "{error}"
+    );
+    let cancel = replicas.wait_audit("cancel", |e| e["user"] == "fay").await;
+    assert_eq!(cancel["forwarded"], true, "{cancel}");
+    assert_ne!(
+        cancel["replica"], start["replica"],
+        "the cancel reached the replica that does not serve the session: {cancel} {start}"
+    );
+}

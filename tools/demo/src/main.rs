@@ -494,7 +494,10 @@ async fn start(args: &Args, demo: &mut Demo) -> anyhow::Result<()> {
                 .join(", "),
             dir.join("haproxy.log").display()
         ));
-        demo.haproxy = Some(HaProxy::start(dir, gateway_port, &servers).await);
+        // HAProxy checks each replica's readiness over TLS, verified
+        // against the gateways' CA.
+        let gateway_ca = output(paths.gateway(&["ca", "host"])).await?;
+        demo.haproxy = Some(HaProxy::start(dir, gateway_port, &servers, &gateway_ca).await);
         ReadyFile {
             address: format!("127.0.0.1:{gateway_port}"),
             ca_pin: started[0].ca_pin.clone(),
