@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-pub use postgres::{MIGRATION_LOCK_KEY, PostgresStore};
+pub use postgres::{MIGRATION_LOCK_KEY, PostgresStore, SCHEMA_VERSION};
 pub use sqlite::SqliteStore;
 
 use crate::ca::{CaKind, CaMaterial};

@@ -31,6 +31,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("postgres/migrations/002_shared_state.sql")),
 ];
 
+/// The schema version this binary migrates a store to.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
 /// The transaction-level advisory lock key under which replicas migrate
 /// the schema one at a time (the bytes of "postern"); an application
 /// sharing the database must not take it.
@@ -313,7 +316,7 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
         .await?
         .get(0);
-    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    let known = SCHEMA_VERSION;
     if found > known {
         return Err(StoreError::SchemaTooNew { found, known });
     }

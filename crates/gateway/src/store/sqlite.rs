@@ -582,6 +582,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_file_of_an_older_gateway_gets_dated_audit_events() {
+        let dir = tempfile::tempdir().unwrap();
+        Connection::open(dir.path().join("postern.db"))
+            .unwrap()
+            .execute_batch(
+                r#"CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);
+                   INSERT INTO audit (event) VALUES ('{"time_ms":1700000000000,"event":"login"}');"#,
+            )
+            .unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let events = store.audit_since(1_700_000_000_000, None, 10).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].position.time_ms, 1_700_000_000_000);
+        drop(store);
+        // Opening again changes nothing.
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.audit_since(0, None, 10).unwrap(), events);
+    }
+
+    #[test]
     fn sqlite_passes_the_store_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
         crate::store::conformance::run_all(&|| {
