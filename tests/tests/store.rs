@@ -417,7 +417,7 @@ async fn a_store_of_the_first_schema_is_migrated_with_its_audit_kept_and_dated()
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].position.time_ms, 1_700_000_000_000);
     assert_eq!(
-        fx.query_one_i64("first", "SELECT max(version) FROM schema_version")
+        fx.query_one_i64("first", "SELECT max(version)::bigint FROM schema_version")
             .await,
         i64::from(SCHEMA_VERSION)
     );
