@@ -114,7 +114,7 @@ fn fixture() -> &'static Fixture {
             )
             .expect("a catalog");
             let roles = RoleSet::from_yaml_documents(ROLES).expect("roles parse");
-            let (auditor, _writer) = Auditor::start(store.clone());
+            let (auditor, _writer) = Auditor::start(store.clone(), "fuzz");
             let revocations =
                 Revocations::start(store.clone(), Duration::from_secs(1), CancellationToken::new());
             TunnelContext::new(
@@ -124,6 +124,7 @@ fn fixture() -> &'static Fixture {
                 store,
                 revocations,
                 Limits::default(),
+                "fuzz",
             )
         });
         Fixture {

@@ -78,6 +78,7 @@ impl Replicas {
         let mut gateways = Vec::new();
         for name in replica_names(count) {
             let config = dir.path().join(format!("gateway-{name}.yaml"));
+            let gateway_extra = format!("replica: {name}\n{gateway_extra}");
             let yaml = gateway_yaml(
                 &shared.pg,
                 &format!("data-{name}"),

@@ -326,3 +326,83 @@ async fn the_gateway_program_writes_a_ready_file_the_cli_logs_in_with() {
     assert!(status.success(), "{status}");
     assert!(!ready_path.exists(), "the ready file is gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_is_listed_and_exported_from_the_store() {
+    let stack = Stack::with_dev_users(&["alice"]).await;
+    let proxy = stack
+        .proxy(
+            "alice",
+            &["pg", "--db-user", "certuser", "--db-name", "app"],
+        )
+        .await;
+    let (ok, _, err) = proxy.query("", "SELECT 'audited statement'").await;
+    assert!(ok, "{err}");
+    drop(proxy);
+    stack
+        .wait_audit("session_end", |e| e["user"] == "alice")
+        .await;
+
+    // The human table: oldest first, one event a line.
+    let (ok, table, err) = stack
+        .gateway_cli(&["audit", "ls", "--since", "1h", "--user", "alice"])
+        .await;
+    println!("audit ls --since 1h --user alice:\n{table}");
+    assert!(ok, "{err}");
+    let kinds: Vec<&str> = table
+        .lines()
+        .map(|l| l.split('\t').nth(2).unwrap_or_default())
+        .collect();
+    let at = |kind| kinds.iter().position(|k| *k == kind);
+    assert!(
+        at("login") < at("session_start") && at("session_start") < at("session_end"),
+        "{kinds:?}"
+    );
+    assert!(table.contains("audited statement"), "{table}");
+    let (ok, last, _) = stack
+        .gateway_cli(&["audit", "ls", "--kind", "session_end", "--limit", "1"])
+        .await;
+    assert!(ok);
+    assert_eq!(last.lines().count(), 1, "{last}");
+    assert!(last.contains("\tsession_end\talice\t"), "{last}");
+
+    // The export: JSON lines, oldest first, the session's start and end
+    // under one number, each naming the replica that recorded it.
+    let (ok, lines, err) = stack
+        .gateway_cli(&["audit", "export", "--since", "1h"])
+        .await;
+    assert!(ok, "{err}");
+    let events: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let times: Vec<i64> = events
+        .iter()
+        .map(|e| e["time_ms"].as_i64().unwrap())
+        .collect();
+    assert!(times.is_sorted(), "oldest first: {times:?}");
+    let find = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == kind && e["user"] == "alice")
+            .unwrap_or_else(|| panic!("no {kind} in {lines}"))
+    };
+    let (start, end) = (find("session_start"), find("session_end"));
+    assert_eq!(start["session"], end["session"]);
+    assert!(
+        start["replica"].as_str().is_some_and(|r| !r.is_empty()),
+        "{start}"
+    );
+    assert_eq!(start["replica"], end["replica"]);
+
+    // Nothing is newer than now; a bad time is explained.
+    let (ok, none, _) = stack
+        .gateway_cli(&["audit", "export", "--since", "2999-01-01T00:00:00Z"])
+        .await;
+    assert!(ok && none.is_empty(), "{none}");
+    let (ok, _, err) = stack
+        .gateway_cli(&["audit", "ls", "--since", "yesterday"])
+        .await;
+    assert!(!ok);
+    assert!(err.contains("neither a duration"), "{err}");
+}

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use postern_gateway::config::{GatewayConfig, PostgresStoreConfig};
 use postern_gateway::server;
-use postern_gateway::store::{MIGRATION_LOCK_KEY, PostgresStore, Store, StoreError, conformance};
+use postern_gateway::store::{
+    MIGRATION_LOCK_KEY, PostgresStore, SCHEMA_VERSION, Store, StoreError, conformance,
+};
 use postern_tests::certs::TestCa;
 use postern_tests::eventually;
 use postern_tests::pg::{PgServer, TLS_HOST};
@@ -110,8 +112,8 @@ async fn replicas_migrating_at_once_take_turns_and_apply_the_schema_once() {
     }
     assert_eq!(
         query_one_i64(&fx, db, "SELECT count(*) FROM schema_version").await,
-        1,
-        "version 1 applied once"
+        i64::from(SCHEMA_VERSION),
+        "each version applied once"
     );
 }
 
@@ -135,14 +137,14 @@ async fn a_schema_newer_than_the_gateway_is_refused_with_both_versions() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 1
+                known: SCHEMA_VERSION
             }
         ),
         "{err:?}"
     );
     let text = err.to_string();
     assert!(
-        text.contains("version 99") && text.contains("version 1 "),
+        text.contains("version 99") && text.contains(&format!("version {SCHEMA_VERSION} ")),
         "{text}"
     );
 
@@ -299,4 +301,52 @@ async fn the_operators_cli_works_on_the_shared_store() {
         .unwrap();
     assert_eq!(locks.len(), 1);
     assert_eq!(locks[0].message.as_deref(), Some("incident 7"));
+}
+
+#[tokio::test]
+async fn a_store_of_the_first_schema_is_migrated_with_its_audit_kept_and_dated() {
+    let fx = fixture().await;
+    let config = fx.database("first").await;
+    let admin = fx.pg.admin("first").await;
+    // As a gateway of the first schema left it: its tables, owned by the
+    // store's role.
+    admin
+        .batch_execute(&format!(
+            "SET ROLE {OWNER};
+             DROP TABLE schema_version, users, cas, audit, locks, leases, login_failures,
+                 cancel_keys, totp_steps, sso_logins;"
+        ))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(include_str!(
+            "../../crates/gateway/src/store/postgres/migrations/001_initial.sql"
+        ))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(
+            r#"CREATE TABLE schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+               INSERT INTO schema_version (version) VALUES (1);
+               INSERT INTO audit (event) VALUES ('{"time_ms":1700000000000,"event":"login"}');"#,
+        )
+        .await
+        .unwrap();
+    let events = tokio::task::spawn_blocking(move || {
+        let store = PostgresStore::open(&config).unwrap();
+        store.audit_since(1_700_000_000_000, None, 10).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].position.time_ms, 1_700_000_000_000);
+    assert_eq!(
+        query_one_i64(
+            &fx,
+            "first",
+            "SELECT max(version)::bigint FROM schema_version"
+        )
+        .await,
+        i64::from(SCHEMA_VERSION)
+    );
 }

@@ -19,7 +19,9 @@ use serde::Deserialize;
 use crate::audit::{AuditKind, Auditor};
 use crate::auth::limits::{Limiter, Refused, shown_username};
 use crate::auth::oidc::{OidcConnector, OidcError};
-use crate::auth::sso::{self, CallbackLogin, ExchangeError, SsoLogins, loopback_redirect};
+use crate::auth::sso::{
+    self, CallbackLogin, ExchangeError, SsoLogins, StartError, loopback_redirect,
+};
 use crate::auth::{local, totp};
 use crate::ca::{Authority, unix};
 use crate::catalog;
@@ -46,8 +48,6 @@ pub struct ApiState {
     pub connectors: Vec<Arc<OidcConnector>>,
     /// Single sign-on logins in progress.
     pub sso: SsoLogins,
-    /// One-time codes already used.
-    pub totp_replay: totp::ReplayGuard,
     /// Expiry and locks, checked on every call.
     pub revocations: Arc<Revocations>,
     /// Budgets of password logins.
@@ -305,27 +305,32 @@ async fn login_local(
             Failure::too_many(&why)
         })?;
         let store = state.store.clone();
-        // argon2 is deliberately slow: keep it off the async workers.
+        // argon2 is deliberately slow, and used one-time codes are in the
+        // store: keep both off the async workers.
         tokio::task::spawn_blocking(move || {
-            let record = store.user(&username)?;
-            Ok::<_, crate::store::StoreError>(local::verify(record.as_ref(), &password).cloned())
+            let record = store.user(&username).map_err(Failure::internal)?;
+            let Some(user) = local::verify(record.as_ref(), &password).cloned() else {
+                return Ok(None);
+            };
+            let second_factor = match (&user.totp, code.as_deref()) {
+                (None, _) => true,
+                (Some(secret), Some(code)) if !code.trim().is_empty() => totp::accept_once(
+                    store.as_ref(),
+                    &user.name,
+                    &secret.0,
+                    code,
+                    totp::now_unix(),
+                )
+                .map_err(Failure::internal)?,
+                (Some(_), _) => false,
+            };
+            Ok::<_, Failure>(second_factor.then_some(user))
         })
         .await
-        .map_err(Failure::internal)?
-        .map_err(Failure::internal)?
-    };
-    let second_factor = |user: &crate::store::UserRecord| match &user.totp {
-        None => Ok(true),
-        Some(secret) => {
-            let Some(code) = code.as_deref().filter(|c| !c.trim().is_empty()) else {
-                return Ok(false);
-            };
-            let step = totp::check(&secret.0, code, totp::now_unix()).map_err(Failure::internal)?;
-            Ok(step.is_some_and(|step| state.totp_replay.accept(&user.name, step)))
-        }
+        .map_err(Failure::internal)??
     };
     let user = match user {
-        Some(user) if second_factor(&user)? => user,
+        Some(user) => user,
         _ => {
             audit_failure(&shown);
             let limits = state.clone();
@@ -429,14 +434,18 @@ async fn sso_start(
             req.csr_pem,
             pending,
         )
-        .map_err(|busy| {
-            let mut failure = Failure::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                error_kind::TOO_MANY_ATTEMPTS,
-                busy.to_string(),
-            );
-            failure.2 = Some(busy.0);
-            failure
+        .await
+        .map_err(|e| match e {
+            StartError::Busy(busy) => {
+                let mut failure = Failure::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    error_kind::TOO_MANY_ATTEMPTS,
+                    busy.to_string(),
+                );
+                failure.2 = Some(busy.0);
+                failure
+            }
+            StartError::Store(e) => Failure::internal(e),
         })?;
     Ok(Json(SsoStartResponse {
         request_id,
@@ -463,22 +472,48 @@ async fn sso_callback(
     State(state): State<Arc<ApiState>>,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let Some(login) = query.state.as_deref().and_then(|s| state.sso.callback(s)) else {
-        return html_page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "This sign-in link is not valid: it was already used, it expired, or it did not \
-             start at this gateway. Start again with `postern login --sso`.",
-        );
+    let login = match query.state.as_deref() {
+        Some(s) => state.sso.callback(s).await,
+        None => Ok(None),
+    };
+    let login = match login {
+        Ok(Some(login)) => login,
+        Ok(None) => {
+            return html_page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in failed",
+                "This sign-in link is not valid: it was already used, it expired, or it did not \
+                 start at this gateway. Start again with `postern login --sso`.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a sign-in could not be looked up");
+            return html_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in failed",
+                "The gateway cannot reach its store. Start again with `postern login --sso` \
+                 in a minute.",
+            );
+        }
     };
     let request_id = login.request_id.clone();
     let mut target = login.client_redirect.clone();
     match state.finish_sso(login, query).await {
-        Ok(response) => match state.sso.complete(&request_id, response) {
-            Some(code) => {
+        Ok(response) => match state.sso.complete(&request_id, response).await {
+            Ok(Some(code)) => {
                 target.query_pairs_mut().append_pair("code", &code);
             }
-            None => {
+            Err(e) => {
+                tracing::error!(error = %e, "a signed sign-in could not be stored");
+                target
+                    .query_pairs_mut()
+                    .append_pair("error", "internal")
+                    .append_pair(
+                        "error_description",
+                        "internal gateway error; see the gateway log",
+                    );
+            }
+            Ok(None) => {
                 target
                     .query_pairs_mut()
                     .append_pair("error", error_kind::LOGIN_EXPIRED)
@@ -486,7 +521,7 @@ async fn sso_callback(
             }
         },
         Err(failure) => {
-            state.sso.abandon(&request_id);
+            state.sso.abandon(&request_id).await;
             target
                 .query_pairs_mut()
                 .append_pair("error", &failure.1.kind)
@@ -503,13 +538,15 @@ async fn sso_exchange(
     state
         .sso
         .exchange(&req.request_id, &req.code, &req.verifier)
+        .await
         .map(Json)
         .map_err(|e| {
-            let kind = match e {
-                ExchangeError::Expired => error_kind::LOGIN_EXPIRED,
-                ExchangeError::Mismatch => error_kind::ACCESS_DENIED,
+            let (status, kind) = match e {
+                ExchangeError::Expired => (StatusCode::FORBIDDEN, error_kind::LOGIN_EXPIRED),
+                ExchangeError::Mismatch => (StatusCode::FORBIDDEN, error_kind::ACCESS_DENIED),
+                ExchangeError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "internal"),
             };
-            Failure::new(StatusCode::FORBIDDEN, kind, e.to_string())
+            Failure::new(status, kind, e.to_string())
         })
 }
 

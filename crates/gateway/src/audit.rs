@@ -7,13 +7,17 @@ use postern_pgwire::{FrontendEvent, QueryText};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::store::Store;
+use crate::store::{AuditLine, Store};
 
 /// One audited action.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// Milliseconds since the Unix epoch.
     pub time_ms: i64,
+    /// The gateway replica that recorded it; absent for administration
+    /// commands (and events of gateways before replicas had names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     /// What happened.
     #[serde(flatten)]
     pub what: AuditKind,
@@ -152,28 +156,33 @@ pub enum AuditKind {
 }
 
 impl AuditEvent {
-    /// The event, happening now.
-    pub fn now(what: AuditKind) -> Self {
+    /// The event, happening now, recorded by `replica` (`None`: by an
+    /// administration command).
+    pub fn now(replica: Option<String>, what: AuditKind) -> Self {
         AuditEvent {
             time_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
+            replica,
             what,
         }
     }
 
-    /// The JSON line stored and logged.
-    fn to_line(&self) -> String {
-        serde_json::to_string(self).expect("audit events serialize")
+    /// The JSON line stored and logged, with its time.
+    fn to_line(&self) -> AuditLine {
+        AuditLine {
+            time_ms: self.time_ms,
+            json: serde_json::to_string(self).expect("audit events serialize"),
+        }
     }
 }
 
 /// Stores and logs one event at once, for the administration commands,
 /// which run outside the gateway process and its [`Auditor`].
 pub fn record_now(store: &dyn Store, what: AuditKind) -> Result<(), crate::store::StoreError> {
-    let line = AuditEvent::now(what).to_line();
-    tracing::info!(target: "audit", "{line}");
+    let line = AuditEvent::now(None, what).to_line();
+    tracing::info!(target: "audit", "{}", line.json);
     store.append_audit(&[line])
 }
 
@@ -213,7 +222,7 @@ const BATCH_MAX: usize = 4096;
 /// Events waiting for the writer thread.
 #[derive(Default)]
 struct Queue {
-    lines: Vec<String>,
+    lines: Vec<AuditLine>,
     /// Events ever queued.
     queued: u64,
     /// The writer sleeps until the next event (it found the queue empty).
@@ -251,12 +260,15 @@ impl Drop for Closer {
 #[derive(Clone)]
 pub struct Auditor {
     shared: Arc<Closer>,
+    /// The replica's name, in every event.
+    replica: Arc<str>,
 }
 
 impl Auditor {
-    /// Starts the writer thread. It stores everything queued before it exits,
-    /// which happens when the last handle is dropped.
-    pub fn start(store: Arc<dyn Store>) -> (Self, std::thread::JoinHandle<()>) {
+    /// Starts the writer thread for the events of `replica`. It stores
+    /// everything queued before it exits, which happens when the last handle
+    /// is dropped.
+    pub fn start(store: Arc<dyn Store>, replica: &str) -> (Self, std::thread::JoinHandle<()>) {
         let shared = Arc::new(Shared::default());
         let writer = {
             let shared = shared.clone();
@@ -266,7 +278,8 @@ impl Auditor {
                 .expect("the audit writer thread starts")
         };
         let shared = Arc::new(Closer(shared));
-        (Auditor { shared }, writer)
+        let replica = replica.into();
+        (Auditor { shared, replica }, writer)
     }
 
     /// Records an event: serialized once here, then logged as a JSON line
@@ -276,7 +289,7 @@ impl Auditor {
     /// wake-up per statement (a futex call and a context switch) cost more
     /// than the relay itself.
     pub fn record(&self, what: AuditKind) {
-        let line = AuditEvent::now(what).to_line();
+        let line = AuditEvent::now(Some(self.replica.to_string()), what).to_line();
         let shared = &self.shared.0;
         let mut queue = shared.lock();
         queue.lines.push(line);
@@ -298,6 +311,52 @@ impl Auditor {
         tokio::time::timeout(within, written.wait_for(|n| *n >= target))
             .await
             .is_ok()
+    }
+}
+
+/// How often retention deletes old events.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// The lease under which one replica at a time deletes old events.
+const RETENTION_LEASE: &str = "audit-retention";
+
+/// Deletes the events older than `retention` from the store now and then
+/// every [`RETENTION_EVERY`] until `stop`: one replica at a time, under a
+/// lease, so replicas sharing the store do not all run the same delete.
+pub async fn retention(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    replica: String,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut every = tokio::time::interval(RETENTION_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let (store, replica) = (store.clone(), replica.clone());
+        let deleted = tokio::task::spawn_blocking(move || {
+            // Held for less than the period, so a replica that dies while
+            // deleting leaves the next turn to another.
+            if !store.try_lease(RETENTION_LEASE, &replica, RETENTION_EVERY / 2)? {
+                return Ok(None);
+            }
+            let cutoff = SystemTime::now()
+                .checked_sub(retention)
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            store.delete_audit_before(cutoff).map(Some)
+        })
+        .await;
+        match deleted {
+            Ok(Ok(Some(deleted))) if deleted > 0 => {
+                tracing::info!(deleted, "audit events past their retention deleted");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "old audit events could not be deleted"),
+            Err(e) => tracing::warn!(error = %e, "the audit retention task failed"),
+        }
     }
 }
 
@@ -327,7 +386,7 @@ fn write_batches(store: &dyn Store, shared: &Shared) {
             (std::mem::take(&mut queue.lines), queue.closed)
         };
         for line in &batch {
-            tracing::info!(target: "audit", "{line}");
+            tracing::info!(target: "audit", "{}", line.json);
         }
         if !batch.is_empty()
             && let Err(e) = store.append_audit(&batch)
@@ -426,7 +485,7 @@ mod tests {
     fn events_are_stored_after_a_quiet_spell_and_all_are_kept_at_shutdown() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        let (auditor, writer) = Auditor::start(store.clone());
+        let (auditor, writer) = Auditor::start(store.clone(), "test");
 
         // The first event after the writer went idle wakes it.
         auditor.record(query(0));
@@ -453,7 +512,7 @@ mod tests {
     async fn a_flush_returns_once_everything_recorded_is_stored() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        let (auditor, _writer) = Auditor::start(store.clone());
+        let (auditor, _writer) = Auditor::start(store.clone(), "a");
         assert!(
             auditor.flush(Duration::from_secs(5)).await,
             "nothing to wait for"

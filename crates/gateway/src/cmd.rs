@@ -51,6 +51,9 @@ enum Command {
     /// Lock users out: refuses new connections and API calls at once and ends live sessions.
     #[command(subcommand)]
     Locks(LocksCommand),
+    /// Read the audit events in the store (of every replica sharing it).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print a CA certificate (PEM): `db` is what databases must trust for cert logins.
     Ca {
         /// Which CA: user, host or db.
@@ -120,6 +123,50 @@ enum LocksCommand {
         /// The lock's id (`lock-...`, from `locks ls`).
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Show events as a table, oldest first.
+    Ls {
+        /// From this time on: a duration back from now (`1h`, `7d`) or an
+        /// RFC 3339 time (`2026-05-01T00:00:00Z`). Default: all events.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// Show the most recent N events that match.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only events of this Postern user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only events of this kind (`login`, `session_start`, `query`, ...).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Print events as JSON lines, oldest first, for archives and log pipelines.
+    Export {
+        /// From this time on: a duration back from now (`1h`, `7d`) or an
+        /// RFC 3339 time (`2026-05-01T00:00:00Z`).
+        #[arg(long, value_parser = parse_since)]
+        since: i64,
+    },
+}
+
+/// Events read from the store at a time.
+const AUDIT_PAGE: usize = 1000;
+
+/// `--since`: a duration back from now, or an RFC 3339 time, as
+/// milliseconds since the Unix epoch.
+fn parse_since(raw: &str) -> Result<i64, String> {
+    if let Ok(ago) = humantime_serde::re::humantime::parse_duration(raw) {
+        let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
+        return Ok((chrono::Utc::now() - ago).timestamp_millis());
+    }
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            format!("{raw:?} is neither a duration (`1h`, `7d`) nor an RFC 3339 time (`2026-05-01T00:00:00Z`)")
+        })
 }
 
 /// What `postern-gateway start --ready-file PATH` writes once the gateway
@@ -239,6 +286,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Start { ready_file } => start(config, ready_file.as_deref()),
         Command::Users(cmd) => users(&config, cmd),
         Command::Locks(cmd) => locks(&config, cmd),
+        Command::Audit(cmd) => audit(&config, cmd),
         Command::Ca { kind } => {
             let kind = match kind.as_str() {
                 "user" => CaKind::User,
@@ -415,6 +463,115 @@ fn locks(config: &GatewayConfig, cmd: LocksCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Calls `each` with every stored event from `since` on, oldest first,
+/// reading the store a page at a time; stops early when `each` says so.
+fn each_audit_event(
+    store: &dyn crate::store::Store,
+    since: i64,
+    mut each: impl FnMut(&str) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let mut after = None;
+    loop {
+        let page = store.audit_since(since, after, AUDIT_PAGE)?;
+        for event in &page {
+            if !each(&event.json)? {
+                return Ok(());
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == AUDIT_PAGE => after = Some(last.position),
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn audit(config: &GatewayConfig, cmd: AuditCommand) -> anyhow::Result<()> {
+    let store = crate::store::open(config)?;
+    match cmd {
+        AuditCommand::Ls {
+            since,
+            limit,
+            user,
+            kind,
+        } => {
+            let mut shown = std::collections::VecDeque::with_capacity(limit.min(AUDIT_PAGE));
+            each_audit_event(store.as_ref(), since.unwrap_or(0), |json| {
+                let event: serde_json::Value = serde_json::from_str(json)?;
+                let field = |name: &str| event[name].as_str().map(str::to_owned);
+                if user
+                    .as_ref()
+                    .is_some_and(|u| field("user").as_ref() != Some(u))
+                    || kind
+                        .as_ref()
+                        .is_some_and(|k| field("event").as_ref() != Some(k))
+                {
+                    return Ok(true);
+                }
+                if shown.len() == limit {
+                    shown.pop_front();
+                }
+                if limit > 0 {
+                    shown.push_back(event);
+                }
+                Ok(true)
+            })?;
+            if shown.is_empty() {
+                println!("no audit events");
+            }
+            for event in shown {
+                println!("{}", audit_row(event));
+            }
+        }
+        AuditCommand::Export { since } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let written = each_audit_event(store.as_ref(), since, |json| {
+                writeln!(out, "{json}")?;
+                Ok(true)
+            })
+            .and_then(|()| Ok(out.flush()?));
+            // A reader that has seen enough (`| head`) is no failure.
+            if let Err(e) = written
+                && e.downcast_ref::<std::io::Error>()
+                    .is_none_or(|io| io.kind() != std::io::ErrorKind::BrokenPipe)
+            {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One line of `audit ls`: time, replica, kind and user, then the other
+/// fields as `name=value`.
+fn audit_row(event: serde_json::Value) -> String {
+    let serde_json::Value::Object(mut fields) = event else {
+        return event.to_string();
+    };
+    let mut take = |name: &str| match fields.remove(name) {
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => "-".into(),
+    };
+    let time = take("time_ms");
+    let time = time
+        .parse::<i64>()
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or(time, |t| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        });
+    let (replica, kind, user) = (take("replica"), take("event"), take("user"));
+    let rest: Vec<String> = fields
+        .into_iter()
+        .map(|(name, value)| match value {
+            serde_json::Value::String(s) => format!("{name}={s:?}"),
+            other => format!("{name}={other}"),
+        })
+        .collect();
+    format!("{time}\t{replica}\t{kind}\t{user}\t{}", rest.join(" "))
 }
 
 /// A time in milliseconds since the epoch as RFC 3339 (UTC); `None` is "removed".

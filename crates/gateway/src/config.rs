@@ -79,7 +79,30 @@ pub struct GatewayConfig {
     /// Single sign-on connectors (identity providers).
     #[serde(default)]
     pub connectors: Vec<ConnectorConfig>,
+
+    // Replicas sharing a store.
+    /// This process's name among the replicas sharing the store, in its
+    /// cancel keys and audit events. Default: the host name and a random
+    /// suffix, new at every start (see [`GatewayConfig::replica_name`]).
+    #[serde(default)]
+    pub replica: Option<String>,
+    /// How long the store keeps audit events.
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
+
+/// `audit:` in `gateway.yaml`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Events older than this are deleted from the store (hourly, by one
+    /// replica at a time), e.g. `90d`. Default: every event is kept.
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
+}
+
+/// Longest replica name accepted.
+const MAX_REPLICA_BYTES: usize = 63;
 
 /// A single sign-on connector, told apart by `type`.
 #[derive(Clone, Debug, Deserialize)]
@@ -1109,7 +1132,43 @@ impl GatewayConfig {
         if let StoreConfig::Postgres(store) = &self.store {
             store.validate()?;
         }
+        if let Some(name) = &self.replica
+            && (name.is_empty()
+                || name.len() > MAX_REPLICA_BYTES
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "replica {name:?} must be 1 to {MAX_REPLICA_BYTES} letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if self.audit.retention.is_some_and(|r| r.is_zero()) {
+            return Err(ConfigError::Invalid(
+                "audit.retention must be longer than zero (leave it out to keep every event)"
+                    .into(),
+            ));
+        }
         self.validate_sso()
+    }
+
+    /// The name this process goes by among replicas: `replica` when set,
+    /// else the host name and a random suffix, so two processes on one host
+    /// (or a restarted one) never share a name. Call it once per process.
+    pub fn replica_name(&self) -> String {
+        match &self.replica {
+            Some(name) => name.clone(),
+            None => {
+                let host = gethostname::gethostname();
+                let host: String = host
+                    .to_string_lossy()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                    .take(MAX_REPLICA_BYTES - 7)
+                    .collect();
+                format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+            }
+        }
     }
 
     fn validate_sso(&self) -> Result<(), ConfigError> {

@@ -225,7 +225,8 @@ pub async fn start_with(
     )?;
     catalog.discover_aws().await;
     let catalog = Arc::new(catalog);
-    let (auditor, _writer) = Auditor::start(store.clone());
+    let replica = config.replica_name();
+    let (auditor, _writer) = Auditor::start(store.clone(), &replica);
     let flushed = auditor.clone();
     let tls = TlsAcceptor::from(server_config(leaf, user_ca.cert_der())?);
 
@@ -250,7 +251,15 @@ pub async fn start_with(
         store.clone(),
         revocations.clone(),
         config.limits.clone(),
+        &replica,
     ));
+    let leftovers = tunnels.cancels.forget_leftovers()?;
+    if leftovers > 0 {
+        tracing::info!(
+            leftovers,
+            "cancel keys of this replica's previous run removed"
+        );
+    }
     let drain = tunnels.drain.clone();
     let api_state = Arc::new(ApiState {
         store: store.clone(),
@@ -260,9 +269,8 @@ pub async fn start_with(
         auditor: auditor.clone(),
         session_ttl: config.session_ttl,
         connectors: sso_connectors(&config, &roles, addr.port())?,
-        sso: Default::default(),
-        totp_replay: Default::default(),
-        revocations,
+        sso: crate::auth::sso::SsoLogins::new(store.clone()),
+        revocations: revocations.clone(),
         login_limits: Limiter::new(store.clone(), config.limits.login.clone()),
         drain: drain.clone(),
     });
@@ -294,7 +302,15 @@ pub async fn start_with(
         shutdown.clone(),
         tracker.clone(),
     ));
-    tracing::info!(%addr, %ca_pin, "gateway listening");
+    if let Some(retention) = config.audit.retention {
+        tracker.spawn(crate::audit::retention(
+            store.clone(),
+            retention,
+            replica.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tracing::info!(%addr, %ca_pin, %replica, "gateway listening");
     Ok(Running {
         addr,
         ca_pin,

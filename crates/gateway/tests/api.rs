@@ -62,7 +62,7 @@ impl Api {
             Duration::from_secs(5),
         )
         .unwrap();
-        let (auditor, writer) = Auditor::start(store.clone());
+        let (auditor, writer) = Auditor::start(store.clone(), "test");
         let shutdown = CancellationToken::new();
         let limits = LoginLimits {
             max_failures: 2,
@@ -78,8 +78,7 @@ impl Api {
             auditor,
             session_ttl: Duration::from_secs(3600),
             connectors: vec![],
-            sso: Default::default(),
-            totp_replay: Default::default(),
+            sso: postern_gateway::auth::sso::SsoLogins::new(store.clone()),
             revocations: Revocations::start(
                 store.clone(),
                 Duration::from_secs(1),
@@ -292,4 +291,41 @@ async fn calls_that_need_a_session_tell_missing_expired_and_locked_apart() {
         assert_eq!(body["kind"], error_kind::LOCKED);
         assert_eq!(body["message"], "access was locked by an administrator");
     }
+}
+
+#[tokio::test]
+async fn a_one_time_code_used_on_one_replica_is_refused_on_another() {
+    // Two replicas sharing one store, as behind a load balancer.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (Api::start(dir.path()), Api::start(dir.path()));
+    let secret = postern_gateway::auth::totp::generate_secret();
+    let mut alice = a.store.user("alice").unwrap().unwrap();
+    alice.totp = Some(postern_gateway::store::TotpSecret(secret.clone()));
+    a.store.put_user(&alice).unwrap();
+    let code = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(&secret).unwrap())
+        .build()
+        .unwrap()
+        .generate_current()
+        .to_string();
+    let csr_pem = rcgen::CertificateParams::default()
+        .serialize_request(&rcgen::KeyPair::generate().unwrap())
+        .unwrap()
+        .pem()
+        .unwrap();
+    let request = || {
+        let body = json!({
+            "username": "alice", "password": "right", "csr_pem": csr_pem, "totp": code,
+        });
+        Request::post("/v1/login/local")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let (first, _, body) = a.call(None, request()).await;
+    println!("replica A, first use of the code: {first} {body}");
+    assert_eq!(first, StatusCode::OK, "{body}");
+    let (replayed, _, body) = b.call(None, request()).await;
+    println!("replica B, the same code again: {replayed} {body}");
+    assert_eq!(replayed, StatusCode::UNAUTHORIZED, "{body}");
 }

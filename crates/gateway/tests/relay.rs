@@ -187,3 +187,36 @@ async fn a_wrong_key_or_another_users_key_cancels_nothing() {
     );
     assert_eq!(cancels[2]["user"], "bob");
 }
+
+#[tokio::test]
+async fn a_cancel_that_reaches_another_replica_is_forwarded_with_the_real_key() {
+    // Two replicas sharing one store, as behind a load balancer: the
+    // session runs on A, the client's CancelRequest lands on B.
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Gateway::start(dir.path());
+    let mut b = Gateway::start(dir.path());
+    let (client, db, greeting) = a.session().await;
+    let (mut canceller, mut serving) = cancel(&b, "alice", greeting.key).await;
+    let dialed = tokio::select! {
+        dialed = b.dials.recv() => dialed,
+        _ = &mut serving => None,
+    };
+    let mut cancel_conn = dialed.expect("replica B sends the cancel to the database");
+    assert!(
+        matches!(
+            cancel_conn.packet().await,
+            StartupPacket::Cancel {
+                pid: 4242,
+                secret: 77
+            }
+        ),
+        "the database gets its own key"
+    );
+    drop(cancel_conn);
+    serving.await.unwrap();
+    assert!(canceller.closed().await, "a cancel gets no reply");
+    drop((client, db));
+    let audit = b.audit().await;
+    assert_eq!(events(&audit, "cancel")[0]["forwarded"], true, "{audit:?}");
+    drop(a);
+}

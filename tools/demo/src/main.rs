@@ -428,9 +428,12 @@ async fn start(args: &Args, demo: &mut Demo) -> anyhow::Result<()> {
             0 => "gateway-data".to_owned(),
             _ => format!("gateway-data-{name}"),
         };
+        let shared = shared_yaml
+            .as_ref()
+            .map(|yaml| format!("replica: {name}\n{yaml}"));
         fs::write(
             &config,
-            gateway_yaml(*port, pg_port, &data_dir, shared_yaml.as_deref()),
+            gateway_yaml(*port, pg_port, &data_dir, shared.as_deref()),
         )?;
         configs.push(config);
     }

@@ -183,7 +183,9 @@ struct Provider {
 }
 
 /// What a login must remember between the redirect to the provider and the
-/// provider's redirect back.
+/// provider's redirect back; stored (with the login) so any replica can
+/// finish it. Holds the PKCE verifier: never logged.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct OidcPending {
     /// The `state` parameter (CSRF token) sent to the provider.
     pub state: String,

@@ -12,27 +12,30 @@
 //!    without the verifier, so whoever sees the browser's URL (another local
 //!    process, a browser extension, history) gains nothing.
 //!
-//! The state lives in memory: with several replicas a login must stay on one
-//! (as the cancel map does today); it moves to the shared store with them.
+//! The state lives in the store, so each request may reach another replica
+//! (behind a load balancer): a login started on one is finished on another.
+//! Each step takes what it needs once (the provider's `state`, the code),
+//! so a replayed request finds nothing.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use postern_api::wire::{LoginResponse, sso_challenge};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use url::{Host, Url};
 
 use super::oidc::OidcPending;
+use crate::store::{SsoLoginRecord, Store, StoreError};
 
 /// How long a login may stay at the identity provider.
 pub const PENDING_TTL: Duration = Duration::from_secs(5 * 60);
 /// How long a one-time code may wait for its exchange.
 pub const CODE_TTL: Duration = Duration::from_secs(2 * 60);
-/// Logins in progress at once; unauthenticated callers must not fill memory
-/// (each holds at most about [`MAX_CSR_BYTES`] plus a redirect).
+/// Logins in progress at once; unauthenticated callers must not fill the
+/// store (each holds at most about [`MAX_CSR_BYTES`] plus a redirect).
 const MAX_PENDING: usize = 1_000;
 /// Logins in progress from one source address, so one stranger cannot
 /// take every slot.
@@ -44,7 +47,7 @@ pub const MAX_REDIRECT_BYTES: usize = 2 * 1024;
 /// Longest connector name accepted.
 pub const MAX_CONNECTOR_BYTES: usize = 128;
 /// Wrong codes or verifiers tolerated for one login before it is dropped.
-const MAX_FAILED_EXCHANGES: u8 = 5;
+const MAX_FAILED_EXCHANGES: u32 = 5;
 
 /// Why an exchange was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +60,9 @@ pub enum ExchangeError {
     /// The code or the verifier does not belong to the request.
     #[error("the one-time code does not belong to this sign-in; run `postern login --sso` again")]
     Mismatch,
+    /// The store failed (the gateway log has why).
+    #[error("the gateway cannot reach its store; try again in a minute")]
+    Unavailable,
 }
 
 /// Too many logins in progress, in all or from one source; the oldest of
@@ -64,6 +70,17 @@ pub enum ExchangeError {
 #[derive(Debug, thiserror::Error)]
 #[error("too many sign-ins are in progress; try again in a few minutes")]
 pub struct Busy(pub Duration);
+
+/// Why a login could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Too many logins in progress.
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// What the gateway's callback needs to finish a login.
 pub struct CallbackLogin {
@@ -79,55 +96,40 @@ pub struct CallbackLogin {
     pub oidc: OidcPending,
 }
 
+/// Where a login is.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum Stage {
+    /// At the provider (until the callback took its `state`, which the
+    /// store then no longer finds).
     AtProvider(OidcPending),
-    Verifying,
+    /// Signed; waits for the exchange of its code.
     Done {
-        code_hash: [u8; 32],
+        /// SHA-256 of the one-time code, hex.
+        code_hash: String,
         response: Box<LoginResponse>,
-        at: Instant,
     },
 }
 
+/// A login's data as stored (the record's body).
+#[derive(Serialize, Deserialize)]
 struct Login {
-    source: IpAddr,
     connector: String,
-    client_redirect: Url,
+    client_redirect: String,
     client_challenge: String,
     csr_pem: String,
-    created: Instant,
     stage: Stage,
-    failed_exchanges: u8,
 }
 
 impl Login {
-    fn expired(&self, now: Instant) -> bool {
-        match &self.stage {
-            Stage::Done { at, .. } => now.duration_since(*at) > CODE_TTL,
-            _ => now.duration_since(self.created) > PENDING_TTL,
-        }
+    fn of(record: &SsoLoginRecord) -> Result<Login, StoreError> {
+        Ok(serde_json::from_str(&record.body)?)
     }
 }
 
-#[derive(Default)]
-struct Inner {
-    logins: HashMap<String, Login>,
-    /// `state` sent to the provider -> request id.
-    by_state: HashMap<String, String>,
-}
-
-impl Inner {
-    fn sweep(&mut self, now: Instant) {
-        self.logins.retain(|_, login| !login.expired(now));
-        let logins = &self.logins;
-        self.by_state.retain(|_, id| logins.contains_key(id));
-    }
-}
-
-/// Logins in progress.
-#[derive(Default)]
+/// Logins in progress, in the store.
 pub struct SsoLogins {
-    inner: Mutex<Inner>,
+    store: Arc<dyn Store>,
 }
 
 /// A random, URL-safe token with 256 bits of entropy.
@@ -136,17 +138,34 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn hash(code: &str) -> [u8; 32] {
-    Sha256::digest(code.as_bytes()).into()
+fn hash(code: &str) -> String {
+    hex::encode(Sha256::digest(code.as_bytes()))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs a store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("a store call failed: {e}")))?
 }
 
 impl SsoLogins {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// The logins kept in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        SsoLogins { store }
     }
 
     /// Records a login that was just sent to the provider; returns its id.
-    pub fn start(
+    pub async fn start(
         &self,
         source: IpAddr,
         connector: &str,
@@ -154,112 +173,142 @@ impl SsoLogins {
         client_challenge: String,
         csr_pem: String,
         oidc: OidcPending,
-    ) -> Result<String, Busy> {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        inner.sweep(now);
-        let from_source = || inner.logins.values().filter(|l| l.source == source);
-        let full = if inner.logins.len() >= MAX_PENDING {
-            inner.logins.values().map(|l| l.created).min()
-        } else if from_source().count() >= MAX_PENDING_PER_SOURCE {
-            from_source().map(|l| l.created).min()
+    ) -> Result<String, StartError> {
+        let source = source.to_string();
+        let store = self.store.clone();
+        let counted = source.clone();
+        let pending = blocking(move || store.sso_logins_pending(&counted)).await?;
+        let full = if pending.total >= MAX_PENDING {
+            Some(pending.oldest_ms)
+        } else if pending.from_source >= MAX_PENDING_PER_SOURCE {
+            Some(pending.oldest_from_source_ms)
         } else {
             None
         };
         if let Some(oldest) = full {
-            return Err(Busy(PENDING_TTL.saturating_sub(now.duration_since(oldest))));
+            let waited = Duration::from_millis(
+                u64::try_from(now_ms() - oldest.unwrap_or_else(now_ms)).unwrap_or(0),
+            );
+            return Err(Busy(PENDING_TTL.saturating_sub(waited)).into());
         }
-        let request_id = random_token();
-        inner
-            .by_state
-            .insert(oidc.state.clone(), request_id.clone());
-        inner.logins.insert(
-            request_id.clone(),
-            Login {
-                source,
+        let record = SsoLoginRecord {
+            id: random_token(),
+            state: Some(oidc.state.clone()),
+            source,
+            created_ms: now_ms(),
+            body: serde_json::to_string(&Login {
                 connector: connector.to_owned(),
-                client_redirect,
+                client_redirect: client_redirect.into(),
                 client_challenge,
                 csr_pem,
-                created: now,
                 stage: Stage::AtProvider(oidc),
-                failed_exchanges: 0,
-            },
-        );
+            })
+            .map_err(StoreError::from)?,
+        };
+        let request_id = record.id.clone();
+        let store = self.store.clone();
+        blocking(move || store.put_sso_login(&record, PENDING_TTL)).await?;
         Ok(request_id)
     }
 
     /// The login the provider's redirect belongs to, by its `state`; `None`
-    /// for an unknown, used or expired state. Each state works once.
-    pub fn callback(&self, state: &str) -> Option<CallbackLogin> {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        inner.sweep(now);
-        let request_id = inner.by_state.remove(state)?;
-        let login = inner.logins.get_mut(&request_id)?;
-        let Stage::AtProvider(oidc) = std::mem::replace(&mut login.stage, Stage::Verifying) else {
-            return None;
+    /// for an unknown, used or expired state. Each state works once, on
+    /// whichever replica it reaches first.
+    pub async fn callback(&self, state: &str) -> Result<Option<CallbackLogin>, StoreError> {
+        let store = self.store.clone();
+        let state = state.to_owned();
+        let Some(record) = blocking(move || store.take_sso_state(&state)).await? else {
+            return Ok(None);
         };
-        Some(CallbackLogin {
-            request_id,
-            connector: login.connector.clone(),
-            client_redirect: login.client_redirect.clone(),
-            csr_pem: login.csr_pem.clone(),
+        let login = Login::of(&record)?;
+        let Stage::AtProvider(oidc) = login.stage else {
+            return Ok(None);
+        };
+        let client_redirect = Url::parse(&login.client_redirect)
+            .map_err(|e| StoreError::Unavailable(format!("a stored redirect is invalid: {e}")))?;
+        Ok(Some(CallbackLogin {
+            request_id: record.id,
+            connector: login.connector,
+            client_redirect,
+            csr_pem: login.csr_pem,
             oidc,
-        })
+        }))
     }
 
-    /// Stores the signed certificate; returns the one-time code for it.
-    pub fn complete(&self, request_id: &str, response: LoginResponse) -> Option<String> {
-        let mut inner = self.lock();
-        let login = inner.logins.get_mut(request_id)?;
+    /// Stores the signed certificate; returns the one-time code for it,
+    /// `None` when the login expired meanwhile.
+    pub async fn complete(
+        &self,
+        request_id: &str,
+        response: LoginResponse,
+    ) -> Result<Option<String>, StoreError> {
+        let store = self.store.clone();
+        let id = request_id.to_owned();
         let code = random_token();
-        login.stage = Stage::Done {
-            code_hash: hash(&code),
-            response: Box::new(response),
-            at: Instant::now(),
-        };
-        Some(code)
+        let code_hash = hash(&code);
+        let done = blocking(move || {
+            let Some(record) = store.sso_login(&id)? else {
+                return Ok(false);
+            };
+            let mut login = Login::of(&record)?;
+            login.stage = Stage::Done {
+                code_hash,
+                response: Box::new(response),
+            };
+            store.update_sso_login(&id, &serde_json::to_string(&login)?, CODE_TTL)
+        })
+        .await?;
+        Ok(done.then_some(code))
     }
 
     /// Forgets a login that failed.
-    pub fn abandon(&self, request_id: &str) {
-        self.lock().logins.remove(request_id);
+    pub async fn abandon(&self, request_id: &str) {
+        let store = self.store.clone();
+        let id = request_id.to_owned();
+        if let Err(e) = blocking(move || store.take_sso_login(&id)).await {
+            // It expires on its own.
+            tracing::warn!(error = %e, "a failed sign-in could not be forgotten");
+        }
     }
 
-    /// Trades a one-time code and the verifier for the certificate, once.
-    pub fn exchange(
+    /// Trades a one-time code and the verifier for the certificate, once,
+    /// on whichever replica the client reaches.
+    pub async fn exchange(
         &self,
         request_id: &str,
         code: &str,
         verifier: &str,
     ) -> Result<LoginResponse, ExchangeError> {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        inner.sweep(now);
-        let login = inner
-            .logins
-            .get_mut(request_id)
-            .ok_or(ExchangeError::Expired)?;
-        // Hashes are compared, so timing says nothing about the secrets.
-        let good = match &login.stage {
-            Stage::Done { code_hash, .. } => {
-                *code_hash == hash(code)
-                    && hash(&login.client_challenge) == hash(&sso_challenge(verifier))
+        let store = self.store.clone();
+        let (id, code_hash, challenge_hash) = (
+            request_id.to_owned(),
+            hash(code),
+            hash(&sso_challenge(verifier)),
+        );
+        blocking(move || {
+            let Some(record) = store.sso_login(&id)? else {
+                return Ok(Err(ExchangeError::Expired));
+            };
+            let login = Login::of(&record)?;
+            // Hashes are compared, so timing says nothing about the secrets.
+            let good = matches!(&login.stage, Stage::Done { code_hash: stored, .. } if *stored == code_hash)
+                && hash(&login.client_challenge) == challenge_hash;
+            if !good {
+                store.fail_sso_login(&id, MAX_FAILED_EXCHANGES)?;
+                return Ok(Err(ExchangeError::Mismatch));
             }
-            _ => false,
-        };
-        if !good {
-            login.failed_exchanges += 1;
-            if login.failed_exchanges >= MAX_FAILED_EXCHANGES {
-                inner.logins.remove(request_id);
-            }
-            return Err(ExchangeError::Mismatch);
-        }
-        match inner.logins.remove(request_id).map(|l| l.stage) {
-            Some(Stage::Done { response, .. }) => Ok(*response),
-            _ => Err(ExchangeError::Expired),
-        }
+            // Of two exchanges with the right code, one takes the login.
+            let taken = store.take_sso_login(&id)?.map(|r| Login::of(&r)).transpose()?;
+            Ok(match taken.map(|l| l.stage) {
+                Some(Stage::Done { response, .. }) => Ok(*response),
+                _ => Err(ExchangeError::Expired),
+            })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a sign-in could not be exchanged");
+            Err(ExchangeError::Unavailable)
+        })
     }
 }
 
@@ -318,7 +367,7 @@ mod tests {
         }
     }
 
-    fn started(logins: &SsoLogins, state: &str, verifier: &str) -> String {
+    async fn started(logins: &SsoLogins, state: &str, verifier: &str) -> String {
         logins
             .start(
                 Ipv4Addr::LOCALHOST.into(),
@@ -328,56 +377,99 @@ mod tests {
                 "CSR".into(),
                 pending(state),
             )
+            .await
             .unwrap()
     }
 
-    #[test]
-    fn a_code_is_exchanged_once_with_its_verifier() {
-        let logins = SsoLogins::default();
-        let id = started(&logins, "state-1", "verifier");
+    /// Two replicas' views of one store.
+    fn replicas(dir: &tempfile::TempDir) -> (SsoLogins, SsoLogins) {
+        let open = || {
+            SsoLogins::new(Arc::new(
+                crate::store::SqliteStore::open(dir.path()).unwrap(),
+            ))
+        };
+        (open(), open())
+    }
+
+    #[tokio::test]
+    async fn a_code_is_exchanged_once_with_its_verifier_on_any_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = replicas(&dir);
+        let id = started(&a, "state-1", "verifier").await;
         assert_eq!(
-            logins.exchange(&id, "guess", "verifier").unwrap_err(),
+            b.exchange(&id, "guess", "verifier").await.unwrap_err(),
             ExchangeError::Mismatch,
             "no code before the provider answered"
         );
-        let callback = logins.callback("state-1").expect("known state");
+        let callback = b.callback("state-1").await.unwrap().expect("known state");
         assert_eq!(callback.request_id, id);
-        assert!(logins.callback("state-1").is_none(), "a state works once");
-        let code = logins.complete(&id, response()).unwrap();
+        assert_eq!(callback.csr_pem, "CSR");
+        assert!(
+            a.callback("state-1").await.unwrap().is_none(),
+            "a state works once"
+        );
+        let code = b.complete(&id, response()).await.unwrap().unwrap();
         assert_eq!(
-            logins.exchange(&id, "forged", "verifier").unwrap_err(),
+            a.exchange(&id, "forged", "verifier").await.unwrap_err(),
             ExchangeError::Mismatch
         );
         assert_eq!(
-            logins.exchange(&id, &code, "other verifier").unwrap_err(),
+            a.exchange(&id, &code, "other verifier").await.unwrap_err(),
             ExchangeError::Mismatch
         );
         assert_eq!(
-            logins.exchange(&id, &code, "verifier").unwrap().cert_pem,
+            a.exchange(&id, &code, "verifier").await.unwrap().cert_pem,
             "CERT"
         );
         assert_eq!(
-            logins.exchange(&id, &code, "verifier").unwrap_err(),
+            b.exchange(&id, &code, "verifier").await.unwrap_err(),
             ExchangeError::Expired,
             "a code works once"
         );
     }
 
-    #[test]
-    fn unknown_states_and_repeated_failures_end_a_login() {
-        let logins = SsoLogins::default();
-        assert!(logins.callback("never-issued").is_none());
-        let id = started(&logins, "s", "v");
-        logins.callback("s").unwrap();
-        let code = logins.complete(&id, response()).unwrap();
+    #[tokio::test]
+    async fn unknown_states_and_repeated_failures_end_a_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let (logins, _) = replicas(&dir);
+        assert!(logins.callback("never-issued").await.unwrap().is_none());
+        let id = started(&logins, "s", "v").await;
+        logins.callback("s").await.unwrap().unwrap();
+        let code = logins.complete(&id, response()).await.unwrap().unwrap();
         for _ in 0..MAX_FAILED_EXCHANGES {
-            assert!(logins.exchange(&id, "forged", "v").is_err());
+            assert!(logins.exchange(&id, "forged", "v").await.is_err());
         }
         assert_eq!(
-            logins.exchange(&id, &code, "v").unwrap_err(),
+            logins.exchange(&id, &code, "v").await.unwrap_err(),
             ExchangeError::Expired,
             "too many wrong codes drop the login"
         );
+    }
+
+    #[tokio::test]
+    async fn logins_in_progress_are_limited_per_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = replicas(&dir);
+        for n in 0..MAX_PENDING_PER_SOURCE {
+            started(if n % 2 == 0 { &a } else { &b }, &format!("s{n}"), "v").await;
+        }
+        let busy = b
+            .start(
+                Ipv4Addr::LOCALHOST.into(),
+                "corp",
+                loopback_redirect("http://127.0.0.1:4000/callback").unwrap(),
+                sso_challenge("v"),
+                "CSR".into(),
+                pending("one-more"),
+            )
+            .await;
+        match busy {
+            Err(StartError::Busy(Busy(wait))) => assert!(wait <= PENDING_TTL),
+            other => panic!(
+                "the 21st login from one source waits, not {:?}",
+                other.map(|_| ())
+            ),
+        }
     }
 
     #[test]

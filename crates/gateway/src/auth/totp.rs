@@ -2,11 +2,11 @@
 //! SHA-1, six digits, 30-second steps, one step of clock skew either way —
 //! what every authenticator app understands.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use totp_rs::{Builder, Secret, Totp};
+
+use crate::store::{Store, StoreError};
 
 /// Why a one-time-code secret could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,9 @@ pub enum TotpError {
     /// The stored secret is not valid base32, or too short.
     #[error("the stored one-time-code secret is invalid: {0}")]
     BadSecret(String),
+    /// The used codes could not be checked or recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Makes a new random secret (160 bits), base32 as it is stored.
@@ -58,25 +61,20 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// Refuses a code whose time step was already used by the same user
-/// (RFC 6238 §5.2: a code is accepted once). In memory: with several gateway
-/// replicas a code could be used once per replica within its 90 seconds.
-#[derive(Default)]
-pub struct ReplayGuard {
-    last_step: Mutex<HashMap<String, u64>>,
-}
-
-impl ReplayGuard {
-    /// Records `step` for `user`; false when it (or a later one) was already used.
-    pub fn accept(&self, user: &str, step: u64) -> bool {
-        let mut last = self.last_step.lock().unwrap_or_else(|e| e.into_inner());
-        match last.get(user) {
-            Some(&used) if used >= step => false,
-            _ => {
-                last.insert(user.to_owned(), step);
-                true
-            }
-        }
+/// Whether `code` is valid for `user` at `unix` and its time step was not
+/// used before (RFC 6238 §5.2: a code is accepted once): the step is
+/// recorded in the store, so a code used on one replica is refused on every
+/// other. Blocks on the store.
+pub fn accept_once(
+    store: &dyn Store,
+    user: &str,
+    secret_base32: &str,
+    code: &str,
+    unix: u64,
+) -> Result<bool, TotpError> {
+    match check(secret_base32, code, unix)? {
+        Some(step) => Ok(store.accept_totp_step(user, step)?),
+        None => Ok(false),
     }
 }
 
@@ -109,12 +107,19 @@ mod tests {
     }
 
     #[test]
-    fn a_step_is_accepted_once_per_user() {
-        let guard = ReplayGuard::default();
-        assert!(guard.accept("alice", 10));
-        assert!(!guard.accept("alice", 10));
-        assert!(!guard.accept("alice", 9));
-        assert!(guard.accept("bob", 10));
-        assert!(guard.accept("alice", 11));
+    fn a_code_is_accepted_once_by_any_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || crate::store::SqliteStore::open(dir.path()).unwrap();
+        let (a, b) = (open(), open());
+        let secret = generate_secret();
+        let t = 1_700_000_000u64;
+        let code = totp(&secret, "a", "b").unwrap().generate(t).to_string();
+        assert!(!accept_once(&a, "alice", &secret, "000000x", t).unwrap());
+        assert!(accept_once(&a, "alice", &secret, &code, t).unwrap());
+        assert!(
+            !accept_once(&b, "alice", &secret, &code, t).unwrap(),
+            "replayed"
+        );
+        assert!(accept_once(&b, "bob", &secret, &code, t).unwrap());
     }
 }

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Lock, Store, TotpSecret, UserRecord};
+use super::{AuditLine, CancelRecord, Lock, SsoLoginRecord, Store, TotpSecret, UserRecord};
 use crate::ca::{CaKind, CaMaterial};
+use postern_pgwire::CancelKey;
 
 /// Opens another handle on the same stored state (as another replica, or
 /// the CLI beside a gateway, would).
@@ -22,6 +23,10 @@ pub fn run_all(open: Opener<'_>) {
     a_lease_has_one_holder_until_released_or_expired(open);
     login_failures_count_in_runs_and_clear(open);
     audit_keeps_the_most_recent_in_order(open);
+    audit_is_read_since_a_time_in_pages_and_deleted_before_one(open);
+    a_cancel_key_is_found_through_every_handle_until_removed(open);
+    a_totp_step_is_accepted_once_across_handles(open);
+    an_sso_login_is_taken_once_across_handles(open);
 }
 
 /// Users are stored whole (roles, traits, TOTP secret) and deleted once.
@@ -186,7 +191,12 @@ pub fn login_failures_count_in_runs_and_clear(open: Opener<'_>) {
 /// Audit lines come back as JSON, the latest `limit` of them, oldest first.
 pub fn audit_keeps_the_most_recent_in_order(open: Opener<'_>) {
     let store = open();
-    let lines: Vec<String> = (0..5).map(|i| format!(r#"{{"n":{i}}}"#)).collect();
+    let lines: Vec<AuditLine> = (0..5)
+        .map(|i| AuditLine {
+            time_ms: i,
+            json: format!(r#"{{"n":{i}}}"#),
+        })
+        .collect();
     store.append_audit(&lines[..3]).unwrap();
     open().append_audit(&lines[3..]).unwrap();
     store.append_audit(&[]).unwrap();
@@ -196,4 +206,147 @@ pub fn audit_keeps_the_most_recent_in_order(open: Opener<'_>) {
         [2, 3, 4].map(|n| serde_json::json!({ "n": n })).to_vec()
     );
     assert_eq!(store.recent_audit(100).unwrap().len(), 5);
+}
+
+/// `audit ls|export --since` read events from a time on, oldest first and
+/// in pages; retention deletes the older ones.
+pub fn audit_is_read_since_a_time_in_pages_and_deleted_before_one(open: Opener<'_>) {
+    let (store, other) = (open(), open());
+    let base = 1_900_000_000_000;
+    let line = |time_ms: i64, n: i64| AuditLine {
+        time_ms,
+        json: format!(r#"{{"at":{n}}}"#),
+    };
+    // Two writers whose batches arrive out of time order; two events share
+    // a time.
+    store
+        .append_audit(&[line(base + 30, 3), line(base + 10, 1)])
+        .unwrap();
+    other
+        .append_audit(&[line(base + 20, 2), line(base + 30, 4)])
+        .unwrap();
+    let mut read = Vec::new();
+    let mut after = None;
+    loop {
+        let page = other.audit_since(base + 10, after, 2).unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 2);
+        after = Some(last.position);
+        read.extend(page.into_iter().map(|e| e.json));
+    }
+    assert_eq!(
+        read,
+        [1, 2, 3, 4].map(|n| format!(r#"{{"at":{n}}}"#)),
+        "oldest first, ties in the order stored"
+    );
+    let later: Vec<String> = store
+        .audit_since(base + 20, None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.json)
+        .collect();
+    assert_eq!(later.len(), 3);
+    assert!(
+        store.delete_audit_before(base + 20).unwrap() >= 1,
+        "the event at base + 10 and any older"
+    );
+    assert_eq!(other.audit_since(0, None, 10).unwrap().len(), 3);
+}
+
+/// A cancel key stored by one replica is found by another, is unique by
+/// its client-facing key, and goes with its session or its replica.
+pub fn a_cancel_key_is_found_through_every_handle_until_removed(open: Opener<'_>) {
+    let (a, b) = (open(), open());
+    let record = |secret: i32, replica: &str| CancelRecord {
+        client: CancelKey { pid: 4242, secret },
+        owner: "alice".into(),
+        replica: replica.into(),
+        database: "pg".into(),
+        upstream_addr: "db.internal:5432".into(),
+        real: CancelKey {
+            pid: 4242,
+            secret: 77,
+        },
+    };
+    assert!(a.put_cancel_key(&record(1, "a")).unwrap());
+    assert!(
+        !b.put_cancel_key(&record(1, "b")).unwrap(),
+        "a live client key is never given twice"
+    );
+    assert_eq!(b.cancel_key(4242, 1).unwrap(), Some(record(1, "a")));
+    assert_eq!(b.cancel_key(4242, 2).unwrap(), None);
+    assert!(b.put_cancel_key(&record(2, "b")).unwrap());
+    b.remove_cancel_key(4242, 2).unwrap();
+    assert_eq!(a.cancel_key(4242, 2).unwrap(), None);
+    assert!(b.put_cancel_key(&record(3, "b")).unwrap());
+    // A replica starting again under its name forgets only its own keys.
+    assert_eq!(a.remove_replica_cancel_keys("a").unwrap(), 1);
+    assert_eq!(b.cancel_key(4242, 1).unwrap(), None);
+    assert!(a.cancel_key(4242, 3).unwrap().is_some());
+    b.remove_cancel_key(4242, 3).unwrap();
+}
+
+/// A one-time code's step is accepted once for a user, whichever replica
+/// sees it first; an older step after a newer one is refused too.
+pub fn a_totp_step_is_accepted_once_across_handles(open: Opener<'_>) {
+    let (a, b) = (open(), open());
+    assert!(a.accept_totp_step("alice", 10).unwrap());
+    assert!(!b.accept_totp_step("alice", 10).unwrap());
+    assert!(!a.accept_totp_step("alice", 9).unwrap());
+    assert!(b.accept_totp_step("bob", 10).unwrap());
+    assert!(b.accept_totp_step("alice", 11).unwrap());
+    assert!(!a.accept_totp_step("alice", 11).unwrap());
+}
+
+/// A login in progress started on one replica is found by its state once
+/// and taken once on another; expired ones are neither found nor counted.
+pub fn an_sso_login_is_taken_once_across_handles(open: Opener<'_>) {
+    let (a, b) = (open(), open());
+    let long = Duration::from_secs(300);
+    let login = |id: &str, source: &str| SsoLoginRecord {
+        id: id.into(),
+        state: Some(format!("state-{id}")),
+        source: source.into(),
+        created_ms: now_ms(),
+        body: format!(r#"{{"login":"{id}"}}"#),
+    };
+    a.put_sso_login(&login("one", "10.0.0.1"), long).unwrap();
+    a.put_sso_login(&login("two", "10.0.0.2"), long).unwrap();
+    a.put_sso_login(&login("old", "10.0.0.1"), Duration::ZERO)
+        .unwrap();
+    let counts = b.sso_logins_pending("10.0.0.1").unwrap();
+    assert_eq!((counts.total, counts.from_source), (2, 1), "{counts:?}");
+    assert!(counts.oldest_ms.is_some() && counts.oldest_from_source_ms.is_some());
+    assert_eq!(b.take_sso_state("state-old").unwrap(), None, "expired");
+
+    let taken = b
+        .take_sso_state("state-one")
+        .unwrap()
+        .expect("started on a");
+    assert_eq!(
+        (taken.id.as_str(), taken.body.as_str()),
+        ("one", r#"{"login":"one"}"#)
+    );
+    assert_eq!(
+        a.take_sso_state("state-one").unwrap(),
+        None,
+        "a state works once"
+    );
+    assert!(a.update_sso_login("one", r#"{"done":1}"#, long).unwrap());
+    assert!(!a.update_sso_login("nobody", "{}", long).unwrap());
+    assert_eq!(b.sso_login("one").unwrap().unwrap().body, r#"{"done":1}"#);
+
+    b.fail_sso_login("one", 2).unwrap();
+    assert!(a.sso_login("one").unwrap().is_some(), "one failure of two");
+    assert_eq!(
+        a.take_sso_login("one").unwrap().unwrap().body,
+        r#"{"done":1}"#
+    );
+    assert_eq!(b.take_sso_login("one").unwrap(), None, "taken once");
+    assert_eq!(b.sso_login("one").unwrap(), None);
+
+    a.fail_sso_login("two", 2).unwrap();
+    b.fail_sso_login("two", 2).unwrap();
+    assert_eq!(a.sso_login("two").unwrap(), None, "too many failures");
+    assert_eq!(b.sso_logins_pending("10.0.0.1").unwrap().total, 0);
 }

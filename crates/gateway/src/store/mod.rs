@@ -1,4 +1,6 @@
-//! Gateway state: users, CA material, audit events and leases.
+//! Gateway state: users, CA material, audit events, leases, and what one
+//! replica hands over to another: cancel keys, pending single sign-on
+//! logins and used one-time-code steps.
 //!
 //! The gateway talks to its state only through [`Store`], so the embedded
 //! SQLite file can be swapped for a shared PostgreSQL store when several
@@ -25,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-pub use postgres::{MIGRATION_LOCK_KEY, PostgresStore};
+pub use postgres::{MIGRATION_LOCK_KEY, PostgresStore, SCHEMA_VERSION};
 pub use sqlite::SqliteStore;
 
 use crate::ca::{CaKind, CaMaterial};
@@ -154,8 +156,8 @@ pub trait Store: Send + Sync + 'static {
     /// (so concurrent first starts agree on one CA).
     fn ca_or_insert(&self, kind: CaKind, fresh: &CaMaterial) -> Result<CaMaterial, StoreError>;
     /// Appends audit events, each a JSON line (the audit module encodes
-    /// them; the store only keeps text), in one transaction.
-    fn append_audit(&self, lines: &[String]) -> Result<(), StoreError>;
+    /// them; the store keeps text and the time), in one transaction.
+    fn append_audit(&self, lines: &[AuditLine]) -> Result<(), StoreError>;
     /// The most recent audit events as stored JSON, newest last.
     fn recent_audit(&self, limit: usize) -> Result<Vec<serde_json::Value>, StoreError>;
     /// Adds a lock.
@@ -188,6 +190,156 @@ pub trait Store: Send + Sync + 'static {
     fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
     /// Answers a trivial query: the store is reachable (for `/v1/ready`).
     fn ping(&self) -> Result<(), StoreError>;
+
+    /// Events stored at or after `since_ms` (their own `time_ms`), oldest
+    /// first, at most `limit` of them and only past `after` (the last event
+    /// of the previous page), so a caller reads any number in pages.
+    fn audit_since(
+        &self,
+        since_ms: i64,
+        after: Option<AuditPosition>,
+        limit: usize,
+    ) -> Result<Vec<StoredAudit>, StoreError>;
+    /// Deletes the events older than `before_ms`; returns how many.
+    fn delete_audit_before(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// Records a live session's cancel key; false (nothing stored) when a
+    /// live key with the same client-facing pid and secret exists, so the
+    /// caller draws another secret.
+    fn put_cancel_key(&self, key: &CancelRecord) -> Result<bool, StoreError>;
+    /// The live cancel key a client presents, whichever replica stored it.
+    fn cancel_key(&self, pid: i32, secret: i32) -> Result<Option<CancelRecord>, StoreError>;
+    /// Forgets a cancel key (its session ended).
+    fn remove_cancel_key(&self, pid: i32, secret: i32) -> Result<(), StoreError>;
+    /// Forgets every cancel key `replica` stored; a replica calls it at
+    /// start, when none of its sessions can be alive. Returns how many.
+    fn remove_replica_cancel_keys(&self, replica: &str) -> Result<u64, StoreError>;
+
+    /// Records that `user` used the one-time code of time step `step`;
+    /// false when that step or a later one was used already (by any
+    /// replica), so each code is accepted once (RFC 6238 §5.2).
+    fn accept_totp_step(&self, user: &str, step: u64) -> Result<bool, StoreError>;
+
+    /// The single sign-on logins in progress (not expired) in all and from
+    /// `source`, after deleting expired ones.
+    fn sso_logins_pending(&self, source: &str) -> Result<PendingCounts, StoreError>;
+    /// Stores a login sent to the identity provider, until `ttl` passes.
+    fn put_sso_login(&self, login: &SsoLoginRecord, ttl: Duration) -> Result<(), StoreError>;
+    /// Takes the login the provider's `state` belongs to, once: the state
+    /// no longer finds it afterwards. `None` when unknown, used or expired.
+    fn take_sso_state(&self, state: &str) -> Result<Option<SsoLoginRecord>, StoreError>;
+    /// Replaces a login's data and expiry; false when it is gone.
+    fn update_sso_login(&self, id: &str, body: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// A login by id, unless expired.
+    fn sso_login(&self, id: &str) -> Result<Option<SsoLoginRecord>, StoreError>;
+    /// Counts a wrong code or verifier for a login and deletes the login at
+    /// `max` of them.
+    fn fail_sso_login(&self, id: &str, max: u32) -> Result<(), StoreError>;
+    /// Deletes a login and returns it, unless expired; of concurrent takers
+    /// only one gets it.
+    fn take_sso_login(&self, id: &str) -> Result<Option<SsoLoginRecord>, StoreError>;
+}
+
+/// Where an audit event sits in the order events are read in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditPosition {
+    /// The event's time.
+    pub time_ms: i64,
+    /// Its number in the store (insertion order), which breaks ties.
+    pub id: i64,
+}
+
+/// An audit event to store: its time (for `audit ls --since` and
+/// retention) and its JSON line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditLine {
+    /// The event's time, in milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// The event as one JSON line.
+    pub json: String,
+}
+
+/// A stored audit event and where it sits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAudit {
+    /// Where it sits, to read on after it.
+    pub position: AuditPosition,
+    /// The event as one JSON line.
+    pub json: String,
+}
+
+/// A live session's cancel key as plain data, so that a CancelRequest
+/// reaching any replica can be forwarded: the client's key, whose it is,
+/// and the database's real key behind it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CancelRecord {
+    /// The key the client got (the backend's real pid, the gateway's secret).
+    pub client: postern_pgwire::CancelKey,
+    /// The Postern user whose session it is; only they may cancel.
+    pub owner: String,
+    /// The replica serving the session.
+    pub replica: String,
+    /// The catalog database, which the cancelling replica resolves itself.
+    pub database: String,
+    /// The database's address when the key was stored, for diagnosis.
+    pub upstream_addr: String,
+    /// The database's real key; a secret, never logged or shown.
+    pub real: postern_pgwire::CancelKey,
+}
+
+impl std::fmt::Debug for CancelRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // CancelKey's own Debug leaves the secrets out.
+        f.debug_struct("CancelRecord")
+            .field("client", &self.client)
+            .field("owner", &self.owner)
+            .field("replica", &self.replica)
+            .field("database", &self.database)
+            .field("upstream_addr", &self.upstream_addr)
+            .field("real", &self.real)
+            .finish()
+    }
+}
+
+/// A single sign-on login in progress, as the store keeps it: what it is
+/// looked up by, and the login module's own data.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SsoLoginRecord {
+    /// The login's id (the client's `request_id`).
+    pub id: String,
+    /// The `state` sent to the provider, until the provider's redirect
+    /// used it.
+    pub state: Option<String>,
+    /// The client's address, for the per-source limit.
+    pub source: String,
+    /// When the login started, in milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// The login's data (JSON; holds PKCE verifier, nonce and, once signed,
+    /// the certificate): never logged.
+    pub body: String,
+}
+
+impl std::fmt::Debug for SsoLoginRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsoLoginRecord")
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Single sign-on logins in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PendingCounts {
+    /// In all.
+    pub total: usize,
+    /// From the source asked about.
+    pub from_source: usize,
+    /// When the oldest of all started (ms since the epoch).
+    pub oldest_ms: Option<i64>,
+    /// When the oldest from the source started.
+    pub oldest_from_source_ms: Option<i64>,
 }
 
 /// Failed logins under one key, counted from the first of them.

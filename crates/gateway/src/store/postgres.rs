@@ -16,14 +16,23 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::kek::Kek;
-use super::{FailureRun, Lock, Store, StoreError, UserRecord, millis, time_of};
+use super::{
+    AuditLine, AuditPosition, CancelRecord, FailureRun, Lock, PendingCounts, SsoLoginRecord, Store,
+    StoreError, StoredAudit, UserRecord, millis, time_of,
+};
 use crate::ca::{CaKind, CaMaterial};
 use crate::config::{PostgresStoreConfig, StoreTlsMode, TlsMode};
 use crate::upstream::{Connector, DbStream, Dial, TcpTls};
 
 /// Versioned schema changes, applied in order; a store holding a version
 /// past the last one is refused.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("postgres/migrations/001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("postgres/migrations/001_initial.sql")),
+    (2, include_str!("postgres/migrations/002_shared_state.sql")),
+];
+
+/// The schema version this binary migrates a store to.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// The transaction-level advisory lock key under which replicas migrate
 /// the schema one at a time (the bytes of "postern"); an application
@@ -130,6 +139,9 @@ impl Target {
         };
         pg.password(config.password()?)
             .application_name("postern-gateway store")
+            // The migrations' IF NOT EXISTS would otherwise log a NOTICE
+            // on every start.
+            .options("-c client_min_messages=warning")
             // TLS is set up below, as for databases; tokio-postgres gets the
             // finished stream and must not negotiate again.
             .ssl_mode(SslMode::Disable);
@@ -307,7 +319,7 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
         .await?
         .get(0);
-    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    let known = SCHEMA_VERSION;
     if found > known {
         return Err(StoreError::SchemaTooNew { found, known });
     }
@@ -333,6 +345,36 @@ fn lock_of(row: &Row) -> Lock {
         expires_ms: row.get(4),
     }
 }
+
+fn cancel_record(row: &Row) -> CancelRecord {
+    CancelRecord {
+        client: postern_pgwire::CancelKey {
+            pid: row.get(0),
+            secret: row.get(1),
+        },
+        owner: row.get(2),
+        replica: row.get(3),
+        database: row.get(4),
+        upstream_addr: row.get(5),
+        real: postern_pgwire::CancelKey {
+            pid: row.get(6),
+            secret: row.get(7),
+        },
+    }
+}
+
+fn sso_login(row: &Row) -> SsoLoginRecord {
+    SsoLoginRecord {
+        id: row.get(0),
+        state: row.get(1),
+        source: row.get(2),
+        created_ms: row.get(3),
+        body: row.get(4),
+    }
+}
+
+/// The columns [`sso_login`] reads.
+const SSO_COLUMNS: &str = "id, state, source, created_ms, body";
 
 fn failure_run(row: &Row) -> FailureRun {
     FailureRun {
@@ -430,14 +472,17 @@ impl Store for PostgresStore {
         })
     }
 
-    fn append_audit(&self, lines: &[String]) -> Result<(), StoreError> {
-        let lines = lines.to_vec();
+    fn append_audit(&self, lines: &[AuditLine]) -> Result<(), StoreError> {
+        let events: Vec<String> = lines.iter().map(|l| l.json.clone()).collect();
+        let times: Vec<i64> = lines.iter().map(|l| l.time_ms).collect();
         self.with_client(move |c| {
             Box::pin(async move {
-                // One statement for the batch: atomic, one round trip.
+                // One statement for the batch: atomic, one round trip;
+                // unnest keeps the arrays' order, so ids follow it.
                 c.execute(
-                    "INSERT INTO audit (event) SELECT unnest($1::text[])",
-                    &[&lines],
+                    "INSERT INTO audit (event, time_ms)
+                     SELECT * FROM unnest($1::text[], $2::bigint[])",
+                    &[&events, &times],
                 )
                 .await?;
                 Ok(())
@@ -627,6 +672,288 @@ impl Store for PostgresStore {
             Box::pin(async move {
                 c.simple_query("SELECT 1").await?;
                 Ok(())
+            })
+        })
+    }
+
+    fn audit_since(
+        &self,
+        since_ms: i64,
+        after: Option<AuditPosition>,
+        limit: usize,
+    ) -> Result<Vec<StoredAudit>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (after_time, after_id) = (after.map(|a| a.time_ms), after.map(|a| a.id));
+        self.with_client(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT time_ms, id, event FROM audit
+                         WHERE time_ms >= $1
+                           AND ($2::bigint IS NULL OR (time_ms, id) > ($2, $3::bigint))
+                         ORDER BY time_ms, id LIMIT $4",
+                        &[&since_ms, &after_time, &after_id, &limit],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| StoredAudit {
+                        position: AuditPosition {
+                            time_ms: r.get(0),
+                            id: r.get(1),
+                        },
+                        json: r.get(2),
+                    })
+                    .collect())
+            })
+        })
+    }
+
+    fn delete_audit_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.with_client(move |c| {
+            Box::pin(async move {
+                Ok(
+                    c.execute("DELETE FROM audit WHERE time_ms < $1", &[&before_ms])
+                        .await?,
+                )
+            })
+        })
+    }
+
+    fn put_cancel_key(&self, key: &CancelRecord) -> Result<bool, StoreError> {
+        let key = key.clone();
+        self.with_client(move |c| {
+            Box::pin(async move {
+                let changed = c
+                    .execute(
+                        &format!(
+                            "INSERT INTO cancel_keys (pid, secret, owner, replica, database,
+                                 upstream_addr, real_pid, real_secret, created_ms)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {NOW_MS})
+                             ON CONFLICT (pid, secret) DO NOTHING"
+                        ),
+                        &[
+                            &key.client.pid,
+                            &key.client.secret,
+                            &key.owner,
+                            &key.replica,
+                            &key.database,
+                            &key.upstream_addr,
+                            &key.real.pid,
+                            &key.real.secret,
+                        ],
+                    )
+                    .await?;
+                Ok(changed == 1)
+            })
+        })
+    }
+
+    fn cancel_key(&self, pid: i32, secret: i32) -> Result<Option<CancelRecord>, StoreError> {
+        self.with_client(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        "SELECT pid, secret, owner, replica, database, upstream_addr,
+                                real_pid, real_secret
+                         FROM cancel_keys WHERE pid = $1 AND secret = $2",
+                        &[&pid, &secret],
+                    )
+                    .await?;
+                Ok(row.as_ref().map(cancel_record))
+            })
+        })
+    }
+
+    fn remove_cancel_key(&self, pid: i32, secret: i32) -> Result<(), StoreError> {
+        self.with_client(move |c| {
+            Box::pin(async move {
+                c.execute(
+                    "DELETE FROM cancel_keys WHERE pid = $1 AND secret = $2",
+                    &[&pid, &secret],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn remove_replica_cancel_keys(&self, replica: &str) -> Result<u64, StoreError> {
+        let replica = replica.to_owned();
+        self.with_client(move |c| {
+            Box::pin(async move {
+                Ok(
+                    c.execute("DELETE FROM cancel_keys WHERE replica = $1", &[&replica])
+                        .await?,
+                )
+            })
+        })
+    }
+
+    fn accept_totp_step(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+        let (user, step) = (user.to_owned(), i64::try_from(step).unwrap_or(i64::MAX));
+        self.with_client(move |c| {
+            Box::pin(async move {
+                // One statement: of two replicas given the same code, one
+                // changes the row and the other finds the step used.
+                let changed = c
+                    .execute(
+                        "INSERT INTO totp_steps (username, step) VALUES ($1, $2)
+                         ON CONFLICT (username) DO UPDATE SET step = excluded.step
+                             WHERE totp_steps.step < excluded.step",
+                        &[&user, &step],
+                    )
+                    .await?;
+                Ok(changed == 1)
+            })
+        })
+    }
+
+    fn sso_logins_pending(&self, source: &str) -> Result<PendingCounts, StoreError> {
+        let source = source.to_owned();
+        self.with_client(move |c| {
+            Box::pin(async move {
+                c.execute(
+                    &format!("DELETE FROM sso_logins WHERE expires_ms <= {NOW_MS}"),
+                    &[],
+                )
+                .await?;
+                let row = c
+                    .query_one(
+                        "SELECT count(*), count(*) FILTER (WHERE source = $1), min(created_ms),
+                                min(created_ms) FILTER (WHERE source = $1)
+                         FROM sso_logins",
+                        &[&source],
+                    )
+                    .await?;
+                let count = |i| usize::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+                Ok(PendingCounts {
+                    total: count(0),
+                    from_source: count(1),
+                    oldest_ms: row.get(2),
+                    oldest_from_source_ms: row.get(3),
+                })
+            })
+        })
+    }
+
+    fn put_sso_login(&self, login: &SsoLoginRecord, ttl: Duration) -> Result<(), StoreError> {
+        let (login, ttl) = (login.clone(), millis(ttl));
+        self.with_client(move |c| {
+            Box::pin(async move {
+                c.execute(
+                    &format!(
+                        "INSERT INTO sso_logins (id, state, source, created_ms, expires_ms, body)
+                         VALUES ($1, $2, $3, $4, {NOW_MS} + $5, $6)"
+                    ),
+                    &[
+                        &login.id,
+                        &login.state,
+                        &login.source,
+                        &login.created_ms,
+                        &ttl,
+                        &login.body,
+                    ],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn take_sso_state(&self, state: &str) -> Result<Option<SsoLoginRecord>, StoreError> {
+        let state = state.to_owned();
+        self.with_client(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        &format!(
+                            "UPDATE sso_logins SET state = NULL
+                             WHERE state = $1 AND expires_ms > {NOW_MS}
+                             RETURNING {SSO_COLUMNS}"
+                        ),
+                        &[&state],
+                    )
+                    .await?;
+                Ok(row.as_ref().map(sso_login))
+            })
+        })
+    }
+
+    fn update_sso_login(&self, id: &str, body: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let (id, body, ttl) = (id.to_owned(), body.to_owned(), millis(ttl));
+        self.with_client(move |c| {
+            Box::pin(async move {
+                Ok(c.execute(
+                    &format!(
+                        "UPDATE sso_logins SET body = $2, expires_ms = {NOW_MS} + $3
+                         WHERE id = $1 AND expires_ms > {NOW_MS}"
+                    ),
+                    &[&id, &body, &ttl],
+                )
+                .await?
+                    == 1)
+            })
+        })
+    }
+
+    fn sso_login(&self, id: &str) -> Result<Option<SsoLoginRecord>, StoreError> {
+        let id = id.to_owned();
+        self.with_client(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        &format!(
+                            "SELECT {SSO_COLUMNS} FROM sso_logins
+                             WHERE id = $1 AND expires_ms > {NOW_MS}"
+                        ),
+                        &[&id],
+                    )
+                    .await?;
+                Ok(row.as_ref().map(sso_login))
+            })
+        })
+    }
+
+    fn fail_sso_login(&self, id: &str, max: u32) -> Result<(), StoreError> {
+        let (id, max) = (id.to_owned(), i32::try_from(max).unwrap_or(i32::MAX));
+        self.with_client(move |c| {
+            Box::pin(async move {
+                // The update locks the row until commit, so failures
+                // counted on two replicas add up.
+                let tx = c.transaction().await?;
+                let failures: Option<i32> = tx
+                    .query_opt(
+                        "UPDATE sso_logins SET failures = failures + 1 WHERE id = $1
+                         RETURNING failures",
+                        &[&id],
+                    )
+                    .await?
+                    .map(|r| r.get(0));
+                if failures.is_some_and(|n| n >= max) {
+                    tx.execute("DELETE FROM sso_logins WHERE id = $1", &[&id])
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn take_sso_login(&self, id: &str) -> Result<Option<SsoLoginRecord>, StoreError> {
+        let id = id.to_owned();
+        self.with_client(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        &format!(
+                            "DELETE FROM sso_logins WHERE id = $1 AND expires_ms > {NOW_MS}
+                             RETURNING {SSO_COLUMNS}"
+                        ),
+                        &[&id],
+                    )
+                    .await?;
+                Ok(row.as_ref().map(sso_login))
             })
         })
     }

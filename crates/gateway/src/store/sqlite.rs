@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{FailureRun, Lock, Store, StoreError, UserRecord, millis, time_of};
+use super::{
+    AuditLine, AuditPosition, CancelRecord, FailureRun, Lock, PendingCounts, SsoLoginRecord, Store,
+    StoreError, StoredAudit, UserRecord, millis, time_of,
+};
 use crate::ca::{CaKind, CaMaterial};
 
 /// SQLite-backed [`Store`].
@@ -26,7 +29,8 @@ CREATE TABLE IF NOT EXISTS cas (
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    event TEXT NOT NULL
+    event TEXT NOT NULL,
+    time_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS locks (
     id TEXT PRIMARY KEY,
@@ -48,7 +52,46 @@ CREATE TABLE IF NOT EXISTS login_failures (
     last_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS login_failures_by_last ON login_failures (last_ms);
+CREATE TABLE IF NOT EXISTS cancel_keys (
+    pid INTEGER NOT NULL,
+    secret INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    replica TEXT NOT NULL,
+    database TEXT NOT NULL,
+    upstream_addr TEXT NOT NULL,
+    real_pid INTEGER NOT NULL,
+    real_secret INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (pid, secret)
+);
+CREATE INDEX IF NOT EXISTS cancel_keys_by_replica ON cancel_keys (replica);
+CREATE TABLE IF NOT EXISTS totp_steps (
+    user TEXT PRIMARY KEY,
+    step INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sso_logins (
+    id TEXT PRIMARY KEY,
+    state TEXT UNIQUE,
+    source TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sso_logins_by_source ON sso_logins (source);
 ";
+
+/// Changes to files made before a table or column existed, by the
+/// `user_version` they bring a file to. `SCHEMA` already has them for new
+/// files, so each must be harmless there.
+const UPGRADES: &[(i32, &str)] = &[(
+    2,
+    // The audit's time column, for `audit ls --since` and retention.
+    "UPDATE audit SET time_ms = coalesce(json_extract(event, '$.time_ms'), 0) WHERE time_ms = 0;",
+)];
+
+/// Indexes on columns an upgrade adds, created once the columns exist.
+const INDEXES: &str = "CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time_ms, id);";
 
 impl SqliteStore {
     /// Opens (creating if needed) `postern.db` in `dir`. The directory and
@@ -63,6 +106,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        upgrade(&conn)?;
+        conn.execute_batch(INDEXES)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -74,6 +119,54 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// Brings a file made by an older gateway to the current schema.
+fn upgrade(conn: &Connection) -> Result<(), StoreError> {
+    let has_time: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('audit') WHERE name = 'time_ms'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_time {
+        conn.execute_batch("ALTER TABLE audit ADD COLUMN time_ms INTEGER NOT NULL DEFAULT 0")?;
+    }
+    let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (to, sql) in UPGRADES.iter().filter(|(v, _)| *v > version) {
+        conn.execute_batch(sql)?;
+        conn.pragma_update(None, "user_version", to)?;
+    }
+    Ok(())
+}
+
+fn cancel_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<CancelRecord> {
+    Ok(CancelRecord {
+        client: postern_pgwire::CancelKey {
+            pid: row.get(0)?,
+            secret: row.get(1)?,
+        },
+        owner: row.get(2)?,
+        replica: row.get(3)?,
+        database: row.get(4)?,
+        upstream_addr: row.get(5)?,
+        real: postern_pgwire::CancelKey {
+            pid: row.get(6)?,
+            secret: row.get(7)?,
+        },
+    })
+}
+
+fn sso_login(row: &rusqlite::Row<'_>) -> rusqlite::Result<SsoLoginRecord> {
+    Ok(SsoLoginRecord {
+        id: row.get(0)?,
+        state: row.get(1)?,
+        source: row.get(2)?,
+        created_ms: row.get(3)?,
+        body: row.get(4)?,
+    })
+}
+
+/// The columns [`sso_login`] reads.
+const SSO_COLUMNS: &str = "id, state, source, created_ms, body";
 
 fn failure_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRun> {
     Ok(FailureRun {
@@ -157,13 +250,14 @@ impl Store for SqliteStore {
         )?)
     }
 
-    fn append_audit(&self, lines: &[String]) -> Result<(), StoreError> {
+    fn append_audit(&self, lines: &[AuditLine]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached("INSERT INTO audit (event) VALUES (?1)")?;
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO audit (event, time_ms) VALUES (?1, ?2)")?;
             for line in lines {
-                stmt.execute([line])?;
+                stmt.execute(params![line.json, line.time_ms])?;
             }
         }
         tx.commit()?;
@@ -294,6 +388,198 @@ impl Store for SqliteStore {
         out.reverse();
         Ok(out)
     }
+
+    fn audit_since(
+        &self,
+        since_ms: i64,
+        after: Option<AuditPosition>,
+        limit: usize,
+    ) -> Result<Vec<StoredAudit>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT time_ms, id, event FROM audit
+             WHERE time_ms >= ?1 AND (?2 IS NULL OR (time_ms, id) > (?2, ?3))
+             ORDER BY time_ms, id LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                since_ms,
+                after.map(|a| a.time_ms),
+                after.map(|a| a.id),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                Ok(StoredAudit {
+                    position: AuditPosition {
+                        time_ms: r.get(0)?,
+                        id: r.get(1)?,
+                    },
+                    json: r.get(2)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delete_audit_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM audit WHERE time_ms < ?1", [before_ms])? as u64)
+    }
+
+    fn put_cancel_key(&self, key: &CancelRecord) -> Result<bool, StoreError> {
+        let changed = self.conn().execute(
+            "INSERT INTO cancel_keys
+                 (pid, secret, owner, replica, database, upstream_addr, real_pid, real_secret, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (pid, secret) DO NOTHING",
+            params![
+                key.client.pid,
+                key.client.secret,
+                key.owner,
+                key.replica,
+                key.database,
+                key.upstream_addr,
+                key.real.pid,
+                key.real.secret,
+                now_ms()
+            ],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn cancel_key(&self, pid: i32, secret: i32) -> Result<Option<CancelRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT pid, secret, owner, replica, database, upstream_addr, real_pid, real_secret
+                 FROM cancel_keys WHERE pid = ?1 AND secret = ?2",
+                params![pid, secret],
+                cancel_record,
+            )
+            .optional()?)
+    }
+
+    fn remove_cancel_key(&self, pid: i32, secret: i32) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM cancel_keys WHERE pid = ?1 AND secret = ?2",
+            params![pid, secret],
+        )?;
+        Ok(())
+    }
+
+    fn remove_replica_cancel_keys(&self, replica: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM cancel_keys WHERE replica = ?1", [replica])? as u64)
+    }
+
+    fn accept_totp_step(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        // One statement: of two replicas given the same code, one changes
+        // the row and the other finds the step used.
+        let changed = self.conn().execute(
+            "INSERT INTO totp_steps (user, step) VALUES (?1, ?2)
+             ON CONFLICT (user) DO UPDATE SET step = excluded.step
+             WHERE totp_steps.step < excluded.step",
+            params![user, step],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn sso_logins_pending(&self, source: &str) -> Result<PendingCounts, StoreError> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM sso_logins WHERE expires_ms <= ?1", [now_ms()])?;
+        Ok(conn.query_row(
+            "SELECT count(*), coalesce(sum(source = ?1), 0), min(created_ms),
+                    min(CASE WHEN source = ?1 THEN created_ms END)
+             FROM sso_logins",
+            [source],
+            |r| {
+                Ok(PendingCounts {
+                    total: r.get::<_, i64>(0)? as usize,
+                    from_source: r.get::<_, i64>(1)? as usize,
+                    oldest_ms: r.get(2)?,
+                    oldest_from_source_ms: r.get(3)?,
+                })
+            },
+        )?)
+    }
+
+    fn put_sso_login(&self, login: &SsoLoginRecord, ttl: Duration) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO sso_logins (id, state, source, created_ms, expires_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                login.id,
+                login.state,
+                login.source,
+                login.created_ms,
+                now_ms().saturating_add(millis(ttl)),
+                login.body
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn take_sso_state(&self, state: &str) -> Result<Option<SsoLoginRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "UPDATE sso_logins SET state = NULL WHERE state = ?1 AND expires_ms > ?2
+                     RETURNING {SSO_COLUMNS}"
+                ),
+                params![state, now_ms()],
+                sso_login,
+            )
+            .optional()?)
+    }
+
+    fn update_sso_login(&self, id: &str, body: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = now_ms();
+        Ok(self.conn().execute(
+            "UPDATE sso_logins SET body = ?2, expires_ms = ?3 WHERE id = ?1 AND expires_ms > ?4",
+            params![id, body, now.saturating_add(millis(ttl)), now],
+        )? == 1)
+    }
+
+    fn sso_login(&self, id: &str) -> Result<Option<SsoLoginRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {SSO_COLUMNS} FROM sso_logins WHERE id = ?1 AND expires_ms > ?2"),
+                params![id, now_ms()],
+                sso_login,
+            )
+            .optional()?)
+    }
+
+    fn fail_sso_login(&self, id: &str, max: u32) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE sso_logins SET failures = failures + 1 WHERE id = ?1",
+            [id],
+        )?;
+        conn.execute(
+            "DELETE FROM sso_logins WHERE id = ?1 AND failures >= ?2",
+            params![id, max],
+        )?;
+        Ok(())
+    }
+
+    fn take_sso_login(&self, id: &str) -> Result<Option<SsoLoginRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "DELETE FROM sso_logins WHERE id = ?1 AND expires_ms > ?2 RETURNING {SSO_COLUMNS}"
+                ),
+                params![id, now_ms()],
+                sso_login,
+            )
+            .optional()?)
+    }
 }
 
 #[cfg(test)]
@@ -301,6 +587,26 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn a_file_of_an_older_gateway_gets_dated_audit_events() {
+        let dir = tempfile::tempdir().unwrap();
+        Connection::open(dir.path().join("postern.db"))
+            .unwrap()
+            .execute_batch(
+                r#"CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);
+                   INSERT INTO audit (event) VALUES ('{"time_ms":1700000000000,"event":"login"}');"#,
+            )
+            .unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let events = store.audit_since(1_700_000_000_000, None, 10).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].position.time_ms, 1_700_000_000_000);
+        drop(store);
+        // Opening again changes nothing.
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.audit_since(0, None, 10).unwrap(), events);
+    }
 
     #[test]
     fn sqlite_passes_the_store_conformance_suite() {

@@ -45,6 +45,9 @@ pub enum TunnelError {
     /// Provisioning the session's database user failed.
     #[error(transparent)]
     Provisioning(#[from] ProvisioningError),
+    /// The store (where the session's cancel key goes) failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl TunnelError {
@@ -88,6 +91,11 @@ impl TunnelError {
             Io(_) => ErrorFields::fatal("08006", "postern: the connection failed"),
             Upstream(e) => e.client_fields(),
             Provisioning(e) => e.client_fields(),
+            Store(_) => ErrorFields::fatal(
+                "08006",
+                "postern: the gateway cannot reach its store; try again in a minute",
+            )
+            .with_hint("the gateway log has the details"),
         }
     }
 }
@@ -134,6 +142,7 @@ mod tests {
             Draining => "Draining",
             Timeout(_) => "Timeout",
             Io(_) => "Io",
+            Store(_) => "Store",
             Upstream(e) => return format!("Upstream::{}", upstream_variant(e)),
             Provisioning(e) => return format!("Provisioning::{}", provisioning_variant(e)),
         };
@@ -200,6 +209,7 @@ mod tests {
         "Draining",
         "Timeout",
         "Io",
+        "Store",
         "Upstream::Unreachable",
         "Upstream::Timeout",
         "Upstream::Aws",
@@ -321,6 +331,11 @@ mod tests {
                 TunnelError::Io(io()),
                 "08006",
                 "postern: the connection failed",
+            ),
+            (
+                TunnelError::Store(crate::store::StoreError::Unavailable(INTERNAL.into())),
+                "08006",
+                "postern: the gateway cannot reach its store; try again in a minute",
             ),
             (
                 up(U::Unreachable {

@@ -3,7 +3,7 @@
 //! - [`route`]: the route frame's values, checked once at the edge.
 //! - `session`: a session's stages, authorize → provision → connect
 //!   upstream → greet → relay → end.
-//! - [`cancellation`]: the gateway's cancel keys and their owners.
+//! - [`cancellation`]: cancel keys in the store, and their owners.
 //! - [`relay`]: bytes both ways, statements audited.
 //! - [`error`]: what can go wrong, and what the client reads.
 
@@ -29,7 +29,7 @@ use crate::provisioning::Provisioner;
 use crate::rbac::RoleSet;
 use crate::revocation::Revocations;
 use crate::store::Store;
-use cancellation::{CancelDecision, CancelMap};
+use cancellation::{CancelDecision, CancelKeys};
 use error::TunnelError;
 use route::SessionRequest;
 
@@ -39,8 +39,8 @@ pub struct TunnelContext {
     pub catalog: Arc<Catalog>,
     /// Roles.
     pub roles: Arc<RoleSet>,
-    /// Live cancel keys.
-    pub cancels: Arc<CancelMap>,
+    /// Cancel keys.
+    pub cancels: Arc<CancelKeys>,
     /// Audit sink.
     pub auditor: Auditor,
     /// Limits and timeouts.
@@ -51,11 +51,21 @@ pub struct TunnelContext {
     pub revocations: Arc<Revocations>,
     /// The gateway's drain: refuses new sessions and ends live ones.
     pub drain: Drain,
+    /// The next session's number in the audit.
     next_session: AtomicU64,
 }
 
+/// Where a process's session numbers start: random below 2⁵², so the
+/// numbers of replicas sharing an audit (and of a restarted one) do not
+/// meet, and stay exact as JSON numbers (2⁵³) for as many sessions as a
+/// process can serve.
+fn first_session_number() -> u64 {
+    rand::random::<u64>() >> 12
+}
+
 impl TunnelContext {
-    /// Bundles the gateway's state for tunnels.
+    /// Bundles the gateway's state for tunnels; `replica` names this
+    /// process in the cancel keys it stores.
     pub fn new(
         catalog: Arc<Catalog>,
         roles: Arc<RoleSet>,
@@ -63,17 +73,18 @@ impl TunnelContext {
         store: Arc<dyn Store>,
         revocations: Arc<Revocations>,
         limits: Limits,
+        replica: &str,
     ) -> Self {
         TunnelContext {
             revocations,
             catalog,
             roles,
-            cancels: CancelMap::new(limits.cancels_per_second),
+            cancels: CancelKeys::new(store.clone(), replica, limits.cancels_per_second),
             provisioner: Provisioner::new(store, auditor.clone(), limits.upstream_timeout),
             auditor,
             limits,
             drain: Drain::default(),
-            next_session: AtomicU64::new(1),
+            next_session: AtomicU64::new(first_session_number()),
         }
     }
 }
@@ -178,11 +189,19 @@ async fn fail<S: AsyncWrite + Unpin>(conn: &mut S, error: &TunnelError) {
 }
 
 async fn cancel(ctx: &TunnelContext, identity: &Identity, key: CancelKey) {
-    let forwarded = match ctx.cancels.decide(&identity.username, key) {
-        CancelDecision::Forward(upstream, real) => match upstream.cancel(real).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, database = %upstream.name, "cancel could not be delivered");
+    let forwarded = match ctx.cancels.decide(&identity.username, key).await {
+        // The session may be served by another replica: the database is
+        // found by name in this one's catalog.
+        CancelDecision::Forward(record) => match ctx.catalog.get(&record.database) {
+            Some(db) => match db.upstream.cancel(record.real).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, database = %record.database, replica = %record.replica, "cancel could not be delivered");
+                    false
+                }
+            },
+            None => {
+                tracing::warn!(database = %record.database, replica = %record.replica, upstream = %record.upstream_addr, "cancel for a database this replica's catalog does not have");
                 false
             }
         },

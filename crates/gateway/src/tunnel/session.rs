@@ -243,10 +243,25 @@ where
     S: AsyncWrite + Unpin,
 {
     let Connected { established, live } = connected;
-    let upstream = authorized.db.upstream.clone();
-    let cancel = ctx
+    let upstream = &authorized.db.upstream;
+    let registered = ctx
         .cancels
-        .register(&identity.username, upstream, established.key);
+        .register(
+            &identity.username,
+            &upstream.name,
+            upstream.address(),
+            established.key,
+        )
+        .await;
+    let cancel = match registered {
+        Ok(cancel) => cancel,
+        Err(e) => {
+            if let Some(live) = live {
+                live.end().await;
+            }
+            return Err(e.into());
+        }
+    };
     let key = cancel.key();
     let mut reply = established.reply;
     let tail = reply.split_off(established.key_at);

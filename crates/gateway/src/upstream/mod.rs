@@ -216,6 +216,15 @@ impl Upstream {
         self.endpoint.read().unwrap().is_some()
     }
 
+    /// Where the database listens (`host:port`), for diagnosis; `unknown`
+    /// before it is known.
+    pub fn address(&self) -> String {
+        match &*self.endpoint.read().unwrap() {
+            Some(e) => format!("{}:{}", e.host, e.port),
+            None => "unknown".into(),
+        }
+    }
+
     fn endpoint(&self) -> Result<Endpoint, UpstreamError> {
         self.endpoint.read().unwrap().clone().ok_or_else(|| {
             UpstreamError::Internal(format!(

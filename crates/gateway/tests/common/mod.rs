@@ -112,7 +112,7 @@ impl Gateway {
         .unwrap();
         let roles =
             RoleSet::from_roles(RoleSet::from_yaml_documents(setup.roles).unwrap()).unwrap();
-        let (auditor, writer) = Auditor::start(store.clone());
+        let (auditor, writer) = Auditor::start(store.clone(), "test");
         let shutdown = CancellationToken::new();
         let revocations =
             Revocations::start(store.clone(), setup.limits.lock_poll, shutdown.clone());
@@ -123,6 +123,7 @@ impl Gateway {
             store.clone(),
             revocations,
             setup.limits,
+            "test",
         );
         Gateway {
             ctx: Arc::new(ctx),

@@ -600,11 +600,10 @@ fn api_state(corp: OidcConnector, store: Arc<dyn Store>) -> ApiState {
         user_ca: authority(CaKind::User),
         roles: Arc::new(roles),
         catalog: Arc::new(catalog),
-        auditor: Auditor::start(store.clone()).0,
+        auditor: Auditor::start(store.clone(), "test").0,
         session_ttl: Duration::from_secs(3600),
         connectors: vec![Arc::new(corp)],
-        sso: Default::default(),
-        totp_replay: Default::default(),
+        sso: crate::auth::sso::SsoLogins::new(store.clone()),
         login_limits: crate::auth::limits::Limiter::new(store.clone(), Default::default()),
         revocations: Revocations::start(
             store,
