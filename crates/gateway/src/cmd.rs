@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::auth::local::hash_password;
 use crate::auth::totp;
 use crate::ca::CaKind;
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, LogConfig, LogFormat};
 use crate::revocation::{add_lock, remove_lock};
 use crate::server::{self, load_ca};
 use crate::store::{TotpSecret, UserRecord};
@@ -242,9 +242,17 @@ impl ReadyFile {
 /// Parses arguments and runs the command.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    // Keeps the log writer thread alive (and flushes it) until exit.
-    let _log = init_logging();
-    match dispatch(cli) {
+    // The configuration says how to log, so it is read first; its errors
+    // are plain sentences on stderr.
+    let result = GatewayConfig::load(&cli.config)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut config| {
+            config.log.format = log_format(config.log);
+            // Keeps the log writer thread alive (and flushes it) until exit.
+            let _log = init_logging(config.log.format);
+            dispatch(cli.command, config)
+        });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("postern-gateway: {e:#}");
@@ -253,12 +261,24 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// `log.format`, unless `POSTERN_LOG_FORMAT` is `json` or `text`.
+fn log_format(config: LogConfig) -> LogFormat {
+    match std::env::var("POSTERN_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        Ok("text") => LogFormat::Text,
+        _ => config.format,
+    }
+}
+
 /// Logs go to stderr through a writer thread: audit lines for every
 /// statement must not put a write syscall on the relay's path.
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+/// Colour codes are written only when stderr is a terminal: a file or
+/// journald gets plain text.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("POSTERN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("POSTERN_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let json = format == LogFormat::Json;
+    let ansi = std::io::stderr().is_terminal();
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         // Block rather than drop lines when the log cannot keep up: audit
         // lines must not be lost.
@@ -271,6 +291,7 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     if json {
         builder.json().init();
@@ -280,9 +301,8 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let config = GatewayConfig::load(&cli.config)?;
-    match cli.command {
+fn dispatch(command: Command, config: GatewayConfig) -> anyhow::Result<()> {
+    match command {
         Command::Start { ready_file } => start(config, ready_file.as_deref()),
         Command::Users(cmd) => users(&config, cmd),
         Command::Locks(cmd) => locks(&config, cmd),
@@ -310,9 +330,14 @@ fn start(config: GatewayConfig, ready_file: Option<&Path>) -> anyhow::Result<()>
     runtime.block_on(async {
         // Installed first: a signal from now on drains, never kills.
         let mut signals = Signals::install().context("install the signal handlers")?;
+        let human = config.log.format == LogFormat::Text;
         let running = server::start(config).await?;
-        println!("postern gateway listening on {}", running.addr);
-        println!("CA pin: {}", running.ca_pin);
+        // For people; a JSON log's lines are all JSON (its "gateway
+        // listening" line carries the same facts).
+        if human {
+            println!("postern gateway listening on {}", running.addr);
+            println!("CA pin: {}", running.ca_pin);
+        }
         if let Some(path) = ready_file {
             let ready = ReadyFile {
                 address: running.addr.to_string(),

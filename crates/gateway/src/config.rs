@@ -89,6 +89,29 @@ pub struct GatewayConfig {
     /// How long the store keeps audit events.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// How the log is written.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `log:` in `gateway.yaml`.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`; `POSTERN_LOG_FORMAT` overrides it.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How each log line is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when the log is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// `audit:` in `gateway.yaml`.
@@ -1477,7 +1500,8 @@ databases:
                 db.validate().unwrap_or_else(|e| panic!("{e}\n{block}"));
                 kinds.insert(db.kind.as_str());
             }
-            if block.contains("data_dir:") {
+            // A whole gateway.yaml (not only its databases) validates too.
+            if block.contains("data_dir:") || block.contains("store:") {
                 let config: GatewayConfig = serde_yaml_ng::from_str(block).unwrap();
                 config.validate().unwrap();
             }
