@@ -726,6 +726,7 @@ fn catalog_entry_describes_the_database() {
             db_names: values(&["sales"], false, &[]),
             db_roles: strings(&["viewer"]),
             auto_user_mode: "off".into(),
+            limits: Default::default(),
         }
     );
 }
