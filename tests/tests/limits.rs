@@ -54,8 +54,7 @@ spec:
 "#;
 
 const CANCELLING: &str = "postern: cancelling this statement: your role allows 2s";
-const IDLE_ENDED: &str =
-    "postern: ending this session: it stayed idle inside a transaction for 2s";
+const IDLE_ENDED: &str = "postern: ending this session: it stayed idle inside a transaction for 2s";
 
 async fn stack_with(users: &[(&str, &[&str])]) -> Stack {
     let stack = Stack::start(ROLES).await;
@@ -97,16 +96,26 @@ impl Psql {
     /// Sends `sql` and returns the next line psql prints.
     async fn line(&mut self, sql: &str) -> String {
         let stdin = self.child.stdin.as_mut().unwrap();
-        stdin.write_all(format!("{sql}\n").as_bytes()).await.unwrap();
+        stdin
+            .write_all(format!("{sql}\n").as_bytes())
+            .await
+            .unwrap();
         stdin.flush().await.unwrap();
-        self.out.next_line().await.unwrap().expect("a line from psql")
+        self.out
+            .next_line()
+            .await
+            .unwrap()
+            .expect("a line from psql")
     }
 
     /// Sends `sql`, ends the input and returns success, the rest of stdout
     /// and stderr.
     async fn finish(mut self, sql: &str) -> (bool, String, String) {
         let mut stdin = self.child.stdin.take().unwrap();
-        stdin.write_all(format!("{sql}\n").as_bytes()).await.unwrap();
+        stdin
+            .write_all(format!("{sql}\n").as_bytes())
+            .await
+            .unwrap();
         drop(stdin);
         let mut rest = Vec::new();
         while let Some(line) = self.out.next_line().await.unwrap() {
@@ -139,7 +148,10 @@ async fn a_statement_over_the_strictest_limit_is_cancelled_with_a_warning_first(
         .args(["-c", "select pg_sleep(30)", "-c", "select 42"]);
     let (_, out, err) = output(psql).await;
     println!("psql stdout:\n{out}\npsql stderr:\n{err}");
-    assert!(err.contains(&format!("WARNING:  01000: {CANCELLING}")), "{err}");
+    assert!(
+        err.contains(&format!("WARNING:  01000: {CANCELLING}")),
+        "{err}"
+    );
     assert!(
         err.contains("ERROR:  57014: canceling statement due to user request"),
         "{err}"
@@ -176,7 +188,10 @@ async fn a_transaction_left_idle_is_ended_and_an_idle_session_is_not() {
     let (ok, _, err) = forgotten.finish("select 3;").await;
     println!("psql stderr:\n{err}");
     assert!(!ok);
-    assert!(err.contains(&format!("FATAL:  25P03: {IDLE_ENDED}")), "{err}");
+    assert!(
+        err.contains(&format!("FATAL:  25P03: {IDLE_ENDED}")),
+        "{err}"
+    );
 
     // The other session has been idle (outside a transaction) longer than
     // the limit all along, and still works.
