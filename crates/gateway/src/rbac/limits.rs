@@ -7,7 +7,6 @@
 //! change them with `SET`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use serde::de::Deserializer;
@@ -50,6 +49,7 @@ impl SessionDefaults {
     }
 }
 
+#[cfg(test)]
 impl<const N: usize> From<[(&str, &str); N]> for SessionDefaults {
     fn from(settings: [(&str, &str); N]) -> Self {
         SessionDefaults(
@@ -219,11 +219,6 @@ impl SessionLimits {
         merged
     }
 
-    /// Whether nothing is limited or set.
-    pub fn is_empty(&self) -> bool {
-        *self == SessionLimits::default()
-    }
-
     /// The catalog's description of these limits.
     pub fn to_wire(&self) -> postern_api::wire::SessionLimits {
         let text = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
@@ -257,14 +252,6 @@ fn stricter(name: &str, value: &str, current: &str) -> bool {
         return pg_bool(value) == Some(true) && pg_bool(current) != Some(true);
     }
     false
-}
-
-impl fmt::Display for SessionLimits {
-    /// One line for people, e.g. `statements ≤ 10m, idle in transaction ≤
-    /// 15m, defaults statement_timeout=5min`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_wire().describe())
-    }
 }
 
 #[cfg(test)]
@@ -322,7 +309,10 @@ mod tests {
         ]
         .into();
         assert_eq!(merged.db_session_defaults, want);
-        assert!(SessionLimits::strictest([("none", &RoleOptions::default())]).is_empty());
+        assert_eq!(
+            SessionLimits::strictest([("none", &RoleOptions::default())]),
+            SessionLimits::default()
+        );
     }
 
     #[test]
