@@ -32,6 +32,26 @@ spec:
       - unprivileged-role
       - app_user
     db_names: [app, analytics]
+---
+kind: role
+version: v7
+metadata: { name: redshift-quick }
+spec:
+  options: { max_statement_duration: 2s }
+  allow:
+    db_labels: { team: data }
+    db_users: [my-redshift-role]
+    db_names: [app]
+---
+kind: role
+version: v7
+metadata: { name: redshift-defaults }
+spec:
+  options: { db_session_defaults: { statement_timeout: 5min } }
+  allow:
+    db_labels: { team: data }
+    db_users: [my-redshift-role]
+    db_names: [app]
 "#;
 
 fn gateway_identity() -> AwsIdentity {
@@ -511,4 +531,53 @@ async fn rds_gets_an_iam_token_signed_by_the_assumed_role_as_password() {
     assert!(!credential.starts_with("testing/"), "{credential}");
     assert!(!get("X-Amz-Security-Token").is_empty());
     assert_eq!(get("X-Amz-Signature").len(), 64);
+}
+
+/// Redshift has only some of PostgreSQL's settings, so session defaults are
+/// refused there with a sentence; the limits the gateway enforces itself
+/// work as on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redshift_refuses_session_defaults_and_enforces_statement_limits() {
+    let db = warehouse("warehouse", WORKGROUP, "{fake}", "{fake}", "");
+    let world = world(Duration::from_secs(900), &db, Some(gateway_identity())).await;
+    let target = [
+        "warehouse",
+        "--db-user",
+        "my-redshift-role",
+        "--db-name",
+        "app",
+    ];
+    for (who, role) in [("rita", "redshift-defaults"), ("ron", "redshift-quick")] {
+        world.stack.add_user(who, PW, &[role]);
+        world.stack.login(who, PW).await;
+    }
+
+    let rita = world.stack.proxy("rita", &target).await;
+    let (ok, _, err) = rita.query("", "select 1").await;
+    assert!(!ok);
+    assert!(
+        err.contains("your roles start sessions with db_session_defaults (statement_timeout), which Redshift Serverless database \"warehouse\" does not accept"),
+        "{err}"
+    );
+
+    let ron = world.stack.proxy("ron", &target).await;
+    let mut psql = ron.psql("");
+    psql.args([
+        "-v",
+        "ON_ERROR_STOP=0",
+        "-c",
+        "select pg_sleep(30)",
+        "-c",
+        "select 42",
+    ]);
+    let (_, out, err) = postern_tests::stack::output(psql).await;
+    assert!(
+        err.contains("postern: cancelling this statement: your role allows 2s"),
+        "{err}"
+    );
+    assert!(
+        err.contains("canceling statement due to user request"),
+        "{err}"
+    );
+    assert_eq!(out, "42");
 }

@@ -317,6 +317,11 @@ auto_user_mode: string,
  */
 auto_provisioned: boolean, 
 /**
+ * The statement limits and session defaults of the user's roles here,
+ * in one line (e.g. `statements up to 10m`); `None` when there are none.
+ */
+limits: string | null, 
+/**
  * The db user to preselect.
  */
 default_db_user: string | null, 

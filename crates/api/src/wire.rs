@@ -157,6 +157,55 @@ pub struct CatalogEntry {
     pub db_roles: Vec<String>,
     /// Auto-provisioning mode: `off`, `keep` or `best_effort_drop`.
     pub auto_user_mode: String,
+    /// Statement limits the gateway enforces on the caller's sessions here,
+    /// and the settings those sessions start with.
+    #[serde(default)]
+    pub limits: SessionLimits,
+}
+
+/// The limits of the caller's roles on one database, strictest combined.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLimits {
+    /// A statement running longer is cancelled by the gateway (e.g. `10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_statement_duration: Option<String>,
+    /// A session idle inside a transaction this long is ended (e.g. `15m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_idle_in_transaction: Option<String>,
+    /// PostgreSQL settings sessions start with; only defaults, which the
+    /// user may change with `SET`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub db_session_defaults: BTreeMap<String, String>,
+}
+
+impl SessionLimits {
+    /// One line for people, e.g. `statements up to 10m; idle in
+    /// transaction up to 15m; defaults (SET may change them)
+    /// statement_timeout=5min`, or `none`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(limit) = &self.max_statement_duration {
+            parts.push(format!("statements up to {limit}"));
+        }
+        if let Some(limit) = &self.max_idle_in_transaction {
+            parts.push(format!("idle in transaction up to {limit}"));
+        }
+        if !self.db_session_defaults.is_empty() {
+            let settings: Vec<String> = self
+                .db_session_defaults
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            parts.push(format!(
+                "defaults (SET may change them) {}",
+                settings.join(", ")
+            ));
+        }
+        if parts.is_empty() {
+            return "none".into();
+        }
+        parts.join("; ")
+    }
 }
 
 /// A set of allowed values, spelling out a wildcard and its exceptions.

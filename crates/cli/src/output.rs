@@ -169,6 +169,7 @@ pub fn databases(catalog: &Catalog, verbose: bool, format: Format) {
             "Database names",
             "Database roles",
             "Provisioning",
+            "Limits",
             "Labels",
         ]);
     }
@@ -189,6 +190,7 @@ pub fn databases(catalog: &Catalog, verbose: bool, format: Format) {
                     } else {
                         format!("auto-provisioned ({})", d.auto_user_mode)
                     },
+                    d.limits.describe(),
                     labels.join(","),
                 ]);
             }

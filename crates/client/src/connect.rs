@@ -131,6 +131,7 @@ mod tests {
             },
             db_roles: vec![],
             auto_user_mode: mode.into(),
+            limits: Default::default(),
         }
     }
 

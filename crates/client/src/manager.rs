@@ -526,6 +526,7 @@ mod tests {
                 db_names: AllowedValues::default(),
                 db_roles: vec![],
                 auto_user_mode: "off".into(),
+                limits: Default::default(),
             };
             Ok((spec, entry, Arc::new(ScriptedDialer)))
         }

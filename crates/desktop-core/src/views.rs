@@ -2,7 +2,7 @@
 //! results and events. TypeScript types for `ui/` are generated from these
 //! (see `bindings.rs`); change them here, never by hand in `ui/`.
 
-use postern_api::wire::{AllowedValues, CatalogEntry};
+use postern_api::wire::{AllowedValues, CatalogEntry, SessionLimits};
 use postern_client::manager::TunnelInfo;
 use postern_client::profile::ProfileEntry;
 use postern_client::queries::RunningQuery;
@@ -220,6 +220,9 @@ pub struct DatabaseView {
     pub auto_user_mode: String,
     /// The gateway creates the database user (it is then the Postern username).
     pub auto_provisioned: bool,
+    /// The statement limits and session defaults of the user's roles here,
+    /// in one line (e.g. `statements up to 10m`); `None` when there are none.
+    pub limits: Option<String>,
     /// The db user to preselect.
     pub default_db_user: Option<String>,
     /// The db name to preselect.
@@ -250,6 +253,7 @@ impl DatabaseView {
             db_roles: entry.db_roles.clone(),
             auto_user_mode: entry.auto_user_mode.clone(),
             auto_provisioned: auto,
+            limits: (entry.limits != SessionLimits::default()).then(|| entry.limits.describe()),
             default_db_user: if auto {
                 Some(username.to_owned())
             } else {

@@ -73,6 +73,18 @@ pub enum AuditKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// The gateway cancelled a statement that ran longer than the caller's
+    /// roles allow.
+    StatementCancelled {
+        /// Session id.
+        session: u64,
+        /// Postern user.
+        user: String,
+        /// The role option that set the limit (`max_statement_duration`).
+        rule: String,
+        /// The limit, as role files write it (e.g. `10m`).
+        limit: String,
+    },
     /// A statement sent through a session (Query or Parse).
     Query {
         /// Session id.

@@ -99,6 +99,12 @@ impl ErrorFields {
         Self::new("ERROR", code, message.into())
     }
 
+    /// A warning that ends nothing (severity `WARNING`), for a
+    /// NoticeResponse.
+    pub fn warning(code: &str, message: impl Into<String>) -> Self {
+        Self::new("WARNING", code, message.into())
+    }
+
     /// Adds a `DETAIL` line.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());

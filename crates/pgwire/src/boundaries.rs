@@ -4,6 +4,8 @@
 //! FATAL ErrorResponse when it ends a session) may only do so between two
 //! messages. [`Boundaries`] follows the 5-byte headers of the stream as
 //! chunks pass through and says where the message in progress ends.
+//! It also notes each ReadyForQuery it passes, which is how a proxy tells a
+//! running statement from an idle session (and an idle transaction).
 
 use crate::ProtocolError;
 use crate::message::{HEADER_LEN, body_len};
@@ -16,12 +18,33 @@ pub struct Boundaries {
     have: usize,
     /// Body bytes of the current message still to come.
     remaining: usize,
+    /// Tag of the message in progress (or the last one).
+    tag: u8,
+    /// ReadyForQuery messages passed since [`Boundaries::take_ready`].
+    ready: Ready,
+}
+
+/// The ReadyForQuery messages a stream passed since the last look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// How many.
+    pub count: u32,
+    /// The transaction status byte of the last one: `I` idle, `T` in a
+    /// transaction, `E` in a failed transaction.
+    pub status: u8,
 }
 
 impl Boundaries {
     /// Whether the bytes seen so far end exactly after a whole message.
     pub fn at_boundary(&self) -> bool {
         self.have == 0 && self.remaining == 0
+    }
+
+    /// Returns the ReadyForQuery messages passed since the last call and
+    /// forgets them; `None` when there were none.
+    pub fn take_ready(&mut self) -> Option<Ready> {
+        let ready = std::mem::take(&mut self.ready);
+        (ready.count > 0).then_some(ready)
     }
 
     /// Follows all of `chunk`.
@@ -54,6 +77,11 @@ impl Boundaries {
         if self.remaining > 0 {
             let take = self.remaining.min(bytes.len());
             self.remaining -= take;
+            if self.tag == b'Z' && self.remaining == 0 {
+                // The status is the last (and only) byte of the body.
+                self.ready.count += 1;
+                self.ready.status = bytes[take - 1];
+            }
             return Ok(take);
         }
         let take = (HEADER_LEN - self.have).min(bytes.len());
@@ -65,6 +93,7 @@ impl Boundaries {
             // are relayed, never buffered.
             self.remaining = body_len(tag, i32::from_be_bytes([a, b, c, d]), usize::MAX)?;
             self.have = 0;
+            self.tag = tag;
         }
         Ok(take)
     }
@@ -108,6 +137,23 @@ mod tests {
         b.advance(&STREAM[..8]).unwrap();
         assert_eq!(b.until_boundary(&STREAM[8..12]), Ok(None));
         assert_eq!(b.until_boundary(&STREAM[12..]), Ok(Some(STREAM.len() - 12)));
+    }
+
+    #[test]
+    fn notes_each_ready_for_query_and_its_status() {
+        let stream = [STREAM, b"Z\0\0\0\x05T", b"C\0\0\0\x05Z"].concat();
+        for split in 0..=stream.len() {
+            let mut b = Boundaries::default();
+            b.advance(&stream[..split]).unwrap();
+            let first = b.take_ready();
+            b.advance(&stream[split..]).unwrap();
+            let second = b.take_ready();
+            let count = first.map_or(0, |r| r.count) + second.map_or(0, |r| r.count);
+            assert_eq!(count, 2, "split at {split}");
+            let last = second.or(first).unwrap();
+            assert_eq!(last.status, b'T', "split at {split}");
+            assert_eq!(b.take_ready(), None);
+        }
     }
 
     #[test]

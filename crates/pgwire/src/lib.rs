@@ -23,12 +23,12 @@ mod startup;
 mod writer;
 
 pub use backend_message::{AuthRequest, BackendMessage, ErrorFields};
-pub use boundaries::Boundaries;
+pub use boundaries::{Boundaries, Ready};
 pub use cancel_key::CancelKey;
 pub use error::ProtocolError;
 pub use message::{Message, parse_message};
 pub use scanner::{
-    Cut, FUNCTION_ARGS_KEPT, FrontendEvent, FrontendScanner, FunctionCall, QueryText,
+    Cut, FUNCTION_ARGS_KEPT, FrontendEvent, FrontendScanner, FunctionCall, QueryText, Requests,
 };
 pub use startup::{StartupPacket, parse_startup};
 pub use writer::EncodeError;

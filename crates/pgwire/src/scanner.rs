@@ -79,6 +79,20 @@ pub struct FrontendScanner {
     max_message: usize,
     query_cap: usize,
     state: State,
+    requests: Requests,
+}
+
+/// What the client asked the server to run, as far as a proxy timing
+/// statements needs to know: counted from each message's header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// Messages begun since the last look that the server answers with a
+    /// ReadyForQuery: `Query`, `FunctionCall` and `Sync`.
+    pub awaiting_ready: u32,
+    /// Whether an extended-protocol batch (`Parse`, `Bind`, `Describe`,
+    /// `Execute`, `Close`) is open: the server may be running it already,
+    /// and its ReadyForQuery comes only after the client's `Sync`.
+    pub batch_open: bool,
 }
 
 #[derive(Debug)]
@@ -111,7 +125,16 @@ impl FrontendScanner {
             max_message,
             query_cap,
             state: State::header(),
+            requests: Requests::default(),
         }
+    }
+
+    /// Returns what the client asked to run since the last call (with
+    /// whether a batch is open now) and resets the count.
+    pub fn take_requests(&mut self) -> Requests {
+        let requests = self.requests;
+        self.requests.awaiting_ready = 0;
+        requests
     }
 
     /// Scans one chunk and pushes the events of messages completed in it onto `out`.
@@ -135,6 +158,7 @@ impl FrontendScanner {
                         return Ok(());
                     }
                     let [tag, a, b, c, d] = *buf;
+                    self.requests.note(tag);
                     match body_len(tag, i32::from_be_bytes([a, b, c, d]), self.max_message) {
                         Ok(remaining) => {
                             self.state = State::Body {
@@ -177,6 +201,20 @@ impl FrontendScanner {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Requests {
+    fn note(&mut self, tag: u8) {
+        match tag {
+            b'Q' | b'F' => self.awaiting_ready += 1,
+            b'S' => {
+                self.awaiting_ready += 1;
+                self.batch_open = false;
+            }
+            b'P' | b'B' | b'D' | b'E' | b'C' => self.batch_open = true,
+            _ => {}
         }
     }
 }
@@ -645,6 +683,42 @@ mod tests {
                 arg_sizes: vec![-1; FUNCTION_ARGS_KEPT],
             })]
         );
+    }
+
+    #[test]
+    fn counts_what_the_server_will_answer_with_ready_for_query() {
+        let mut scanner = FrontendScanner::new(1024, 100);
+        let mut out = Vec::new();
+        let batch = [
+            message(b'P', b"\0select 1\0\0\0"),
+            message(b'B', b"\0\0\0\0\0\0\0\0"),
+            message(b'E', b"\0\0\0\0\0"),
+        ]
+        .concat();
+        scanner.feed(&batch, &mut out).unwrap();
+        let open = Requests {
+            awaiting_ready: 0,
+            batch_open: true,
+        };
+        assert_eq!(scanner.take_requests(), open);
+        let rest = [message(b'S', b""), message(b'Q', b"select 2\0")].concat();
+        // Split inside the Query's header: it counts once, when whole.
+        scanner.feed(&rest[..7], &mut out).unwrap();
+        assert_eq!(scanner.take_requests().awaiting_ready, 1);
+        scanner.feed(&rest[7..], &mut out).unwrap();
+        let answered = Requests {
+            awaiting_ready: 1,
+            batch_open: false,
+        };
+        assert_eq!(scanner.take_requests(), answered);
+        // CopyData and Terminate ask for nothing.
+        scanner
+            .feed(
+                &[message(b'd', b"x"), message(b'X', b"")].concat(),
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(scanner.take_requests(), Requests::default());
     }
 
     #[test]

@@ -14,6 +14,7 @@ const list = [
     default_db_user: "alice",
     db_users: { allowed: [], wildcard: false, denied: [], summary: "[]" },
     db_roles: ["reader", "writer"],
+    limits: "statements up to 10m; idle in transaction up to 15m",
   }),
 ];
 
@@ -26,6 +27,8 @@ describe("Databases", () => {
     expect(screen.getByText("demo_reader, demo_writer")).toBeTruthy();
     expect(screen.getByText("alice (your username)")).toBeTruthy();
     expect(screen.getByText("reader, writer")).toBeTruthy();
+    expect(screen.getByText("statements up to 10m; idle in transaction up to 15m")).toBeTruthy();
+    expect(screen.getAllByText("Limits")).toHaveLength(1);
 
     fireEvent.input(screen.getByLabelText("Search databases"), { target: { value: "orders serv" } });
     expect(screen.queryByText("demo-pg")).toBeNull();

@@ -131,6 +131,12 @@ export function Databases(props: Props) {
                     <dd>{d.db_roles.join(", ")}</dd>
                   </>
                 )}
+                {d.limits && (
+                  <>
+                    <dt>Limits</dt>
+                    <dd>{d.limits}</dd>
+                  </>
+                )}
               </dl>
               {d.labels.length > 0 && (
                 <div class="labels" aria-label="Labels">

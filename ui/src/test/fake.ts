@@ -65,6 +65,7 @@ export function database(over: Partial<DatabaseView> = {}): DatabaseView {
     db_roles: [],
     auto_user_mode: "off",
     auto_provisioned: false,
+    limits: null,
     default_db_user: "demo_reader",
     default_db_name: "analytics",
     last_choice: null,

@@ -9,7 +9,7 @@ use postern_api::wire::{AllowedValues, CatalogEntry};
 
 use super::matcher::{LabelMatcher, RoleValue, name_matches, user_matches};
 use super::template::expand_all;
-use super::{AutoUserMode, DbPermission, Role, RoleConditions};
+use super::{AutoUserMode, DbPermission, Role, RoleConditions, RoleOptions, SessionLimits};
 
 /// What RBAC needs to know about a database.
 #[derive(Clone, Copy, Debug)]
@@ -138,9 +138,7 @@ impl Conditions {
 #[derive(Debug)]
 struct ExpandedRole {
     name: String,
-    mode: AutoUserMode,
-    max_session_ttl: Option<Duration>,
-    disconnect_expired_cert: bool,
+    options: RoleOptions,
     allow: Conditions,
     deny: Conditions,
 }
@@ -159,9 +157,7 @@ impl AccessChecker {
             .into_iter()
             .map(|role| ExpandedRole {
                 name: role.name.clone(),
-                mode: role.options.create_db_user_mode,
-                max_session_ttl: role.options.max_session_ttl,
-                disconnect_expired_cert: role.options.disconnect_expired_cert,
+                options: role.options.clone(),
                 allow: Conditions::expand(&role.allow, traits),
                 deny: Conditions::expand(&role.deny, traits),
             })
@@ -191,20 +187,32 @@ impl AccessChecker {
 
     /// The shortest `max_session_ttl` among the roles, if any sets one.
     pub fn max_session_ttl(&self) -> Option<Duration> {
-        self.roles.iter().filter_map(|r| r.max_session_ttl).min()
+        self.roles
+            .iter()
+            .filter_map(|r| r.options.max_session_ttl)
+            .min()
     }
 
     /// Whether live sessions end at the certificate's expiry: when any role
     /// says so (the strictest wins, as with every limit).
     pub fn disconnect_expired_cert(&self) -> bool {
-        self.roles.iter().any(|r| r.disconnect_expired_cert)
+        self.roles.iter().any(|r| r.options.disconnect_expired_cert)
+    }
+
+    /// Statement limits and session defaults on the database: those of the
+    /// roles whose allow labels select it, the strictest winning.
+    pub fn session_limits(&self, db: &Target) -> SessionLimits {
+        SessionLimits::strictest(
+            self.selecting(db)
+                .map(|role| (role.name.as_str(), &role.options)),
+        )
     }
 
     /// Effective auto-provisioning mode for the database: the strongest mode
     /// among the roles whose allow labels select it.
     pub fn auto_user_mode(&self, db: &Target) -> AutoUserMode {
         self.selecting(db)
-            .map(|role| role.mode)
+            .map(|role| role.options.create_db_user_mode)
             .max()
             .unwrap_or_default()
     }
@@ -348,6 +356,7 @@ impl AccessChecker {
             // allow its own db user and db name (`Allowed::db_roles`).
             db_roles: db_roles_of(&selecting, &denying),
             auto_user_mode: mode.as_str().to_owned(),
+            limits: self.session_limits(db).to_wire(),
         })
     }
 }

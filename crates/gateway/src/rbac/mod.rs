@@ -8,6 +8,7 @@
 //! only what the administrator wrote may be `*`, a glob or a regex.
 
 mod access;
+mod limits;
 mod matcher;
 mod role;
 mod set;
@@ -18,6 +19,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use access::{AccessChecker, Allowed, Denied, Target};
+pub use limits::{SessionDefaults, SessionLimits};
 pub(crate) use matcher::whole_value_regex;
 pub use role::{AutoUserMode, DbPermission, PermissionMatch, Role, RoleConditions, RoleOptions};
 pub use set::RoleSet;

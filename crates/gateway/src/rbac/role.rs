@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 use super::RbacError;
+use super::limits::{SessionDefaults, check_limit};
 use super::matcher::check_label_value;
 use super::template::check_syntax;
 
@@ -40,6 +41,15 @@ pub struct RoleOptions {
     /// End live sessions when their certificate expires (Teleport's
     /// option; by default a session that began in time runs on).
     pub disconnect_expired_cert: bool,
+    /// The gateway cancels a statement running longer (e.g. `10m`).
+    #[serde(with = "humantime_serde")]
+    pub max_statement_duration: Option<Duration>,
+    /// The gateway ends a session idle inside a transaction this long.
+    #[serde(with = "humantime_serde")]
+    pub max_idle_in_transaction: Option<Duration>,
+    /// PostgreSQL settings sessions start with (only defaults: `SET`
+    /// changes them).
+    pub db_session_defaults: SessionDefaults,
 }
 
 /// Automatic database-user provisioning, weakest first (the strongest mode
@@ -199,6 +209,10 @@ impl Role {
         if self.name.trim().is_empty() {
             return Err(invalid("the role name is empty".into()));
         }
+        let options = &self.options;
+        check_limit("max_statement_duration", options.max_statement_duration).map_err(invalid)?;
+        check_limit("max_idle_in_transaction", options.max_idle_in_transaction).map_err(invalid)?;
+        options.db_session_defaults.check().map_err(invalid)?;
         for (side, conditions) in [("allow", &self.allow), ("deny", &self.deny)] {
             for (key, values) in &conditions.db_labels {
                 if key.contains("{{") {
@@ -373,7 +387,7 @@ spec:
             options: RoleOptions {
                 create_db_user_mode: AutoUserMode::Keep,
                 max_session_ttl: Some(Duration::from_secs(8 * 3600)),
-                disconnect_expired_cert: false,
+                ..RoleOptions::default()
             },
             allow: RoleConditions {
                 db_labels: [("env".to_string(), strings(&["staging", "^prod-.*$"]))].into(),
@@ -479,6 +493,22 @@ spec:
                 r#"role "r": spec.options.create_db_user_mode: unknown variant `on`"#),
             (role_with_spec("  options: {max_session_ttl: forever}\n"),
                 r#"role "r": spec.options.max_session_ttl: "#),
+            (role_with_spec("  options: {max_statement_duration: soon}\n"),
+                r#"role "r": spec.options.max_statement_duration: "#),
+            (role_with_spec("  options: {max_statement_duration: 0s}\n"),
+                r#"role "r": spec.options.max_statement_duration must be longer than zero; leave it out for no limit"#),
+            (role_with_spec("  options: {max_idle_in_transaction: 0m}\n"),
+                r#"role "r": spec.options.max_idle_in_transaction must be longer than zero"#),
+            (role_with_spec("  options: {db_session_defaults: {statement_timeout: 5 minutes}}\n"),
+                r#"role "r": spec.options.db_session_defaults.statement_timeout: "5 minutes" is not a PostgreSQL duration (e.g. 5min, 30s, 500ms; 0 for none)"#),
+            (role_with_spec("  options: {db_session_defaults: {default_transaction_read_only: maybe}}\n"),
+                r#"role "r": spec.options.db_session_defaults.default_transaction_read_only: "maybe" is not on or off"#),
+            (role_with_spec("  options: {db_session_defaults: {'search path': x}}\n"),
+                r#"role "r": spec.options.db_session_defaults."search path": not a PostgreSQL setting name"#),
+            (role_with_spec("  options: {db_session_defaults: {options: '-c x=y'}}\n"),
+                r#"role "r": spec.options.db_session_defaults.options: a startup-packet field, not a setting a role can give"#),
+            (role_with_spec("  options: {db_session_defaults: {statement_timeout: [1]}}\n"),
+                r#"role "r": spec.options.db_session_defaults: "#),
             (role_with_spec("  allow:\n    db_permissions:\n      - match: {table: x}\n        permissions: [SELECT]\n"),
                 r#"role "r": spec.allow.db_permissions[0].match: unknown field `table`"#),
             (role_with_spec("  allow:\n    db_users: {a: b}\n"),
@@ -518,6 +548,30 @@ spec:
             let err = Role::parse_documents(text).unwrap_err().to_string();
             assert!(err.starts_with(want), "got {err:?}, want prefix {want:?}");
         }
+    }
+
+    #[test]
+    fn parses_statement_limits_and_session_defaults() {
+        let text = role_with_spec(
+            "  options:\n    max_statement_duration: 10m\n    max_idle_in_transaction: 15m\n    db_session_defaults:\n      statement_timeout: 5min\n      default_transaction_read_only: true\n      lock_timeout: 2000\n      search_path: app\n",
+        );
+        let options = &Role::parse_documents(&text).unwrap()[0].options;
+        assert_eq!(
+            options.max_statement_duration,
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            options.max_idle_in_transaction,
+            Some(Duration::from_secs(900))
+        );
+        let want: SessionDefaults = [
+            ("default_transaction_read_only", "on"),
+            ("lock_timeout", "2000"),
+            ("search_path", "app"),
+            ("statement_timeout", "5min"),
+        ]
+        .into();
+        assert_eq!(options.db_session_defaults, want);
     }
 
     #[test]

@@ -726,6 +726,7 @@ fn catalog_entry_describes_the_database() {
             db_names: values(&["sales"], false, &[]),
             db_roles: strings(&["viewer"]),
             auto_user_mode: "off".into(),
+            limits: Default::default(),
         }
     );
 }
@@ -998,4 +999,49 @@ fn only_roles_that_allow_the_session_contribute_db_roles() {
         .catalog_entry(&target, "", "postgres", "self-hosted")
         .unwrap();
     assert_eq!(entry.db_roles, strings(&["app_reader", "payroll_admin"]));
+}
+
+#[test]
+fn limits_come_from_the_roles_that_select_the_database_strictest_first() {
+    let yaml = r#"
+kind: role
+version: v7
+metadata: { name: everywhere }
+spec:
+  options: { max_statement_duration: 5s }
+  allow: { db_labels: { "*": "*" }, db_users: [reader], db_names: [app] }
+---
+kind: role
+version: v7
+metadata: { name: prod-guard }
+spec:
+  options:
+    max_statement_duration: 2s
+    max_idle_in_transaction: 15m
+    db_session_defaults: { default_transaction_read_only: on }
+  allow: { db_labels: { env: prod }, db_users: [reader], db_names: [app] }
+"#;
+    let set = role_set(yaml);
+    let checker = checker(&set, &["everywhere", "prod-guard"]);
+    let prod = Db::new("prod", &[("env", "prod")]);
+    let dev = Db::new("dev", &[("env", "dev")]);
+
+    let on_prod = checker.session_limits(&prod.target());
+    assert_eq!(on_prod.max_statement_duration, Some(Duration::from_secs(2)));
+    assert_eq!(
+        on_prod.max_idle_in_transaction,
+        Some(Duration::from_secs(900))
+    );
+    let entry = checker
+        .catalog_entry(&prod.target(), "", "postgres", "self-hosted")
+        .unwrap();
+    assert_eq!(
+        entry.limits.describe(),
+        "statements up to 2s; idle in transaction up to 15m; defaults (SET may change them) default_transaction_read_only=on"
+    );
+
+    let on_dev = checker.session_limits(&dev.target());
+    assert_eq!(on_dev.max_statement_duration, Some(Duration::from_secs(5)));
+    assert_eq!(on_dev.max_idle_in_transaction, None);
+    assert!(on_dev.db_session_defaults.is_empty());
 }

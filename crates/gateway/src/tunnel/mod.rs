@@ -5,6 +5,8 @@
 //!   upstream → greet → relay → end.
 //! - [`cancellation`]: cancel keys in the store, and their owners.
 //! - [`relay`]: bytes both ways, statements audited.
+//! - [`statement_clock`]: statements and idle transactions timed against
+//!   the role limits.
 //! - [`error`]: what can go wrong, and what the client reads.
 
 pub mod cancellation;
@@ -12,6 +14,7 @@ pub mod error;
 pub mod relay;
 pub mod route;
 mod session;
+pub mod statement_clock;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

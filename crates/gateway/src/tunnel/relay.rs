@@ -1,4 +1,5 @@
-//! The established session: bytes both ways, statements audited on the way in.
+//! The established session: bytes both ways, statements audited on the way
+//! in, timed against the role limits both ways.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use postern_pgwire::{Boundaries, ErrorFields, FrontendEvent, FrontendScanner, backend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::statement_clock::{Overrun, StatementClock, StatementLimits};
 
 /// Relay buffer per direction: large enough that a COPY moves in few syscalls.
 const BUF: usize = 64 * 1024;
@@ -35,17 +38,26 @@ pub struct Relayed {
 /// and both connections close. Client → database traffic is scanned (not
 /// copied); `on_event` receives what the scanner finds (statements,
 /// function calls, the client's Terminate) before the bytes go on.
-pub async fn relay<C, D>(
+///
+/// Statements are timed against `limits`: one running too long gets a
+/// warning to the client (at a message boundary), then `cancel_statement`
+/// (which cancels it upstream); a session idle too long inside a
+/// transaction is ended like a `stop`.
+pub async fn relay<C, D, Cancel>(
     client: C,
     database: D,
     max_message: usize,
     mut on_event: impl FnMut(FrontendEvent) + Send,
+    limits: StatementLimits,
+    mut cancel_statement: impl FnMut(Overrun) -> Cancel,
     stop: impl Future<Output = ErrorFields>,
 ) -> Relayed
 where
     C: AsyncRead + AsyncWrite + Unpin,
     D: AsyncRead + AsyncWrite + Unpin,
+    Cancel: Future<Output = ()>,
 {
+    let clock = StatementClock::new(limits);
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut db_r, mut db_w) = tokio::io::split(database);
     // Atomics so either direction's count survives the other being dropped.
@@ -64,9 +76,10 @@ where
             if let Err(e) = scanner.feed(&buf[..n], &mut events) {
                 // The stream can no longer be followed; stop rather than
                 // forward bytes the audit cannot see.
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+                return Err(invalid_data(e));
             }
             events.drain(..).for_each(&mut on_event);
+            clock.client(scanner.take_requests());
             db_w.write_all(&buf[..n]).await?;
             db_w.flush().await?;
             bytes_in.fetch_add(n as u64, Relaxed);
@@ -77,11 +90,29 @@ where
         let mut buf = vec![0u8; BUF];
         let mut framing = Boundaries::default();
         let mut stop = std::pin::pin!(stop);
+        let mut overrun = std::pin::pin!(clock.overrun());
+        // A statement over its limit whose warning waits for the end of the
+        // message the database is sending.
+        let mut to_cancel: Option<Overrun> = None;
         loop {
-            // The read comes first: on a busy session the stop signal is
-            // only looked at when the database has nothing to send.
+            // The limits come first, so a busy stream cannot hide them; the
+            // stop signal is only looked at when the database has nothing to
+            // send.
             let n = tokio::select! {
                 biased;
+                passed = &mut overrun => {
+                    overrun.set(clock.overrun());
+                    if let Overrun::IdleInTransaction(_) = passed {
+                        let fields = end_session(&mut db_r, &mut client_w, &mut framing, &mut buf, passed.fields()).await;
+                        return Ok(Some(fields));
+                    }
+                    if framing.at_boundary() {
+                        warn_and_cancel(&mut client_w, passed, &mut cancel_statement).await?;
+                    } else {
+                        to_cancel = Some(passed);
+                    }
+                    continue;
+                }
                 n = db_r.read(&mut buf) => n?,
                 fields = &mut stop => {
                     let fields = end_session(&mut db_r, &mut client_w, &mut framing, &mut buf, fields).await;
@@ -91,10 +122,23 @@ where
             if n == 0 {
                 break;
             }
-            framing
-                .advance(&buf[..n])
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            client_w.write_all(&buf[..n]).await?;
+            let mut chunk = &buf[..n];
+            if let Some(passed) = to_cancel {
+                let end = framing.until_boundary(chunk).map_err(invalid_data)?;
+                if let Some(end) = end {
+                    client_w.write_all(&chunk[..end]).await?;
+                    warn_and_cancel(&mut client_w, passed, &mut cancel_statement).await?;
+                    to_cancel = None;
+                    chunk = &chunk[end..];
+                    framing.advance(chunk).map_err(invalid_data)?;
+                }
+            } else {
+                framing.advance(chunk).map_err(invalid_data)?;
+            }
+            if let Some(ready) = framing.take_ready() {
+                clock.server(ready);
+            }
+            client_w.write_all(chunk).await?;
             client_w.flush().await?;
             bytes_out.fetch_add(n as u64, Relaxed);
         }
@@ -120,6 +164,29 @@ where
     }
 }
 
+fn invalid_data(e: postern_pgwire::ProtocolError) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+}
+
+/// Warns the client that its statement is over the limit, then cancels it:
+/// the warning arrives before the cancellation's error.
+async fn warn_and_cancel<W, Cancel>(
+    client: &mut W,
+    passed: Overrun,
+    cancel: &mut impl FnMut(Overrun) -> Cancel,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    Cancel: Future<Output = ()>,
+{
+    let mut out = BytesMut::new();
+    backend::notice_response(&passed.fields(), &mut out);
+    client.write_all(&out).await?;
+    client.flush().await?;
+    cancel(passed).await;
+    Ok(())
+}
+
 /// Relays the rest of the message the database is in the middle of (for
 /// at most [`FINISH_MESSAGE_TIMEOUT`]), then sends the client `fields` and
 /// closes its side. A database that does not finish in time, or a client
@@ -140,9 +207,7 @@ where
     let finish = async {
         loop {
             let n = db.read(buf).await?;
-            let end = framing
-                .until_boundary(&buf[..n])
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let end = framing.until_boundary(&buf[..n]).map_err(invalid_data)?;
             if n == 0 && end.is_none() {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
@@ -201,6 +266,8 @@ mod tests {
                 database,
                 1 << 20,
                 |event| events.push(event),
+                StatementLimits::default(),
+                |_| async {},
                 std::future::pending()
             ),
             async {

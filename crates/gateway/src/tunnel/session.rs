@@ -19,11 +19,12 @@ use super::cancellation::CancelKeyGuard;
 use super::error::TunnelError;
 use super::relay::{self as bytes_relay, Relayed};
 use super::route::{SessionRequest, StartupParams};
+use super::statement_clock::{Overrun, StatementLimits};
 use crate::audit::AuditKind;
 use crate::catalog::CatalogDb;
 use crate::names::{DatabaseName, DbName, DbUser};
 use crate::provisioning::{Activated, Grants, LiveUser, ProvisioningError, Request};
-use crate::rbac::AutoUserMode;
+use crate::rbac::{AutoUserMode, SessionLimits};
 use crate::upstream::{DbStream, Established, Refusal, UpstreamError};
 
 /// Runs a session from its checked request to its end.
@@ -40,7 +41,15 @@ where
     let activated = provision(ctx, &authorized).await?;
     let connected = connect_upstream(ctx, &authorized, activated).await?;
     let greeted = greet(conn, ctx, identity, &authorized, connected).await?;
-    let ended = relay(conn, ctx, identity, &authorized, greeted.stream).await;
+    let ended = relay(
+        conn,
+        ctx,
+        identity,
+        &authorized,
+        &greeted.live,
+        greeted.stream,
+    )
+    .await;
     end(ctx, identity, &authorized, greeted.live, ended).await;
     Ok(())
 }
@@ -58,6 +67,8 @@ struct Authorized<'c> {
     params: StartupParams,
     /// Whether the session ends at the certificate's expiry.
     disconnect_expired_cert: bool,
+    /// What the roles selecting the database limit and set.
+    limits: SessionLimits,
 }
 
 /// Decides, with the caller's roles, whether and how the session may run.
@@ -123,6 +134,18 @@ fn authorize<'c>(
         }
         Some((mode, grants))
     };
+    let limits = checker.session_limits(&target);
+    if !limits.db_session_defaults.is_empty() && !kind.accepts_session_defaults() {
+        let names: Vec<&str> = limits
+            .db_session_defaults
+            .iter()
+            .map(|(name, _)| name)
+            .collect();
+        return Err(TunnelError::Denied(format!(
+            "your roles start sessions with db_session_defaults ({}), which Redshift Serverless database {database:?} does not accept; an administrator must remove db_session_defaults from the roles that select it (max_statement_duration and max_idle_in_transaction do work there)",
+            names.join(", ")
+        )));
+    }
     Ok(Authorized {
         db,
         database,
@@ -131,6 +154,7 @@ fn authorize<'c>(
         provisioning,
         params,
         disconnect_expired_cert: checker.disconnect_expired_cert(),
+        limits,
     })
 }
 
@@ -165,7 +189,16 @@ async fn connect_upstream<'p>(
     authorized: &Authorized<'_>,
     activated: Option<Activated<'p>>,
 ) -> Result<Connected<'p>, TunnelError> {
-    let params: Vec<(&str, &str)> = authorized.params.iter().collect();
+    // A role's defaults go up as startup parameters unless the client sent
+    // its own value for the setting: like PostgreSQL's `ALTER ROLE ... SET`
+    // defaults, which a client's startup parameters also override. A user
+    // could `SET` it right after anyway.
+    let mut params: Vec<(&str, &str)> = authorized.params.iter().collect();
+    let defaults = authorized.limits.db_session_defaults.iter();
+    let unset: Vec<_> = defaults
+        .filter(|(name, _)| !params.iter().any(|(own, _)| own.eq_ignore_ascii_case(name)))
+        .collect();
+    params.extend(unset);
     // Each AWS call and each login attempt has its own timeout (with its
     // own error); this one only backs them up.
     let login = tokio::time::timeout(
@@ -298,6 +331,7 @@ async fn relay<S>(
     ctx: &TunnelContext,
     identity: &Identity,
     authorized: &Authorized<'_>,
+    live: &Live<'_>,
     database: DbStream,
 ) -> Ended
 where
@@ -325,6 +359,26 @@ where
             fields = ctx.drain.sessions_end() => fields,
         }
     };
+    let limits = StatementLimits {
+        statement: authorized.limits.max_statement_duration,
+        idle_in_transaction: authorized.limits.max_idle_in_transaction,
+    };
+    let upstream = &authorized.db.upstream;
+    // Through the database's own cancel key, as when the gateway ends a
+    // session.
+    let cancel_statement = |overrun: Overrun| {
+        auditor.record(AuditKind::StatementCancelled {
+            session,
+            user: user.clone(),
+            rule: overrun.rule().to_owned(),
+            limit: overrun.limit(),
+        });
+        async move {
+            if let Err(e) = upstream.cancel(live.real_key).await {
+                tracing::warn!(error = %e, database = %upstream.name, "cancel of a statement over its limit could not be delivered");
+            }
+        }
+    };
     let relayed = bytes_relay::relay(
         conn,
         database,
@@ -334,6 +388,8 @@ where
                 auditor.record(what);
             }
         },
+        limits,
+        cancel_statement,
         stop,
     )
     .await;

@@ -76,6 +76,13 @@ impl Kind {
         !matches!(self, Kind::RedshiftServerless(_))
     }
 
+    /// Whether sessions can start with PostgreSQL settings given as
+    /// startup parameters (`db_session_defaults`): not on Redshift, which
+    /// has only some of PostgreSQL's settings.
+    pub fn accepts_session_defaults(&self) -> bool {
+        !matches!(self, Kind::RedshiftServerless(_))
+    }
+
     /// Db roles every provisioned user needs to log in: on RDS `rds_iam`,
     /// since it logs in with an IAM token.
     pub fn login_roles(&self) -> &'static [&'static str] {
