@@ -13,6 +13,7 @@
 mod postgres;
 mod replicas;
 mod report;
+mod sso;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use postern_gateway::cmd::ReadyFile;
+use postern_tests::idp::Idp;
 use postern_tests::pg::{self, Postmaster};
 use postern_tests::replicas::HaProxy;
 use postern_tests::{eventually, random_hex};
@@ -85,6 +87,10 @@ struct Args {
     /// its embedded SQLite store.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=9))]
     replicas: u8,
+    /// Also start an identity provider (the tests' oidc-provider) with a
+    /// sample person, registered as the gateway's single sign-on connector.
+    #[arg(long)]
+    sso: bool,
 }
 
 /// A message to stderr; stdout stays for what the demo prints on purpose.
@@ -126,6 +132,8 @@ struct Demo {
     gateway_logs: Vec<PathBuf>,
     /// The load balancer in front of the replicas.
     haproxy: Option<HaProxy>,
+    /// The identity provider of `--sso`.
+    idp: Option<Idp>,
     gateway_pid_file: Option<PathBuf>,
     desktop: Option<Child>,
     postgres: Option<(Postmaster, PathBuf)>,
@@ -263,6 +271,9 @@ async fn cleanup(demo: &mut Demo, end: &End) {
     stopping.join_all().await;
     if let Some(pid_file) = &demo.gateway_pid_file {
         let _ = fs::remove_file(pid_file);
+    }
+    if demo.idp.take().is_some() {
+        log("stopping the identity provider");
     }
     if let Some((mut postmaster, log_path)) = demo.postgres.take() {
         log("stopping PostgreSQL");
@@ -421,6 +432,11 @@ async fn start(args: &Args, demo: &mut Demo) -> anyhow::Result<()> {
 
     write_roles(&paths)?;
     let shared_yaml = shared.then(|| replicas::shared_yaml(pg_port, gateway_port));
+    let sso = args.sso.then(|| sso::Sso::plan(dir)).transpose()?;
+    let connectors = sso
+        .as_ref()
+        .map(sso::Sso::connector_yaml)
+        .unwrap_or_default();
     let mut configs = Vec::new();
     for (i, (name, port)) in names.iter().zip(&listen_ports).enumerate() {
         let config = replicas::config_file(dir, i, name);
@@ -430,10 +446,11 @@ async fn start(args: &Args, demo: &mut Demo) -> anyhow::Result<()> {
         };
         let shared = shared_yaml
             .as_ref()
-            .map(|yaml| format!("replica: {name}\n{yaml}"));
+            .map(|yaml| format!("replica: {name}\n{yaml}"))
+            .unwrap_or_default();
         fs::write(
             &config,
-            gateway_yaml(*port, pg_port, &data_dir, shared.as_deref()),
+            gateway_yaml(*port, pg_port, &data_dir, &format!("{shared}{connectors}")),
         )?;
         configs.push(config);
     }
@@ -467,6 +484,26 @@ async fn start(args: &Args, demo: &mut Demo) -> anyhow::Result<()> {
     demo.stage_log = None;
 
     ensure_demo_user(&paths, &demo_pw_file, demo_pw_new).await?;
+
+    // The gateways check their connector when they start: the provider
+    // goes first.
+    let sso_facts = match sso {
+        Some(sso) => {
+            let facts = report::SsoFacts {
+                connector: sso::CONNECTOR,
+                person: sso::PERSON,
+                password: sso.password.clone(),
+                password_file: sso.password_file.clone(),
+                issuer: sso.issuer(),
+                gateway_ca: dir.join("gateway-ca.pem"),
+            };
+            let gateway_ca = output(paths.gateway(&["ca", "host"])).await?;
+            fs::write(&facts.gateway_ca, gateway_ca)?;
+            demo.idp = Some(sso.start(&paths.root, gateway_port).await?);
+            Some(facts)
+        }
+        None => None,
+    };
 
     let pid_file = dir.join("gateway.pid");
     demo.gateway_pid_file = Some(pid_file.clone());
@@ -537,6 +574,7 @@ async fn start(args: &Args, demo: &mut Demo) -> anyhow::Result<()> {
         bin_dir: &paths.bin_dir,
         gateway_logs: &demo.gateway_logs,
         replicas: &replicas,
+        sso: sso_facts.as_ref(),
     };
     print!("{}", facts.connection_steps());
     std::io::stdout().flush()?;
@@ -778,16 +816,16 @@ spec:
 }
 
 /// A gateway.yaml listening on `listen_port`, with its own state in
-/// `data_dir` and the lines replicas share (`shared`), if any.
-fn gateway_yaml(listen_port: u16, pg_port: u16, data_dir: &str, shared: Option<&str>) -> String {
-    let shared = shared.unwrap_or_default();
+/// `data_dir` and `extra` top-level lines (what replicas share, the
+/// single sign-on connector).
+fn gateway_yaml(listen_port: u16, pg_port: u16, data_dir: &str, extra: &str) -> String {
     format!(
         "\
 # Written by scripts/demo on every run; paths are relative to this file.
 listen: 127.0.0.1:{listen_port}
 data_dir: {data_dir}
 roles: [roles.yaml]
-{shared}limits:
+{extra}limits:
   # One connection thread: this gateway serves one person and shares the
   # machine with its PostgreSQL and the clients (a gateway of its own would
   # keep the default, one per core).

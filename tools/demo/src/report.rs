@@ -36,6 +36,22 @@ pub struct Facts<'a> {
     /// With `--replicas`: each replica's name and address (HAProxy is
     /// [`Facts::gateway`]); empty for one gateway.
     pub replicas: &'a [(String, String)],
+    /// With `--sso`: the identity provider and its sample person.
+    pub sso: Option<&'a SsoFacts>,
+}
+
+/// The single sign-on part of the demo.
+pub struct SsoFacts {
+    /// The connector's name at the gateway.
+    pub connector: &'static str,
+    /// The sample person's login at the provider.
+    pub person: &'static str,
+    pub password: String,
+    pub password_file: PathBuf,
+    /// The provider's issuer URL.
+    pub issuer: String,
+    /// The CA of the gateway's certificate (PEM), for the browser.
+    pub gateway_ca: PathBuf,
 }
 
 impl Facts<'_> {
@@ -63,6 +79,7 @@ impl Facts<'_> {
             .join(", ");
         let pg_log = self.pg_log.display();
         let replicas = self.replicas_text();
+        let sso = self.sso_text();
         format!(
             r#"
 Postern demo is running.
@@ -95,9 +112,39 @@ In psql, Ctrl+C cancels a running query through the tunnel; try
   select pg_sleep(30);
 and press Ctrl+C: "canceling statement due to user request".
 
-Logs: {gateway_logs}, {pg_log}
+{sso}Logs: {gateway_logs}, {pg_log}
 Press Ctrl+C to stop the demo.
 "#
+        )
+    }
+
+    /// With `--sso`, how to sign in with it.
+    fn sso_text(&self) -> String {
+        let Some(sso) = self.sso else {
+            return String::new();
+        };
+        let (addr, pin) = (&self.gateway.address, &self.gateway.ca_pin);
+        let port = addr.rsplit(':').next().unwrap_or_default();
+        format!(
+            r#"Single sign-on: the identity provider {issuer} (oidc-provider) knows
+{person} (password {password}, also in {pw_file}), whose group maps to
+the demo role. Sign in with it instead of a password:
+
+  postern login {addr} --sso --ca-pin {pin}
+
+Your browser opens the provider's page; sign in as {person} and allow
+access. Its last step goes to https://localhost:{port}, whose certificate
+the demo's own CA signed: import {ca} into the browser as a trusted
+authority first, or accept the browser's warning for that address once.
+The desktop app offers "{connector}" on its sign-in page.
+
+"#,
+            issuer = sso.issuer,
+            person = sso.person,
+            password = sso.password,
+            pw_file = sso.password_file.display(),
+            ca = sso.gateway_ca.display(),
+            connector = sso.connector,
         )
     }
 
