@@ -164,6 +164,18 @@ impl Replicas {
         host_ca_pem(self.store.as_ref())
     }
 
+    /// Every replica's log so far, for a failing test to show.
+    pub fn logs(&self) -> String {
+        self.gateways
+            .iter()
+            .map(|g| format!("--- replica {} ---\n{}", g.name, g.log()))
+            .chain([format!(
+                "--- haproxy ---\n{}",
+                std::fs::read_to_string(self.dir.path().join("haproxy.log")).unwrap_or_default()
+            )])
+            .collect()
+    }
+
     /// Runs `postern-gateway --config <replica i's config> ARGS...`, the
     /// operator's CLI on the shared store.
     pub async fn gateway_cli(&self, i: usize, args: &[&str]) -> (bool, String, String) {
@@ -224,8 +236,8 @@ impl HaProxy {
         // taken out, and a connection that could not reach it is retried on
         // another (`redispatch`).
         let config = format!(
-            "global\n    maxconn 4096\n\
-             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    timeout check 2s\n    retries 3\n    option redispatch 1\n\
+            "global\n    maxconn 4096\n    log stderr format raw local0 info\n\
+             defaults\n    log global\n    option tcplog\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    timeout check 2s\n    retries 3\n    option redispatch 1\n\
              frontend gateways\n    bind 127.0.0.1:{port}\n    default_backend replicas\n\
              backend replicas\n    balance roundrobin\n    option httpchk GET /v1/ready\n    http-check expect status 200\n\
              \x20   default-server check check-ssl verify required ca-file {ca} verifyhost localhost inter 500ms fall 1 rise 1\n{servers}",

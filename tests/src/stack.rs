@@ -508,6 +508,23 @@ impl Proxy {
     }
 }
 
+/// A tokio-postgres session as `user` on database `db` through a tunnel's
+/// loopback `port` (no password, TLS off: the tunnel's side), open until
+/// the client is dropped.
+pub async fn connect(port: u16, user: &str, db: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(20))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("session through the tunnel");
+    tokio::spawn(connection);
+    client
+}
+
 /// Runs a command to completion (at most a minute) and returns success,
 /// stdout and stderr, trimmed.
 pub async fn output(mut cmd: Command) -> (bool, String, String) {

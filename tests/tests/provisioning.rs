@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use postern_tests::eventually;
 use postern_tests::pg::PgServer;
-use postern_tests::stack::{DEFAULT_ROLES, Proxy, Stack, StackConfig};
-use tokio_postgres::NoTls;
+use postern_tests::stack::{DEFAULT_ROLES, Proxy, Stack, StackConfig, connect};
 
 use postern_tests::stack::PASSWORD as PW;
 
@@ -170,21 +169,7 @@ async fn superuser_sql(pg: &PgServer, db: &str, sql: &str) {
 
 /// A tokio-postgres session through the tunnel, kept open until dropped.
 async fn open_session(proxy: &Proxy, user: &str, db: &'static str) -> tokio_postgres::Client {
-    connect(proxy.port, user.to_owned(), db).await
-}
-
-async fn connect(port: u16, user: String, db: &'static str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user(&user)
-        .dbname(db)
-        .connect_timeout(Duration::from_secs(20))
-        .connect(NoTls)
-        .await
-        .expect("session through the tunnel");
-    tokio::spawn(connection);
-    client
+    connect(proxy.port, user, db).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,7 +397,10 @@ async fn first_sessions_of_several_users_at_once_all_work() {
     let tasks: Vec<_> = users
         .iter()
         .zip(&proxies)
-        .map(|(user, proxy)| tokio::spawn(connect(proxy.port, user.to_string(), "app")))
+        .map(|(user, proxy)| {
+            let (port, user) = (proxy.port, user.to_string());
+            tokio::spawn(async move { connect(port, &user, "app").await })
+        })
         .collect();
     let mut clients = Vec::new();
     for task in tasks {

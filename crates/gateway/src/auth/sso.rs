@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use url::{Host, Url};
 
 use super::oidc::OidcPending;
-use crate::store::{SsoLoginRecord, Store, StoreError};
+use crate::store::{self, SsoLoginRecord, Store, StoreError};
 
 /// How long a login may stay at the identity provider.
 pub const PENDING_TTL: Duration = Duration::from_secs(5 * 60);
@@ -149,15 +149,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs a store call off the async workers.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(call)
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("a store call failed: {e}")))?
-}
-
 impl SsoLogins {
     /// The logins kept in `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -177,7 +168,7 @@ impl SsoLogins {
         let source = source.to_string();
         let store = self.store.clone();
         let counted = source.clone();
-        let pending = blocking(move || store.sso_logins_pending(&counted)).await?;
+        let pending = store::blocking(move || store.sso_logins_pending(&counted)).await?;
         let full = if pending.total >= MAX_PENDING {
             Some(pending.oldest_ms)
         } else if pending.from_source >= MAX_PENDING_PER_SOURCE {
@@ -207,7 +198,7 @@ impl SsoLogins {
         };
         let request_id = record.id.clone();
         let store = self.store.clone();
-        blocking(move || store.put_sso_login(&record, PENDING_TTL)).await?;
+        store::blocking(move || store.put_sso_login(&record, PENDING_TTL)).await?;
         Ok(request_id)
     }
 
@@ -217,7 +208,7 @@ impl SsoLogins {
     pub async fn callback(&self, state: &str) -> Result<Option<CallbackLogin>, StoreError> {
         let store = self.store.clone();
         let state = state.to_owned();
-        let Some(record) = blocking(move || store.take_sso_state(&state)).await? else {
+        let Some(record) = store::blocking(move || store.take_sso_state(&state)).await? else {
             return Ok(None);
         };
         let login = Login::of(&record)?;
@@ -246,7 +237,7 @@ impl SsoLogins {
         let id = request_id.to_owned();
         let code = random_token();
         let code_hash = hash(&code);
-        let done = blocking(move || {
+        let done = store::blocking(move || {
             let Some(record) = store.sso_login(&id)? else {
                 return Ok(false);
             };
@@ -265,7 +256,7 @@ impl SsoLogins {
     pub async fn abandon(&self, request_id: &str) {
         let store = self.store.clone();
         let id = request_id.to_owned();
-        if let Err(e) = blocking(move || store.take_sso_login(&id)).await {
+        if let Err(e) = store::blocking(move || store.take_sso_login(&id)).await {
             // It expires on its own.
             tracing::warn!(error = %e, "a failed sign-in could not be forgotten");
         }
@@ -285,7 +276,7 @@ impl SsoLogins {
             hash(code),
             hash(&sso_challenge(verifier)),
         );
-        blocking(move || {
+        store::blocking(move || {
             let Some(record) = store.sso_login(&id)? else {
                 return Ok(Err(ExchangeError::Expired));
             };

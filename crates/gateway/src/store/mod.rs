@@ -89,6 +89,16 @@ fn describe_pg(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Runs a store call off the async workers (the [`Store`] trait is
+/// synchronous).
+pub async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("a store call failed: {e}")))?
+}
+
 /// A time in milliseconds since the Unix epoch, as stores keep them.
 fn time_of(ms: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use postern_pgwire::CancelKey;
 
-use crate::store::{CancelRecord, Store, StoreError};
+use crate::store::{self, CancelRecord, Store, StoreError};
 
 /// How many secrets are drawn before registering gives up; one collision
 /// among 2³² secrets for the same pid is already unlikely.
@@ -131,7 +131,7 @@ impl CancelKeys {
             }
             let store = self.store.clone();
             let stored = record.clone();
-            if blocking(move || store.put_cancel_key(&stored)).await? {
+            if store::blocking(move || store.put_cancel_key(&stored)).await? {
                 return Ok(CancelKeyGuard {
                     store: self.store.clone(),
                     key: record.client,
@@ -150,7 +150,7 @@ impl CancelKeys {
             return CancelDecision::RateLimited;
         }
         let store = self.store.clone();
-        match blocking(move || store.cancel_key(key.pid, key.secret)).await {
+        match store::blocking(move || store.cancel_key(key.pid, key.secret)).await {
             Ok(Some(record)) if record.owner == identity => CancelDecision::Forward(record),
             Ok(_) => CancelDecision::Ignore,
             Err(e) => {
@@ -175,15 +175,6 @@ impl CancelKeys {
         *count += 1;
         *count <= self.per_second
     }
-}
-
-/// Runs a store call off the async workers.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(call)
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("a store call failed: {e}")))?
 }
 
 #[cfg(test)]
