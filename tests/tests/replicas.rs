@@ -356,13 +356,15 @@ async fn a_replica_stopped_with_sigterm_drains_while_new_connections_land_on_the
     );
 }
 
-// Fails in about half the runs: the CancelRequest tokio-postgres sends
-// through the tunnel then reaches neither replica (no lookup in the store,
-// no `cancel` event, nothing in HAProxy's log within 10 s), while the same
-// cancel through one gateway (queries.rs, clients.rs) and the cross-replica
-// lookup in process (crates/gateway/tests/relay.rs) pass. Not yet
-// explained; issue 14 stays open until it is.
-#[ignore = "flaky: the cancel sometimes reaches no replica (issue 14)"]
+// Fails when the machine is busy, and not because of the replicas:
+// tokio-postgres closes its cancel connection as soon as the request is
+// written, and when the tunnel's owner check runs after that close, the
+// kernel reports the client's socket as held by no program (inode 0), which
+// the check counts as an unknown owner, so the tunnel drops the cancel. A
+// client that waits for the server to close (libpq, psql) never loses it.
+// The fix changes what the owner check accepts, so it waits for its own
+// review (issue 14 stays open until then).
+#[ignore = "the tunnel's owner check drops a cancel whose client socket already closed (issue 14)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_that_lands_on_the_other_replica_stops_the_statement() {
     let replicas = replicas().await;
