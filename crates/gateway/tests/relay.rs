@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::{Client, Gateway, REAL_KEY, events, identity, message};
+use common::{Client, Db, Gateway, REAL_KEY, events, identity, message};
 use postern_api::RouteFrame;
 use postern_pgwire::{BackendMessage, CancelKey, ErrorFields, StartupPacket, backend};
 use tokio::task::JoinHandle;
@@ -114,6 +114,28 @@ async fn the_database_ending_the_session_reaches_the_client_in_its_words() {
 
 /// Sends a CancelRequest for `key` as `user` on a new tunnel connection;
 /// the client's end and the connection's task.
+/// The database received the session's real key (pid 4242, secret 77) on
+/// `cancel_conn`, and the canceller's connection closed without a reply.
+async fn real_key_forwarded_without_reply(
+    mut cancel_conn: Db,
+    serving: JoinHandle<()>,
+    canceller: &mut Client,
+) {
+    assert!(
+        matches!(
+            cancel_conn.packet().await,
+            StartupPacket::Cancel {
+                pid: 4242,
+                secret: 77
+            }
+        ),
+        "the database gets its own key"
+    );
+    drop(cancel_conn);
+    serving.await.unwrap();
+    assert!(canceller.closed().await, "a cancel gets no reply");
+}
+
 async fn cancel(gateway: &Gateway, user: &str, key: CancelKey) -> (Client, JoinHandle<()>) {
     let (mut client, serving) = gateway.connect(Some(identity(user, Duration::from_secs(3600))));
     client
@@ -136,21 +158,9 @@ async fn the_sessions_own_key_cancels_with_the_real_one() {
     assert_ne!(greeting.key, REAL_KEY, "the client holds the gateway's key");
 
     let (mut canceller, serving) = cancel(&gateway, "alice", greeting.key).await;
-    let mut cancel_conn = gateway.dials.recv().await.unwrap();
+    let cancel_conn = gateway.dials.recv().await.unwrap();
     assert_eq!(cancel_conn.host, "db.test");
-    assert!(
-        matches!(
-            cancel_conn.packet().await,
-            StartupPacket::Cancel {
-                pid: 4242,
-                secret: 77
-            }
-        ),
-        "the database gets its own key"
-    );
-    drop(cancel_conn);
-    serving.await.unwrap();
-    assert!(canceller.closed().await, "a cancel gets no reply");
+    real_key_forwarded_without_reply(cancel_conn, serving, &mut canceller).await;
     drop((client, db));
     let audit = gateway.audit().await;
     let cancels = events(&audit, "cancel");
@@ -201,20 +211,8 @@ async fn a_cancel_that_reaches_another_replica_is_forwarded_with_the_real_key() 
         dialed = b.dials.recv() => dialed,
         _ = &mut serving => None,
     };
-    let mut cancel_conn = dialed.expect("replica B sends the cancel to the database");
-    assert!(
-        matches!(
-            cancel_conn.packet().await,
-            StartupPacket::Cancel {
-                pid: 4242,
-                secret: 77
-            }
-        ),
-        "the database gets its own key"
-    );
-    drop(cancel_conn);
-    serving.await.unwrap();
-    assert!(canceller.closed().await, "a cancel gets no reply");
+    let cancel_conn = dialed.expect("replica B sends the cancel to the database");
+    real_key_forwarded_without_reply(cancel_conn, serving, &mut canceller).await;
     drop((client, db));
     let audit = b.audit().await;
     assert_eq!(events(&audit, "cancel")[0]["forwarded"], true, "{audit:?}");
