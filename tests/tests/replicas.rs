@@ -356,15 +356,9 @@ async fn a_replica_stopped_with_sigterm_drains_while_new_connections_land_on_the
     );
 }
 
-// Fails when the machine is busy, and not because of the replicas:
-// tokio-postgres closes its cancel connection as soon as the request is
-// written, and when the tunnel's owner check runs after that close, the
-// kernel reports the client's socket as held by no program (inode 0), which
-// the check counts as an unknown owner, so the tunnel drops the cancel. A
-// client that waits for the server to close (libpq, psql) never loses it.
-// The fix changes what the owner check accepts, so it waits for its own
-// review (issue 14 stays open until then).
-#[ignore = "the tunnel's owner check drops a cancel whose client socket already closed (issue 14)"]
+// The client is tokio-postgres, which closes its cancel connection as soon
+// as the request is written: on a busy machine the tunnel's owner check
+// runs after that close, and the cancel must still go through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_that_lands_on_the_other_replica_stops_the_statement() {
     let replicas = replicas().await;

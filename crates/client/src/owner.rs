@@ -30,8 +30,16 @@ pub enum OwnerError {
         /// The connecting program's user (for the log).
         peer_uid: UserId,
     },
-    /// The connecting program's user could not be found (for example, it
-    /// closed its end already).
+    /// The connecting program closed its end before it could be checked:
+    /// no program holds that socket any more, so it has no user.
+    #[error(
+        "this tunnel belongs to OS user {owner}; the connecting program closed its end before it could be checked"
+    )]
+    Closed {
+        /// The tunnel owner's name.
+        owner: String,
+    },
+    /// The connecting program's user could not be found.
     #[error("this tunnel belongs to OS user {owner}; the connecting program's user is unknown")]
     Unknown {
         /// The tunnel owner's name.
@@ -119,8 +127,11 @@ impl Owner {
         if !TCP_OWNER_CHECK {
             return Ok(());
         }
-        match tcp_peer_uid(local, peer) {
-            Ok(uid) => self.check_uid(uid),
+        match tcp_peer(local, peer) {
+            Ok(Holder::User(uid)) => self.check_uid(uid),
+            Ok(Holder::Nobody) => Err(OwnerError::Closed {
+                owner: self.name.clone(),
+            }),
             Err(reason) => Err(OwnerError::Unknown {
                 owner: self.name.clone(),
                 reason,
@@ -141,39 +152,50 @@ impl Owner {
     }
 }
 
-/// The uid owning the client end of the loopback connection `peer` → `local`.
+/// Who holds the client end of a loopback connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// A program running as this user.
+    User(UserId),
+    /// No program: the client closed its socket, perhaps right after
+    /// writing to it. Only Linux tells this apart; elsewhere such a
+    /// connection has an unknown user.
+    Nobody,
+}
+
+/// Who holds the client end of the loopback connection `peer` → `local`.
 #[cfg(target_os = "linux")]
-pub fn tcp_peer_uid(local: SocketAddr, peer: SocketAddr) -> Result<u32, String> {
+pub fn tcp_peer(local: SocketAddr, peer: SocketAddr) -> Result<Holder, String> {
     // The client's socket: its own address is the source, the tunnel's the
     // destination. A dual-stack client socket is an IPv6 one that holds
     // IPv4 addresses as ::ffff:a.b.c.d; the kernel finds those only by
     // asking for IPv6.
-    if let Some(uid) = sock_diag::owner(peer, local)? {
-        return Ok(uid);
+    if let Some(holder) = sock_diag::holder(peer, local)? {
+        return Ok(holder);
     }
     let mapped = |a: SocketAddr| match a.ip() {
         IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), a.port()),
         IpAddr::V6(_) => a,
     };
-    sock_diag::owner(mapped(peer), mapped(local))?
+    sock_diag::holder(mapped(peer), mapped(local))?
         .ok_or_else(|| "no socket of this machine has this connection's address".into())
 }
 
-/// The uid owning the client end of the loopback connection `peer` → `local`.
+/// Who holds the client end of the loopback connection `peer` → `local`.
 #[cfg(target_os = "macos")]
-pub fn tcp_peer_uid(local: SocketAddr, peer: SocketAddr) -> Result<UserId, String> {
-    process_table::tcp_peer_user(local, peer).map(|uid| *uid)
+pub fn tcp_peer(local: SocketAddr, peer: SocketAddr) -> Result<Holder, String> {
+    process_table::tcp_peer_user(local, peer).map(|uid| Holder::User(*uid))
 }
 
-/// The SID owning the client end of the loopback connection `peer` → `local`.
+/// Who holds the client end of the loopback connection `peer` → `local`.
 #[cfg(windows)]
-pub fn tcp_peer_uid(local: SocketAddr, peer: SocketAddr) -> Result<UserId, String> {
-    process_table::tcp_peer_user(local, peer).map(|uid| uid.to_string())
+pub fn tcp_peer(local: SocketAddr, peer: SocketAddr) -> Result<Holder, String> {
+    process_table::tcp_peer_user(local, peer).map(|uid| Holder::User(uid.to_string()))
 }
 
 /// Other systems: no lookup (see the README).
 #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-pub fn tcp_peer_uid(_local: SocketAddr, _peer: SocketAddr) -> Result<UserId, String> {
+pub fn tcp_peer(_local: SocketAddr, _peer: SocketAddr) -> Result<Holder, String> {
     Err("the owner check is not implemented on this system".into())
 }
 
@@ -249,6 +271,8 @@ mod sock_diag {
         socket,
     };
 
+    use super::Holder;
+
     /// `nlmsghdr`: length, type, flags, sequence, port id.
     const HEADER: usize = 16;
     /// `inet_diag_req_v2`: family, protocol, extensions, pad, states, then
@@ -296,8 +320,8 @@ mod sock_diag {
         m
     }
 
-    /// The owner's uid; `None` when the kernel has no such socket.
-    pub(super) fn owner(src: SocketAddr, dst: SocketAddr) -> Result<Option<u32>, String> {
+    /// Who holds the socket; `None` when the kernel has no such socket.
+    pub(super) fn holder(src: SocketAddr, dst: SocketAddr) -> Result<Option<Holder>, String> {
         let fd = socket(
             AddressFamily::Netlink,
             SockType::Datagram,
@@ -318,10 +342,10 @@ mod sock_diag {
         parse(&reply[..n])
     }
 
-    /// Reads the kernel's answer: the socket's uid, `None` for "no such
+    /// Reads the kernel's answer: the socket's holder, `None` for "no such
     /// socket". A socket no program holds any more (inode 0: closed or
-    /// orphaned) is reported as root's, so it counts as unknown.
-    pub(super) fn parse(reply: &[u8]) -> Result<Option<u32>, String> {
+    /// orphaned) is reported as root's: that is [`Holder::Nobody`].
+    pub(super) fn parse(reply: &[u8]) -> Result<Option<Holder>, String> {
         let u16_at = |i: usize| {
             reply
                 .get(i..i + 2)
@@ -345,10 +369,8 @@ mod sock_diag {
                 }
             }
             Some(SOCK_DIAG_BY_FAMILY) => match (u32_at(UID_AT), u32_at(INODE_AT)) {
-                (Some(_), Some(0)) => {
-                    Err("the connecting socket is no longer held by any program".into())
-                }
-                (Some(uid), Some(_)) => Ok(Some(uid)),
+                (Some(_), Some(0)) => Ok(Some(Holder::Nobody)),
+                (Some(uid), Some(_)) => Ok(Some(Holder::User(uid))),
                 _ => Err("socket diagnostics: short answer".into()),
             },
             other => Err(format!("socket diagnostics: unexpected answer {other:?}")),
@@ -471,9 +493,13 @@ mod tests {
         answer[4..6].copy_from_slice(&20u16.to_ne_bytes());
         answer[80..84].copy_from_slice(&1000u32.to_ne_bytes());
         answer[84..88].copy_from_slice(&77u32.to_ne_bytes());
-        assert_eq!(sock_diag::parse(&answer), Ok(Some(1000)));
+        assert_eq!(sock_diag::parse(&answer), Ok(Some(Holder::User(1000))));
         answer[84..88].copy_from_slice(&0u32.to_ne_bytes());
-        assert!(sock_diag::parse(&answer).is_err(), "an orphan has no owner");
+        assert_eq!(
+            sock_diag::parse(&answer),
+            Ok(Some(Holder::Nobody)),
+            "an orphan has no owner"
+        );
         let mut none = vec![0u8; 36];
         none[4..6].copy_from_slice(&2u16.to_ne_bytes());
         none[16..20].copy_from_slice(&(-2i32).to_ne_bytes());
@@ -530,11 +556,11 @@ mod tests {
             .unwrap();
         let (server, peer) = listener.accept().unwrap();
         let local = server.local_addr().unwrap();
-        let expected = Ok(nobody.uid.as_raw());
-        assert_eq!(tcp_peer_uid(local, peer), expected);
+        let expected = nobody.uid.as_raw();
+        assert_eq!(tcp_peer(local, peer), Ok(Holder::User(expected)));
         assert_eq!(
             process_table::tcp_peer_user(local, peer).map(|uid| *uid),
-            expected
+            Ok(expected)
         );
         assert!(matches!(
             Owner::current().check_tcp(local, peer),

@@ -30,6 +30,10 @@ const BUF: usize = 64 * 1024;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed to reach the gateway.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Cancels per second forwarded for clients that closed before the owner
+/// check (see [`Shared::checked`]): each costs a TLS handshake with the
+/// gateway, and any local user can send them.
+const CLOSED_CANCELS_PER_SECOND: u32 = 10;
 
 /// A tunnel connection to the gateway. rustls reads at most 4 KiB per call;
 /// the buffer underneath turns that into one syscall per 64 KiB.
@@ -511,6 +515,7 @@ impl Tunnel {
             spec,
             owner: owner::Owner::current(),
             addr: addr.clone(),
+            closed_cancels: Default::default(),
         });
         {
             let (stats, stop, tracker2) = (stats.clone(), stop.clone(), tracker.clone());
@@ -570,6 +575,9 @@ struct Shared<D> {
     spec: TunnelSpec,
     owner: owner::Owner,
     addr: TunnelAddr,
+    /// The start of the current second and the cancels forwarded in it for
+    /// clients that had closed.
+    closed_cancels: std::sync::Mutex<Option<(tokio::time::Instant, u32)>>,
 }
 
 impl<D: Dialer> Shared<D> {
@@ -602,20 +610,43 @@ impl<D: Dialer> Shared<D> {
         stats: &TunnelStats,
     ) {
         if let Err(e) = checked {
-            stats.refused.fetch_add(1, Relaxed);
-            let (peer_uid, reason) = match &e {
-                owner::OwnerError::OtherUser { peer_uid, .. } => (Some(peer_uid.to_string()), None),
-                owner::OwnerError::Unknown { reason, .. } => (None, Some(reason.as_str())),
-            };
-            tracing::warn!(tunnel = %self.addr, peer_uid, reason, "tunnel connection refused: not the tunnel owner");
             // Read the client's opening first, as PostgreSQL does, so it
-            // receives the error instead of a reset; a refused cancel gets
-            // no reply, as any cancel.
-            if let Ok(Ok(Opening::Startup(_))) =
-                tokio::time::timeout(STARTUP_TIMEOUT, read_opening(&mut client)).await
-            {
-                let fields = ErrorFields::fatal("28000", format!("postern: {e}"));
-                refuse(&mut client, &fields).await;
+            // receives the error instead of a reset.
+            let opening = tokio::time::timeout(STARTUP_TIMEOUT, read_opening(&mut client)).await;
+            match (&e, opening) {
+                // tokio-postgres closes its socket as soon as its
+                // CancelRequest is written, so on a busy machine it is gone
+                // before the check. Its cancel is forwarded: whoever sent it,
+                // the gateway honours a key only for this user's sessions,
+                // with a secret only they were told, under a per-identity
+                // rate limit. Anything else from a socket nobody holds is
+                // refused: a startup and a query written before closing
+                // would run as this user.
+                (owner::OwnerError::Closed { .. }, Ok(Ok(Opening::Cancel(pid, secret)))) => {
+                    if self.allow_closed_cancel() {
+                        stats.total.fetch_add(1, Relaxed);
+                        forward_cancel(self.dialer.as_ref(), pid, secret).await;
+                    } else {
+                        stats.refused.fetch_add(1, Relaxed);
+                        tracing::warn!(tunnel = %self.addr, "cancel request dropped: too many from closed connections");
+                    }
+                }
+                (_, opening) => {
+                    stats.refused.fetch_add(1, Relaxed);
+                    let (peer_uid, reason) = match &e {
+                        owner::OwnerError::OtherUser { peer_uid, .. } => {
+                            (Some(peer_uid.to_string()), None)
+                        }
+                        owner::OwnerError::Closed { .. } => (None, Some("closed before the check")),
+                        owner::OwnerError::Unknown { reason, .. } => (None, Some(reason.as_str())),
+                    };
+                    tracing::warn!(tunnel = %self.addr, peer_uid, reason, "tunnel connection refused: not the tunnel owner");
+                    // A refused cancel gets no reply, as any cancel.
+                    if let Ok(Ok(Opening::Startup(_))) = opening {
+                        let fields = ErrorFields::fatal("28000", format!("postern: {e}"));
+                        refuse(&mut client, &fields).await;
+                    }
+                }
             }
             return;
         }
@@ -623,6 +654,24 @@ impl<D: Dialer> Shared<D> {
         stats.active.fetch_add(1, Relaxed);
         serve(client, self.dialer.as_ref(), &self.spec, stats).await;
         stats.active.fetch_sub(1, Relaxed);
+    }
+
+    /// Counts one cancel from a closed connection against
+    /// [`CLOSED_CANCELS_PER_SECOND`].
+    fn allow_closed_cancel(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut window = self
+            .closed_cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (start, count) = match *window {
+            Some((start, count)) if now.duration_since(start) < Duration::from_secs(1) => {
+                (start, count)
+            }
+            _ => (now, 0),
+        };
+        *window = Some((start, count + 1));
+        count < CLOSED_CANCELS_PER_SECOND
     }
 }
 
@@ -722,6 +771,18 @@ pub fn route_for(spec: &TunnelSpec, params: Vec<(String, String)>) -> RouteFrame
     }
 }
 
+/// Cancels get no reply, as with PostgreSQL; waits for the gateway to close
+/// so the cancel is delivered before the client is hung up on.
+async fn forward_cancel<D: Dialer>(dialer: &D, pid: i32, secret: i32) {
+    match dialer.open(&RouteFrame::Cancel { pid, secret }).await {
+        Ok(mut gw) => {
+            let mut sink = [0u8; 16];
+            let _ = tokio::time::timeout(Duration::from_secs(10), gw.read(&mut sink)).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "cancel request could not be forwarded"),
+    }
+}
+
 async fn serve<S: AsyncRead + AsyncWrite + Unpin, D: Dialer>(
     mut client: S,
     dialer: &D,
@@ -740,17 +801,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin, D: Dialer>(
         }
     };
     match opening {
-        Opening::Cancel(pid, secret) => {
-            // Cancels get no reply, as with PostgreSQL; wait for the gateway
-            // to close so the cancel is delivered before we hang up.
-            match dialer.open(&RouteFrame::Cancel { pid, secret }).await {
-                Ok(mut gw) => {
-                    let mut sink = [0u8; 16];
-                    let _ = tokio::time::timeout(Duration::from_secs(10), gw.read(&mut sink)).await;
-                }
-                Err(e) => tracing::warn!(error = %e, "cancel request could not be forwarded"),
-            }
-        }
+        Opening::Cancel(pid, secret) => forward_cancel(dialer, pid, secret).await,
         Opening::Startup(params) => {
             let route = route_for(spec, params);
             let gateway = match dialer.open(&route).await {
@@ -945,6 +996,97 @@ mod tests {
         drop(gw);
         assert_eq!(read_to_close(&mut psql).await, "", "no reply, only a close");
         assert_eq!(tunnel.stats().total.load(Relaxed), 1);
+    }
+
+    /// Serves one connection whose client wrote `opening` and closed its
+    /// socket before the owner check ran, as happens on a busy machine:
+    /// the kernel then names no program holding the client's end.
+    async fn served_after_the_client_closed(
+        opening: &[u8],
+    ) -> (Option<RouteFrame>, Arc<TunnelStats>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        client.write_all(opening).await.unwrap();
+        drop(client);
+        let (stream, peer) = listener.accept().await.unwrap();
+        let me = owner::Owner::current();
+        assert!(
+            me.check_tcp(stream.local_addr().unwrap(), peer).is_err(),
+            "the closed socket has no owner any more"
+        );
+        let (tx, mut gateway) = mpsc::unbounded_channel();
+        let shared = Shared {
+            dialer: Arc::new(PipeDialer(tx)),
+            spec: spec(Some("reader"), Some("app")),
+            owner: me,
+            addr: TunnelAddr::Tcp(listener.local_addr().unwrap()),
+            closed_cancels: Default::default(),
+        };
+        let stats = Arc::new(TunnelStats::default());
+        let served = stats.clone();
+        // The dialer goes with the task: the channel closes when it ends.
+        tokio::spawn(async move { shared.handle(Accepted::Tcp(stream, peer), &served).await });
+        let route = gateway.recv().await.map(|(route, _gateway_end)| route);
+        (route, stats)
+    }
+
+    /// tokio-postgres writes its CancelRequest and closes at once; the
+    /// cancel must still reach the gateway, which honours a key only for
+    /// this user's identity.
+    #[tokio::test]
+    async fn a_cancel_from_a_client_that_already_closed_is_forwarded() {
+        let mut out = BytesMut::new();
+        frontend::cancel_request(4242, 77, &mut out);
+        let (route, stats) = served_after_the_client_closed(&out).await;
+        assert_eq!(
+            route,
+            Some(RouteFrame::Cancel {
+                pid: 4242,
+                secret: 77
+            })
+        );
+        assert_eq!(stats.refused.load(Relaxed), 0);
+    }
+
+    /// Anything else from a socket nobody holds is refused: another OS user
+    /// could otherwise write a startup and a query, close, and have them
+    /// run as this user.
+    #[tokio::test]
+    async fn a_session_from_a_client_that_already_closed_is_refused() {
+        let mut out = BytesMut::new();
+        frontend::startup_message([("user", "anyone")], &mut out).unwrap();
+        let query = b"DROP TABLE everything\0";
+        out.extend_from_slice(b"Q");
+        out.extend_from_slice(&(4 + query.len() as i32).to_be_bytes());
+        out.extend_from_slice(query);
+        let (route, stats) = served_after_the_client_closed(&out).await;
+        assert_eq!(route, None, "nothing reaches the gateway");
+        assert_eq!(stats.refused.load(Relaxed), 1);
+    }
+
+    /// Any local user can send cancels from closed connections; each costs
+    /// a TLS handshake, so only so many a second are forwarded.
+    #[tokio::test(start_paused = true)]
+    async fn cancels_from_closed_connections_are_limited_per_second() {
+        let (tx, _gateway) = mpsc::unbounded_channel();
+        let shared = Shared {
+            dialer: Arc::new(PipeDialer(tx)),
+            spec: spec(None, None),
+            owner: owner::Owner::current(),
+            addr: TunnelAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 1))),
+            closed_cancels: Default::default(),
+        };
+        let allowed = (0..CLOSED_CANCELS_PER_SECOND + 5)
+            .filter(|_| shared.allow_closed_cancel())
+            .count();
+        assert_eq!(allowed, CLOSED_CANCELS_PER_SECOND as usize);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            shared.allow_closed_cancel(),
+            "a new second, a new allowance"
+        );
     }
 
     #[tokio::test]
