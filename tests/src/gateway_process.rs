@@ -103,12 +103,22 @@ impl GatewayProcess {
 
     /// Sends SIGTERM, as systemd or a container runtime stops a replica.
     pub fn terminate(&self) {
+        self.signal(Signal::TERM);
+    }
+
+    /// Sends SIGHUP, as `systemctl reload` does.
+    pub fn reload(&self) {
+        self.signal(Signal::HUP);
+    }
+
+    fn signal(&self, signal: Signal) {
         let pid = self
             .child
             .id()
             .and_then(|id| Pid::from_raw(id as i32))
             .expect("gateway still running");
-        rustix::process::kill_process(pid, Signal::TERM).expect("send SIGTERM");
+        rustix::process::kill_process(pid, signal)
+            .unwrap_or_else(|e| panic!("send {signal:?}: {e}"));
     }
 
     /// Waits up to `within` for the process to exit.

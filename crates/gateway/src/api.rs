@@ -24,9 +24,8 @@ use crate::auth::sso::{
 };
 use crate::auth::{local, totp};
 use crate::ca::{Authority, unix};
-use crate::catalog;
 use crate::drain::Drain;
-use crate::rbac::RoleSet;
+use crate::policy::LivePolicy;
 use crate::revocation::{Revocations, Revoked};
 use crate::store::Store;
 
@@ -36,10 +35,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// Signs session certificates.
     pub user_ca: Arc<Authority>,
-    /// Roles.
-    pub roles: Arc<RoleSet>,
-    /// Databases.
-    pub catalog: Arc<catalog::Catalog>,
+    /// Roles and databases.
+    pub policy: LivePolicy,
     /// Audit sink.
     pub auditor: Auditor,
     /// Default certificate lifetime before role caps.
@@ -253,7 +250,8 @@ async fn databases(
     Extension(peer): Extension<Peer>,
 ) -> Result<Json<Catalog>, Failure> {
     let identity = require(&state, peer)?;
-    let checker = state.roles.checker(&identity).map_err(|e| {
+    let policy = state.policy.current();
+    let checker = policy.roles.checker(&identity).map_err(|e| {
         Failure::new(
             StatusCode::FORBIDDEN,
             "bad_identity",
@@ -261,7 +259,7 @@ async fn databases(
         )
     })?;
     Ok(Json(Catalog {
-        databases: state.catalog.visible(&checker),
+        databases: policy.catalog.visible(&checker),
     }))
 }
 
@@ -714,7 +712,7 @@ impl ApiState {
     /// `max_session_ttl`. Unknown roles are refused so a typo in a user
     /// record is found at login, not at connect time.
     fn session_ttl_for(&self, identity: &Identity) -> Result<Duration, Failure> {
-        let checker = self.roles.checker(identity).map_err(|e| {
+        let checker = self.policy.current().roles.checker(identity).map_err(|e| {
             Failure::new(
                 StatusCode::FORBIDDEN,
                 "bad_identity",

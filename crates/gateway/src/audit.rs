@@ -165,6 +165,13 @@ pub enum AuditKind {
         /// Whether it was forwarded to the database.
         forwarded: bool,
     },
+    /// The operator reloaded the roles and databases (SIGHUP).
+    PolicyReloaded {
+        /// Roles defined now.
+        roles: usize,
+        /// Databases in the catalog now.
+        databases: usize,
+    },
 }
 
 impl AuditEvent {

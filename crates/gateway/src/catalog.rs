@@ -167,6 +167,11 @@ impl Catalog {
         self.dbs.get(name)
     }
 
+    /// The databases' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.dbs.keys().map(String::as_str)
+    }
+
     /// The entries a caller may see, by name.
     pub fn visible(&self, checker: &AccessChecker) -> Vec<CatalogEntry> {
         self.dbs

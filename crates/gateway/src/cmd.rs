@@ -250,7 +250,7 @@ pub fn run() -> ExitCode {
             config.log.format = log_format(config.log);
             // Keeps the log writer thread alive (and flushes it) until exit.
             let _log = init_logging(config.log.format);
-            dispatch(cli.command, config)
+            dispatch(cli.command, config, &cli.config)
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -301,9 +301,9 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     guard
 }
 
-fn dispatch(command: Command, config: GatewayConfig) -> anyhow::Result<()> {
+fn dispatch(command: Command, config: GatewayConfig, path: &Path) -> anyhow::Result<()> {
     match command {
-        Command::Start { ready_file } => start(config, ready_file.as_deref()),
+        Command::Start { ready_file } => start(config, path, ready_file.as_deref()),
         Command::Users(cmd) => users(&config, cmd),
         Command::Locks(cmd) => locks(&config, cmd),
         Command::Audit(cmd) => audit(&config, cmd),
@@ -321,7 +321,7 @@ fn dispatch(command: Command, config: GatewayConfig) -> anyhow::Result<()> {
     }
 }
 
-fn start(config: GatewayConfig, ready_file: Option<&Path>) -> anyhow::Result<()> {
+fn start(config: GatewayConfig, path: &Path, ready_file: Option<&Path>) -> anyhow::Result<()> {
     // Connections run on the server's own worker threads; this thread only
     // accepts them and waits for a signal.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -347,7 +347,12 @@ fn start(config: GatewayConfig, ready_file: Option<&Path>) -> anyhow::Result<()>
                 .write(path)
                 .with_context(|| format!("write the ready file {}", path.display()))?;
         }
-        let signal = signals.next().await;
+        let signal = loop {
+            match signals.next().await {
+                Signal::Reload => reload(&running, path).await,
+                Signal::Stop(name) => break name,
+            }
+        };
         tracing::info!(
             signal,
             "draining before exit; another SIGTERM or SIGINT ends the sessions at once"
@@ -357,7 +362,12 @@ fn start(config: GatewayConfig, ready_file: Option<&Path>) -> anyhow::Result<()>
             let _ = fs::remove_file(path);
         }
         let hurry = async {
-            let signal = signals.next().await;
+            // A reload asked for while draining has nothing left to change.
+            let signal = loop {
+                if let Signal::Stop(name) = signals.next().await {
+                    break name;
+                }
+            };
             tracing::info!(signal, "asked again: ending the grace period now");
         };
         let drained = running.drain(hurry).await;
@@ -366,9 +376,39 @@ fn start(config: GatewayConfig, ready_file: Option<&Path>) -> anyhow::Result<()>
     })
 }
 
-/// The signals that drain the gateway: SIGTERM and SIGINT (Ctrl+C).
+/// Reads the configuration file again and puts its roles and databases in
+/// force; a file with a mistake changes nothing.
+async fn reload(running: &server::Running, path: &Path) {
+    let result = match GatewayConfig::load(path) {
+        Ok(config) => running.reload(&config).await.map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(reloaded) => tracing::info!(
+            roles = reloaded.roles,
+            databases = reloaded.databases,
+            "roles and databases reloaded; live sessions keep theirs, other settings change at the next start"
+        ),
+        Err(e) => tracing::error!(
+            error = %e,
+            "reload refused: the roles and databases in force are unchanged"
+        ),
+    }
+}
+
+/// What a signal asks of the gateway.
+enum Signal {
+    /// Reload the roles and databases (SIGHUP).
+    Reload,
+    /// Drain and stop; the signal's name.
+    Stop(&'static str),
+}
+
+/// The signals the gateway answers: SIGHUP reloads, SIGTERM and SIGINT
+/// (Ctrl+C) drain.
 #[cfg(unix)]
 struct Signals {
+    hangup: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
 }
@@ -378,16 +418,18 @@ impl Signals {
     fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
+            hangup: signal(SignalKind::hangup())?,
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
         })
     }
 
-    /// Waits for the next one; its name.
-    async fn next(&mut self) -> &'static str {
+    /// Waits for the next one.
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.hangup.recv() => Signal::Reload,
+            _ = self.terminate.recv() => Signal::Stop("SIGTERM"),
+            _ = self.interrupt.recv() => Signal::Stop("SIGINT"),
         }
     }
 }
@@ -402,10 +444,10 @@ impl Signals {
         Ok(Signals)
     }
 
-    /// Waits for the next one; its name.
-    async fn next(&mut self) -> &'static str {
+    /// Waits for the next one.
+    async fn next(&mut self) -> Signal {
         let _ = tokio::signal::ctrl_c().await;
-        "Ctrl+C"
+        Signal::Stop("Ctrl+C")
     }
 }
 

@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod config;
 pub mod drain;
 pub mod names;
+pub mod policy;
 pub mod provisioning;
 pub mod rbac;
 pub mod revocation;

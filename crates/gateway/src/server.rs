@@ -17,16 +17,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState, Peer, Source};
-use crate::audit::Auditor;
+use crate::audit::{AuditKind, Auditor};
 use crate::auth::limits::Limiter;
 use crate::auth::oidc::OidcConnector;
-use crate::aws::{Aws, AwsIdentity};
+use crate::aws::AwsIdentity;
 use crate::budget::{Budgets, Unauthenticated};
 use crate::ca::{Authority, CaKind, CaMaterial, Leaf, fingerprint, pem_certs, pem_key};
-use crate::catalog::Catalog;
 use crate::config::{ConnectorConfig, GatewayConfig, KeyPairFiles};
 use crate::drain::{Drain, Drained};
-use crate::rbac::RoleSet;
+use crate::policy::{LivePolicy, PolicySources};
 use crate::revocation::Revocations;
 use crate::store::Store;
 use crate::tls::{identity_from_cert, server_config};
@@ -93,6 +92,7 @@ pub struct Running {
     tracker: TaskTracker,
     drain: Drain,
     auditor: Auditor,
+    reload: Reload,
     /// `limits.drain_grace`.
     grace: Duration,
     /// How long sessions ended by the drain may take to end: the message
@@ -129,11 +129,45 @@ impl Running {
         drained
     }
 
+    /// Puts the roles and databases of `config` in force ([`crate::policy`]),
+    /// or changes nothing and says why. Other settings take effect at the
+    /// next start.
+    pub async fn reload(&self, config: &GatewayConfig) -> Result<Reloaded, StartError> {
+        let reload = &self.reload;
+        let policy = reload.sources.load(config, &reload.connectors).await?;
+        let reloaded = Reloaded {
+            roles: policy.roles.names().count(),
+            databases: policy.catalog.names().count(),
+        };
+        reload.policy.replace(policy);
+        self.auditor.record(AuditKind::PolicyReloaded {
+            roles: reloaded.roles,
+            databases: reloaded.databases,
+        });
+        Ok(reloaded)
+    }
+
     /// [`Running::drain`] with a grace period of at most `grace`, for
     /// embedding and tests.
     pub async fn shutdown(self, grace: Duration) -> Drained {
         self.drain(tokio::time::sleep(grace)).await
     }
+}
+
+/// What a reload needs: kept from the start.
+struct Reload {
+    sources: PolicySources,
+    connectors: Vec<Arc<OidcConnector>>,
+    policy: LivePolicy,
+}
+
+/// What a reload put in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Roles defined now.
+    pub roles: usize,
+    /// Databases in the catalog now.
+    pub databases: usize,
 }
 
 /// Loads (or creates on first start) a CA from the store.
@@ -203,28 +237,7 @@ pub async fn start_with(
             (leaf, host_ca.fingerprint())
         }
     };
-    let roles = Arc::new(RoleSet::load_paths(&config.roles)?);
-    // Only a gateway with AWS databases sets up the SDK; the region of the
-    // first is the region of the credential chain's own STS calls.
-    let aws = match config.databases.iter().find_map(|db| db.aws_region()) {
-        Some(region) => Some(Arc::new(
-            Aws::load(
-                options.aws_identity,
-                &region,
-                config.limits.upstream_timeout,
-            )
-            .await,
-        )),
-        None => None,
-    };
-    let mut catalog = Catalog::new(
-        &config.databases,
-        db_ca,
-        aws,
-        config.limits.upstream_timeout,
-    )?;
-    catalog.discover_aws().await;
-    let catalog = Arc::new(catalog);
+    let sources = PolicySources::new(&config, db_ca, options.aws_identity).await;
     let replica = config.replica_name();
     let (auditor, _writer) = Auditor::start(store.clone(), &replica);
     let flushed = auditor.clone();
@@ -244,9 +257,10 @@ pub async fn start_with(
     })?;
     let shutdown = CancellationToken::new();
     let revocations = Revocations::start(store.clone(), config.limits.lock_poll, shutdown.clone());
+    let connectors = sso_connectors(&config, addr.port())?;
+    let policy = LivePolicy::new(sources.load(&config, &connectors).await?);
     let tunnels = Arc::new(TunnelContext::new(
-        catalog.clone(),
-        roles.clone(),
+        policy.clone(),
         auditor.clone(),
         store.clone(),
         revocations.clone(),
@@ -264,11 +278,10 @@ pub async fn start_with(
     let api_state = Arc::new(ApiState {
         store: store.clone(),
         user_ca,
-        roles: roles.clone(),
-        catalog: catalog.clone(),
+        policy: policy.clone(),
         auditor: auditor.clone(),
         session_ttl: config.session_ttl,
-        connectors: sso_connectors(&config, &roles, addr.port())?,
+        connectors: connectors.clone(),
         sso: crate::auth::sso::SsoLogins::new(store.clone()),
         revocations: revocations.clone(),
         login_limits: Limiter::new(store.clone(), config.limits.login.clone()),
@@ -319,30 +332,27 @@ pub async fn start_with(
         tracker,
         drain,
         auditor: flushed,
+        reload: Reload {
+            sources,
+            connectors,
+            policy,
+        },
         grace: config.limits.drain_grace,
         ending: config.limits.upstream_timeout * 3 + Duration::from_secs(10),
         _serving: serving,
     })
 }
 
-/// The configured connectors, their `claims_to_roles` checked against the
-/// role files so a typo is found at start, not at someone's login.
+/// The configured connectors; [`PolicySources::load`] checks their
+/// `claims_to_roles` against the role files.
 fn sso_connectors(
     config: &GatewayConfig,
-    roles: &RoleSet,
     port: u16,
 ) -> Result<Vec<Arc<OidcConnector>>, StartError> {
     let redirect = format!("{}/v1/login/sso/callback", config.public_url_for(port));
     let mut connectors = Vec::new();
     for ConnectorConfig::Oidc(oidc) in &config.connectors {
         let connector = OidcConnector::new(oidc, &redirect)?;
-        if let Some(missing) = connector.mapped_roles().find(|r| roles.get(r).is_none()) {
-            return Err(crate::config::ConfigError::Invalid(format!(
-                "connector {:?}: claims_to_roles grants role {missing:?}, which no role file defines",
-                oidc.name
-            ))
-            .into());
-        }
         tracing::info!(connector = %oidc.name, %redirect, "single sign-on connector ready");
         connectors.push(Arc::new(connector));
     }

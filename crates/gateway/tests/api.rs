@@ -23,6 +23,7 @@ use postern_gateway::ca::{Authority, CaKind, CaMaterial};
 use postern_gateway::catalog::Catalog;
 use postern_gateway::config::{DatabaseConfig, LoginLimits};
 use postern_gateway::drain::{Drain, Drained};
+use postern_gateway::policy::{LivePolicy, Policy};
 use postern_gateway::rbac::RoleSet;
 use postern_gateway::revocation::{Revocations, add_lock};
 use postern_gateway::store::{SqliteStore, Store, UserRecord};
@@ -71,10 +72,10 @@ impl Api {
         let state = Arc::new(ApiState {
             store: store.clone(),
             user_ca: Arc::new(ca(CaKind::User)),
-            roles: Arc::new(
-                RoleSet::from_roles(RoleSet::from_yaml_documents(ROLES).unwrap()).unwrap(),
-            ),
-            catalog: Arc::new(catalog),
+            policy: LivePolicy::new(Policy {
+                roles: RoleSet::from_roles(RoleSet::from_yaml_documents(ROLES).unwrap()).unwrap(),
+                catalog,
+            }),
             auditor,
             session_ttl: Duration::from_secs(3600),
             connectors: vec![],

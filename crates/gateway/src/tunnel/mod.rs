@@ -25,11 +25,10 @@ use postern_pgwire::{CancelKey, backend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::audit::{AuditKind, Auditor};
-use crate::catalog::Catalog;
 use crate::config::Limits;
 use crate::drain::Drain;
+use crate::policy::LivePolicy;
 use crate::provisioning::Provisioner;
-use crate::rbac::RoleSet;
 use crate::revocation::Revocations;
 use crate::store::Store;
 use cancellation::{CancelDecision, CancelKeys};
@@ -38,10 +37,8 @@ use route::SessionRequest;
 
 /// Everything a tunnel connection needs from the gateway.
 pub struct TunnelContext {
-    /// Databases.
-    pub catalog: Arc<Catalog>,
-    /// Roles.
-    pub roles: Arc<RoleSet>,
+    /// Roles and databases.
+    pub policy: LivePolicy,
     /// Cancel keys.
     pub cancels: Arc<CancelKeys>,
     /// Audit sink.
@@ -70,8 +67,7 @@ impl TunnelContext {
     /// Bundles the gateway's state for tunnels; `replica` names this
     /// process in the cancel keys it stores.
     pub fn new(
-        catalog: Arc<Catalog>,
-        roles: Arc<RoleSet>,
+        policy: LivePolicy,
         auditor: Auditor,
         store: Arc<dyn Store>,
         revocations: Arc<Revocations>,
@@ -80,8 +76,7 @@ impl TunnelContext {
     ) -> Self {
         TunnelContext {
             revocations,
-            catalog,
-            roles,
+            policy,
             cancels: CancelKeys::new(store.clone(), replica, limits.cancels_per_second),
             provisioner: Provisioner::new(store, auditor.clone(), limits.upstream_timeout),
             auditor,
@@ -195,7 +190,8 @@ async fn cancel(ctx: &TunnelContext, identity: &Identity, key: CancelKey) {
     let forwarded = match ctx.cancels.decide(&identity.username, key).await {
         // The session may be served by another replica: the database is
         // found by name in this one's catalog.
-        CancelDecision::Forward(record) => match ctx.catalog.get(&record.database) {
+        CancelDecision::Forward(record) => match ctx.policy.current().catalog.get(&record.database)
+        {
             Some(db) => match db.upstream.cancel(record.real).await {
                 Ok(()) => true,
                 Err(e) => {

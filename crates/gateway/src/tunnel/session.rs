@@ -23,6 +23,7 @@ use super::statement_clock::{Overrun, StatementLimits};
 use crate::audit::AuditKind;
 use crate::catalog::CatalogDb;
 use crate::names::{DatabaseName, DbName, DbUser};
+use crate::policy::Policy;
 use crate::provisioning::{Activated, Grants, LiveUser, ProvisioningError, Request};
 use crate::rbac::{AutoUserMode, SessionLimits};
 use crate::upstream::{DbStream, Established, Refusal, UpstreamError};
@@ -37,7 +38,9 @@ pub(super) async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let authorized = authorize(ctx, identity, request)?;
+    // The policy this session is authorized under, for its whole life.
+    let policy = ctx.policy.current();
+    let authorized = authorize(&policy, identity, request)?;
     let activated = provision(ctx, &authorized).await?;
     let connected = connect_upstream(ctx, &authorized, activated).await?;
     let greeted = greet(conn, ctx, identity, &authorized, connected).await?;
@@ -73,7 +76,7 @@ struct Authorized<'c> {
 
 /// Decides, with the caller's roles, whether and how the session may run.
 fn authorize<'c>(
-    ctx: &'c TunnelContext,
+    policy: &'c Policy,
     identity: &Identity,
     request: SessionRequest,
 ) -> Result<Authorized<'c>, TunnelError> {
@@ -84,11 +87,11 @@ fn authorize<'c>(
         db_roles,
         params,
     } = request;
-    let checker = ctx
+    let checker = policy
         .roles
         .checker(identity)
         .map_err(|e| TunnelError::BadIdentity(e.to_string()))?;
-    let db = ctx
+    let db = policy
         .catalog
         .reachable(&database, &checker)
         .ok_or_else(|| TunnelError::UnknownDatabase(database.to_string()))?;

@@ -18,6 +18,7 @@ use postern_gateway::ca::{Authority, CaKind, CaMaterial};
 use postern_gateway::catalog::Catalog;
 use postern_gateway::config::{DatabaseConfig, Limits};
 use postern_gateway::drain::Drained;
+use postern_gateway::policy::{LivePolicy, Policy};
 use postern_gateway::rbac::RoleSet;
 use postern_gateway::revocation::Revocations;
 use postern_gateway::store::{SqliteStore, Store};
@@ -117,8 +118,7 @@ impl Gateway {
         let revocations =
             Revocations::start(store.clone(), setup.limits.lock_poll, shutdown.clone());
         let ctx = TunnelContext::new(
-            Arc::new(catalog),
-            Arc::new(roles),
+            LivePolicy::new(Policy { roles, catalog }),
             auditor,
             store.clone(),
             revocations,

@@ -598,8 +598,7 @@ fn api_state(corp: OidcConnector, store: Arc<dyn Store>) -> ApiState {
     ApiState {
         store: store.clone(),
         user_ca: authority(CaKind::User),
-        roles: Arc::new(roles),
-        catalog: Arc::new(catalog),
+        policy: crate::policy::LivePolicy::new(crate::policy::Policy { roles, catalog }),
         auditor: Auditor::start(store.clone(), "test").0,
         session_ttl: Duration::from_secs(3600),
         connectors: vec![Arc::new(corp)],
