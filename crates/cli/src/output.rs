@@ -35,6 +35,9 @@ pub fn error(e: &ClientError) -> String {
         C::LoginTimedOut(within) => format!(
             "the sign-in was not completed within {within}; run `postern login --sso` again"
         ),
+        C::DeviceCodeExpired => "the sign-in code expired before anyone approved it; run \
+                                 `postern login --sso --device` again"
+            .into(),
         C::NoSsoConnector => {
             "this gateway offers no single sign-on; log in with --user NAME".into()
         }
@@ -59,6 +62,34 @@ pub fn error(e: &ClientError) -> String {
         }
         _ => e.to_string(),
     }
+}
+
+/// `url` as a QR code of Unicode half blocks, when standard output is a
+/// terminal wide and tall enough to show it whole.
+pub fn qr_code(url: &str) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let (terminal_size::Width(columns), terminal_size::Height(rows)) =
+        terminal_size::terminal_size()?;
+    let code = qrcode::QrCode::new(url.as_bytes()).ok()?;
+    // Light modules dark and dark ones light: most terminals are dark, and
+    // a QR code needs its light quiet zone around it.
+    let rendered = code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build();
+    let width = rendered
+        .lines()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let height = rendered.lines().count();
+    (width <= usize::from(columns) && height < usize::from(rows)).then_some(rendered)
 }
 
 /// A Unix time as RFC 3339 UTC plus the time left.
@@ -334,6 +365,7 @@ mod tests {
                     | ClientError::BadPin
                     | ClientError::TotpRequired
                     | ClientError::LoginTimedOut(_)
+                    | ClientError::DeviceCodeExpired
                     | ClientError::NoSsoConnector
                     | ClientError::SeveralSsoConnectors(_)
                     | ClientError::Keychain(_)
