@@ -291,6 +291,38 @@ async fn a_denied_or_refused_sign_in_ends_the_cli_with_a_sentence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_sign_in_without_terminal_or_display_points_to_device() {
+    let device = start("2m").await;
+    let gateway = device.stack.gateway_addr();
+    let mut child = device
+        .stack
+        .postern("zoe")
+        .args(["login", &gateway, "--ca-pin", &device.stack.gateway.ca_pin])
+        .args(["--sso", "--browser", "none"])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let hint = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("a line on stderr in time")
+        .unwrap()
+        .unwrap_or_default();
+    child.kill().await.unwrap();
+    assert!(
+        hint.contains(&format!(
+            "run `postern login {gateway} --sso --device` instead"
+        )),
+        "{hint}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_code_ends_the_cli_with_a_sentence_not_a_hang() {
     let device = start("3s").await;
     let (child, prompt) = device.stack.clients().start_device_login("dana", &[]).await;
