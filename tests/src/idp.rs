@@ -184,6 +184,40 @@ pub struct Browser {
     detour: Option<(u16, u16)>,
 }
 
+/// A page the browser stopped at.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// Its address.
+    pub url: Url,
+    /// Its HTTP status.
+    pub status: u16,
+    /// Its HTML.
+    pub body: String,
+}
+
+impl Page {
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The text of the element with this `id` (e.g. `hostname` on the
+    /// gateway's approval page), unescaped and without inner tags.
+    pub fn element(&self, id: &str) -> Option<String> {
+        let re = Regex::new(&format!(r#"(?s)id="{id}"[^>]*>(.*?)</"#)).expect("regex");
+        let inner = re.captures(&self.body)?[1].to_owned();
+        let tags = Regex::new(r"<[^>]*>").expect("regex");
+        Some(unescape(&tags.replace_all(&inner, "")))
+    }
+}
+
+/// Where a walk through redirects stopped.
+enum Stop {
+    /// At a loopback listener (not visited).
+    Listener(Url),
+    /// At a page with no form the browser knows to fill.
+    Page(Page),
+}
+
 /// An HTML form: where it posts and its hidden fields.
 struct Form {
     action: String,
@@ -249,11 +283,78 @@ impl Browser {
         password: &str,
         consent: Consent,
     ) -> Result<Url, String> {
-        let mut next = Url::parse(auth_url).map_err(|e| e.to_string())?;
-        let mut form_post: Option<Vec<(String, String)>> = None;
+        let start = Url::parse(auth_url).map_err(|e| e.to_string())?;
+        match self.walk(start, None, user, password, consent).await? {
+            Stop::Listener(url) => Ok(url),
+            Stop::Page(page) if !page.is_success() => Err(format!(
+                "{} answered {}: {}",
+                page.url, page.status, page.body
+            )),
+            Stop::Page(page) => Err(format!(
+                "{}: a page without a form to fill: {}",
+                page.url, page.body
+            )),
+        }
+    }
+
+    /// A device sign-in from the person's side: enters `user_code` on the
+    /// gateway's page at `verification_uri`, signs in at the provider as
+    /// `user`/`password`, answers its consent page, and stops at the first
+    /// page of the gateway that is not a redirect: the one asking to approve
+    /// the machine, or a refusal.
+    pub async fn enter_device_code(
+        &self,
+        verification_uri: &str,
+        user_code: &str,
+        user: &str,
+        password: &str,
+        consent: Consent,
+    ) -> Result<Page, String> {
+        let start = Url::parse(verification_uri).map_err(|e| e.to_string())?;
+        let fields = vec![("user_code".to_owned(), user_code.to_owned())];
+        match self
+            .walk(start, Some(fields), user, password, consent)
+            .await?
+        {
+            Stop::Page(page) => Ok(page),
+            Stop::Listener(url) => Err(format!("sent to a loopback listener: {url}")),
+        }
+    }
+
+    /// Presses the button of the form `form_id` (with its hidden fields) on
+    /// `page`, e.g. `approve` or `deny`; returns the page it leads to.
+    pub async fn press(&self, page: &Page, form_id: &str) -> Result<Page, String> {
+        let form = find_form(&page.body, form_id)
+            .ok_or_else(|| format!("{}: no form {form_id:?}: {}", page.url, page.body))?;
+        let target = page.url.join(&form.action).map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .post(target.clone())
+            .form(&form.fields)
+            .send()
+            .await
+            .map_err(|e| format!("{target}: {e}"))?;
+        Ok(Page {
+            url: target,
+            status: resp.status().as_u16(),
+            body: resp.text().await.unwrap_or_default(),
+        })
+    }
+
+    /// Follows redirects from `next` (posting `form_post` there first),
+    /// filling in the provider's login and consent forms, until a loopback
+    /// listener or a page with neither form.
+    async fn walk(
+        &self,
+        mut next: Url,
+        mut form_post: Option<Vec<(String, String)>>,
+        user: &str,
+        password: &str,
+        consent: Consent,
+    ) -> Result<Stop, String> {
         for _ in 0..30 {
             if self.is_client_listener(&next) {
-                return Ok(next);
+                return Ok(Stop::Listener(next));
             }
             if let Some((from, to)) = self.detour
                 && next.port() == Some(from)
@@ -277,17 +378,22 @@ impl Browser {
                 continue;
             }
             let body = resp.text().await.unwrap_or_default();
+            let page = Page {
+                url: next.clone(),
+                status: status.as_u16(),
+                body,
+            };
             if !status.is_success() {
-                return Err(format!("{next} answered {status}: {body}"));
+                return Ok(Stop::Page(page));
             }
-            let (form, mut fields) = if let Some(form) = find_form(&body, "login") {
+            let (form, mut fields) = if let Some(form) = find_form(&page.body, "login") {
                 let fields = vec![
                     ("login".to_owned(), user.to_owned()),
                     ("password".to_owned(), password.to_owned()),
                 ];
                 (form, fields)
             } else if let Some(form) = find_form(
-                &body,
+                &page.body,
                 match consent {
                     Consent::Allow => "consent",
                     Consent::Deny => "deny",
@@ -295,7 +401,7 @@ impl Browser {
             ) {
                 (form, Vec::new())
             } else {
-                return Err(format!("{next}: a page without a form to fill: {body}"));
+                return Ok(Stop::Page(page));
             };
             fields.extend(form.fields);
             next = next.join(&form.action).map_err(|e| e.to_string())?;

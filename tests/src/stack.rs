@@ -59,6 +59,19 @@ pub struct Stack {
     dir: TempDir,
 }
 
+/// What `postern login --sso --device` showed the person.
+#[derive(Clone, Debug)]
+pub struct DevicePrompt {
+    /// The page to open.
+    pub verification_uri: String,
+    /// The code to enter there.
+    pub user_code: String,
+    /// The machine's name it said the page shows.
+    pub hostname: String,
+    /// Its key fingerprint, likewise.
+    pub fingerprint: String,
+}
+
 /// Additions to the gateway configuration of a [`Stack`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StackConfig<'a> {
@@ -398,6 +411,67 @@ impl Clients {
         // Keep draining stdout so the CLI never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         (child, url)
+    }
+
+    /// `postern login GATEWAY --sso --device ...` for `who`, until it
+    /// prints that it waits for the approval; returns what it told the
+    /// person.
+    pub async fn start_device_login(&self, who: &str, extra: &[&str]) -> (Child, DevicePrompt) {
+        let mut child = self
+            .postern(who)
+            .args(["login", &self.gateway, "--ca-pin", &self.ca_pin])
+            .args(["--sso", "--device"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run postern login --sso --device");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let printed = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut printed = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let done = line.starts_with("Waiting for the approval");
+                printed.push(line);
+                if done {
+                    return Some(printed);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(printed) = printed else {
+            let out = child.wait_with_output().await.unwrap();
+            panic!(
+                "postern login --sso --device did not wait for an approval: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let after = |intro: &str| {
+            let at = printed
+                .iter()
+                .position(|l| l.starts_with(intro))
+                .unwrap_or_else(|| panic!("no {intro:?} in {printed:?}"));
+            printed[at + 1].trim().to_owned()
+        };
+        let labelled = |label: &str| {
+            printed
+                .iter()
+                .find_map(|l| l.trim().strip_prefix(label))
+                .unwrap_or_else(|| panic!("no {label:?} in {printed:?}"))
+                .trim()
+                .to_owned()
+        };
+        let prompt = DevicePrompt {
+            verification_uri: after("To sign in, open this address"),
+            user_code: after("and enter the code"),
+            hostname: labelled("machine:"),
+            fingerprint: labelled("key fingerprint:"),
+        };
+        (child, prompt)
     }
 
     /// Logs `who` in with the gateway's CA pin; panics with the CLI's output on failure.

@@ -263,6 +263,70 @@ async fn a_single_sign_on_started_on_one_replica_is_finished_on_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_sign_in_started_and_polled_on_one_replica_is_approved_on_the_other() {
+    let plan = IdpPlan::new();
+    let connectors = plan.connector_yaml("corp", &["{ claim: groups, value: dba, roles: [dev] }"]);
+    let replicas = Replicas::start(
+        &roles(),
+        2,
+        StackConfig {
+            gateway_extra: &format!("{connectors}sso: {{ device_poll_interval: 1s }}\n"),
+            ..StackConfig::default()
+        },
+    )
+    .await;
+    let balancer = replicas.haproxy.port;
+    let callback = format!("https://localhost:{balancer}/v1/login/sso/callback");
+    let dana = Account {
+        name: "dana",
+        password: "dana's password",
+        claims: json!({ "groups": ["dba"] }),
+    };
+    let idp = plan.start(&[callback], &[dana]).await;
+
+    // The machine starts and polls on a; the person's browser, sent to the
+    // load balancer, enters the code and approves on b.
+    let on_a = replicas.clients_of(0);
+    let b_port = replicas.gateways[1].port();
+    let browser = Browser::new(&idp, &replicas.gateway_ca_pem()).detouring(balancer, b_port);
+    let (child, prompt) = on_a.start_device_login("dana", &[]).await;
+    assert!(
+        prompt.verification_uri.contains(&format!(":{balancer}/")),
+        "people are sent to the load balancer: {prompt:?}"
+    );
+    let page = browser
+        .enter_device_code(
+            &prompt.verification_uri,
+            &prompt.user_code,
+            "dana",
+            "dana's password",
+            Consent::Allow,
+        )
+        .await
+        .expect("b shows the approval page");
+    assert_eq!(
+        page.element("hostname"),
+        Some(prompt.hostname.clone()),
+        "{}",
+        page.body
+    );
+    let approved = browser.press(&page, "approve").await.unwrap();
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("postern login --sso --device finished in time")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = on_a.run("dana", &["status"], "").await;
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("User:     dana"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_with_sigterm_drains_while_new_connections_land_on_the_other() {
     let mut replicas = Replicas::start(
         &roles(),

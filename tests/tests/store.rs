@@ -314,7 +314,7 @@ async fn a_store_of_the_first_schema_is_migrated_with_its_audit_kept_and_dated()
         .batch_execute(&format!(
             "SET ROLE {OWNER};
              DROP TABLE schema_version, users, cas, audit, locks, leases, login_failures,
-                 cancel_keys, totp_steps, sso_logins;"
+                 cancel_keys, totp_steps, sso_logins, device_logins;"
         ))
         .await
         .unwrap();

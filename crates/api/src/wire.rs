@@ -82,6 +82,82 @@ pub fn sso_challenge(verifier: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
+/// `POST /v1/login/device/start`: begin a device sign-in (RFC 8628) for a
+/// machine without a browser; the person signs in on any other device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceStartRequest {
+    /// Connector name.
+    pub connector: String,
+    /// PKCS#10 certificate signing request (PEM) for the client's own key;
+    /// the certificate the sign-in ends with is for this key only.
+    pub csr_pem: String,
+    /// The machine's host name, shown to the person who approves it.
+    pub hostname: String,
+}
+
+/// The answer to [`DeviceStartRequest`] (RFC 8628 §3.2).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceStartResponse {
+    /// The secret the client polls with; only its hash is kept.
+    pub device_code: String,
+    /// What the person types on the verification page, e.g. `BDFG-HJKL`.
+    pub user_code: String,
+    /// The page where the person enters the code.
+    pub verification_uri: String,
+    /// The same page with the code filled in (for a QR code).
+    pub verification_uri_complete: String,
+    /// Seconds until the codes expire.
+    pub expires_in: u64,
+    /// Seconds the client waits between polls.
+    pub interval: u64,
+}
+
+/// `POST /v1/login/device/token`: a poll; answered with a [`LoginResponse`]
+/// once approved, else with a [`DeviceTokenError`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceTokenRequest {
+    /// From [`DeviceStartResponse`].
+    pub device_code: String,
+}
+
+/// A poll's refusal in RFC 8628 §3.5 form; `error` is one of
+/// [`device_error`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceTokenError {
+    /// The RFC's error code.
+    pub error: String,
+    /// A sentence for people.
+    pub error_description: String,
+    /// With `slow_down`: the seconds to wait from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
+}
+
+/// The RFC 8628 §3.5 error codes of [`DeviceTokenError::error`].
+pub mod device_error {
+    /// Not approved yet: poll again after the interval.
+    pub const AUTHORIZATION_PENDING: &str = "authorization_pending";
+    /// Polled too soon: the interval grows by five seconds.
+    pub const SLOW_DOWN: &str = "slow_down";
+    /// The person denied the sign-in, or the gateway refused it.
+    pub const ACCESS_DENIED: &str = "access_denied";
+    /// The codes expired (or were never issued, or were used).
+    pub const EXPIRED_TOKEN: &str = "expired_token";
+}
+
+/// The fingerprint of a public key that both the machine and the person
+/// approving it see: SHA-256 of its DER SubjectPublicKeyInfo, the first 16
+/// bytes as eight groups of four hex digits.
+pub fn key_fingerprint(spki_der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(spki_der);
+    digest[..16]
+        .chunks(2)
+        .map(hex::encode)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Stable [`ApiError::kind`] values a client acts on.
 pub mod error_kind {
     /// The user has a one-time code (TOTP) and sent none: ask for it. Only
@@ -263,6 +339,15 @@ mod tests {
         assert_eq!(
             sso_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn a_key_fingerprint_is_eight_groups_of_the_sha256() {
+        // SHA-256("abc") starts ba7816bf 8f01cfea 414140de 5dae2223.
+        assert_eq!(
+            key_fingerprint(b"abc"),
+            "ba78 16bf 8f01 cfea 4141 40de 5dae 2223"
         );
     }
 

@@ -60,6 +60,10 @@ pub(crate) struct LoginArgs {
     #[arg(long, value_name = "CONNECTOR", num_args = 0..=1, default_missing_value = "",
           conflicts_with_all = ["user", "password_stdin", "totp"])]
     pub(crate) sso: Option<String>,
+    /// With --sso: sign in from another device (a phone, a laptop) by
+    /// entering a short code there, for machines without a browser.
+    #[arg(long, requires = "sso", conflicts_with_all = ["browser", "timeout"])]
+    pub(crate) device: bool,
     /// With --sso: `system` (default) opens the system browser, `none` only
     /// prints the address (headless machines, another computer's browser).
     #[arg(long, value_enum)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use postern_client::ClientError;
 use postern_client::api::GatewayClient;
+use postern_client::device::{DeviceLogin, DevicePrompt, login_device};
 use postern_client::home::Home;
 use postern_client::login::{LocalLogin, login_local, logout};
 use postern_client::manager::{TunnelInfo, TunnelManager, TunnelRequest};
@@ -126,6 +127,9 @@ async fn login(home: &Home, profile: Option<&str>, args: LoginArgs) -> Result<Ex
         ));
     }
     let p = match (args.sso.clone(), args.user.clone()) {
+        (Some(connector), _) if args.device => {
+            login_with_device(home, profile, args, connector).await?
+        }
         (Some(connector), _) => login_with_sso(home, profile, args, connector).await?,
         (None, Some(user)) => login_with_password(home, profile, args, user).await?,
         // clap requires --user unless --sso.
@@ -219,6 +223,12 @@ async fn login_with_sso(
         } else {
             println!("Open this address in a browser to sign in:");
         }
+        if !interactive && !std::io::stdout().is_terminal() && !has_display() {
+            eprintln!(
+                "This machine has no terminal and no display: to sign it in from another device, \
+                 run `postern login {gateway} --sso --device` instead."
+            );
+        }
         println!("{url}");
         println!("Waiting for the sign-in to finish (Ctrl+C to stop)...");
         let _ = std::io::stdout().flush();
@@ -234,6 +244,70 @@ async fn login_with_sso(
         result = login => result,
         _ = tokio::signal::ctrl_c() => Err(ClientError::LoginCancelled),
     }
+}
+
+/// Whether a browser could show a window here: on Linux and the BSDs only
+/// with an X11 or Wayland display.
+fn has_display() -> bool {
+    if cfg!(any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_os = "openbsd"
+    )) {
+        ["DISPLAY", "WAYLAND_DISPLAY"]
+            .iter()
+            .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
+    } else {
+        true
+    }
+}
+
+async fn login_with_device(
+    home: &Home,
+    profile: Option<&str>,
+    args: LoginArgs,
+    connector: String,
+) -> Result<Profile, ClientError> {
+    let interactive = std::io::stdin().is_terminal();
+    let gateway = args.gateway.clone();
+    let request = DeviceLogin {
+        gateway: args.gateway.clone(),
+        connector: Some(connector).filter(|c| !c.is_empty()),
+        ca_pin: args.ca_pin.clone(),
+        key_store: args.key_store,
+        profile: profile.map(str::to_owned),
+    };
+    let login = login_device(
+        home,
+        request,
+        |fp| confirm_ca(&gateway, fp, interactive),
+        show_device_prompt,
+    );
+    // Dropping the login stops polling and writes nothing.
+    tokio::select! {
+        result = login => result,
+        _ = tokio::signal::ctrl_c() => Err(ClientError::LoginCancelled),
+    }
+}
+
+fn show_device_prompt(prompt: &DevicePrompt) {
+    println!("To sign in, open this address on any device:");
+    println!("  {}", prompt.verification_uri);
+    println!("and enter the code:");
+    println!("  {}", prompt.user_code);
+    println!("Then check that the page names this machine:");
+    println!("  machine:          {}", prompt.hostname);
+    println!("  key fingerprint:  {}", prompt.fingerprint);
+    println!(
+        "The code expires in {}.",
+        humantime::format_duration(prompt.expires_in)
+    );
+    if let Some(qr) = output::qr_code(&prompt.verification_uri_complete) {
+        println!("Or scan this code, which opens the page with the code filled in:");
+        println!("{qr}");
+    }
+    println!("Waiting for the approval (Ctrl+C to stop)...");
+    let _ = std::io::stdout().flush();
 }
 
 /// The manager's request for a command's target.

@@ -35,6 +35,9 @@ pub fn error(e: &ClientError) -> String {
         C::LoginTimedOut(within) => format!(
             "the sign-in was not completed within {within}; run `postern login --sso` again"
         ),
+        C::DeviceCodeExpired => "the sign-in code expired before anyone approved it; run \
+                                 `postern login --sso --device` again"
+            .into(),
         C::NoSsoConnector => {
             "this gateway offers no single sign-on; log in with --user NAME".into()
         }
@@ -59,6 +62,40 @@ pub fn error(e: &ClientError) -> String {
         }
         _ => e.to_string(),
     }
+}
+
+/// `url` as a QR code of Unicode half blocks, when standard output is a
+/// terminal wide and tall enough to show it whole.
+pub fn qr_code(url: &str) -> Option<String> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let (terminal_size::Width(columns), terminal_size::Height(rows)) =
+        terminal_size::terminal_size()?;
+    qr_code_within(url, usize::from(columns), usize::from(rows))
+}
+
+/// `url` as a QR code if it fits in `columns` by `rows` (with a line to
+/// spare for the prompt).
+fn qr_code_within(url: &str, columns: usize, rows: usize) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(url.as_bytes()).ok()?;
+    // Light modules dark and dark ones light: most terminals are dark, and
+    // a QR code needs its light quiet zone around it.
+    let rendered = code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build();
+    let width = rendered
+        .lines()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let height = rendered.lines().count();
+    (width <= columns && height < rows).then_some(rendered)
 }
 
 /// A Unix time as RFC 3339 UTC plus the time left.
@@ -317,6 +354,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_qr_code_is_shown_only_where_it_fits_whole() {
+        let url = "https://gw.example.com:3080/v1/login/device?user_code=BCDF-GHJK";
+        let qr = qr_code_within(url, 200, 100).expect("fits a large terminal");
+        let width = qr.lines().map(|l| l.chars().count()).max().unwrap();
+        assert!(
+            qr.lines().all(|l| l.chars().count() == width),
+            "square: {qr}"
+        );
+        assert!(qr.chars().all(|c| " ▀▄█\n".contains(c)), "half blocks only");
+        assert_eq!(qr_code_within(url, width - 1, 100), None, "too narrow");
+        assert_eq!(
+            qr_code_within(url, 200, qr.lines().count()),
+            None,
+            "too short"
+        );
+    }
+
+    #[test]
     fn every_error_reads_as_a_cli_sentence_with_its_fix() {
         for e in ClientError::examples() {
             let text = error(&e);
@@ -334,6 +389,7 @@ mod tests {
                     | ClientError::BadPin
                     | ClientError::TotpRequired
                     | ClientError::LoginTimedOut(_)
+                    | ClientError::DeviceCodeExpired
                     | ClientError::NoSsoConnector
                     | ClientError::SeveralSsoConnectors(_)
                     | ClientError::Keychain(_)

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use postern_api::Identity;
 use postern_api::wire::{
-    ApiError, Catalog, Connectors, LocalLoginRequest, LoginResponse, Ping, SsoExchangeRequest,
-    SsoStartRequest, SsoStartResponse, error_kind,
+    ApiError, Catalog, Connectors, DeviceStartRequest, DeviceStartResponse, DeviceTokenError,
+    DeviceTokenRequest, LocalLoginRequest, LoginResponse, Ping, SsoExchangeRequest,
+    SsoStartRequest, SsoStartResponse, device_error, error_kind,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,6 +16,21 @@ use tokio_rustls::TlsConnector;
 use crate::error::ClientError;
 use crate::session::ActiveSession;
 use crate::tls::{Pinning, split_addr};
+
+/// What one poll of a device sign-in found.
+#[derive(Debug)]
+pub enum DevicePoll {
+    /// Approved: the certificate.
+    Approved(LoginResponse),
+    /// Not decided yet.
+    Pending,
+    /// Polled too soon; the new interval in seconds, when the gateway said.
+    SlowDown(Option<u64>),
+    /// Denied or refused, with the gateway's sentence.
+    Denied(String),
+    /// The codes expired (or were used).
+    Expired,
+}
 
 /// A client for one gateway.
 pub struct GatewayClient {
@@ -151,6 +167,39 @@ impl GatewayClient {
         req: &SsoExchangeRequest,
     ) -> Result<LoginResponse, ClientError> {
         self.post("/v1/login/sso/exchange", req).await
+    }
+
+    /// Starts a device sign-in (RFC 8628).
+    pub async fn device_start(
+        &self,
+        req: &DeviceStartRequest,
+    ) -> Result<DeviceStartResponse, ClientError> {
+        self.post("/v1/login/device/start", req).await
+    }
+
+    /// One poll of a device sign-in.
+    pub async fn device_token(&self, req: &DeviceTokenRequest) -> Result<DevicePoll, ClientError> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/login/device/token", self.base))
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        if resp.status() != reqwest::StatusCode::BAD_REQUEST {
+            return self.finish(Ok(resp)).await.map(DevicePoll::Approved);
+        }
+        let refusal: DeviceTokenError = resp.json().await.map_err(|e| {
+            ClientError::Gateway(format!(
+                "the gateway sent an unexpected reply ({e}); is the client up to date?"
+            ))
+        })?;
+        Ok(match refusal.error.as_str() {
+            device_error::AUTHORIZATION_PENDING => DevicePoll::Pending,
+            device_error::SLOW_DOWN => DevicePoll::SlowDown(refusal.interval),
+            device_error::EXPIRED_TOKEN => DevicePoll::Expired,
+            _ => DevicePoll::Denied(refusal.error_description),
+        })
     }
 
     /// The identity the gateway sees.

@@ -68,6 +68,9 @@ pub enum ClientError {
     /// The user stopped the sign-in.
     #[error("the sign-in was cancelled; nothing was saved")]
     LoginCancelled,
+    /// A device sign-in's code expired before anyone approved it.
+    #[error("the sign-in code expired before the sign-in was approved; nothing was saved")]
+    DeviceCodeExpired,
     /// The gateway offers no single sign-on.
     #[error("this gateway offers no single sign-on")]
     NoSsoConnector,
@@ -243,6 +246,7 @@ impl ClientError {
                 reason: s("bad PEM"),
             },
             ClientError::Crypto(s("no randomness")),
+            ClientError::DeviceCodeExpired,
         ]
     }
 
@@ -282,6 +286,7 @@ impl ClientError {
             C::Io { .. } => 27,
             C::Corrupt { .. } => 28,
             C::Crypto(_) => 29,
+            C::DeviceCodeExpired => 30,
         }
     }
 }
@@ -296,7 +301,7 @@ mod tests {
             .iter()
             .map(ClientError::variant_index)
             .collect();
-        assert_eq!(indices, (0..30).collect::<Vec<_>>());
+        assert_eq!(indices, (0..31).collect::<Vec<_>>());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod connect;
+pub mod device;
 pub mod error;
 pub mod home;
 pub mod keystore;

@@ -167,7 +167,8 @@ pub async fn login_sso(
     result
 }
 
-async fn only_connector(client: &GatewayClient) -> Result<String, ClientError> {
+/// The gateway's one connector, or why none can be chosen.
+pub(crate) async fn only_connector(client: &GatewayClient) -> Result<String, ClientError> {
     let list = client.connectors().await?.connectors;
     match list.as_slice() {
         [] => Err(ClientError::NoSsoConnector),

@@ -118,6 +118,10 @@ impl From<ClientError> for CommandError {
                 format!("The browser sign-in was not completed within {within}; try again."),
             ),
             C::LoginCancelled => (K::Cancelled, "The sign-in was cancelled.".into()),
+            C::DeviceCodeExpired => (
+                K::Cancelled,
+                "The sign-in code expired before it was approved; try again.".into(),
+            ),
             C::NoSsoConnector => (
                 K::Refused,
                 "This gateway offers no single sign-on; sign in with your username and password."

@@ -4,23 +4,26 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, Form, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use postern_api::Identity;
 use postern_api::wire::{
-    ApiError, Catalog, ConnectorInfo, Connectors, LocalLoginRequest, LoginResponse, Ping,
-    SsoExchangeRequest, SsoStartRequest, SsoStartResponse, error_kind,
+    ApiError, Catalog, ConnectorInfo, Connectors, DeviceStartRequest, DeviceStartResponse,
+    DeviceTokenError, DeviceTokenRequest, LocalLoginRequest, LoginResponse, Ping,
+    SsoExchangeRequest, SsoStartRequest, SsoStartResponse, device_error, error_kind,
 };
 use serde::Deserialize;
 
 use crate::audit::{AuditKind, Auditor};
+use crate::auth::device::{self, ConfirmError, Decision, DeviceLogins, EnterError, PollError};
 use crate::auth::limits::{Limiter, Refused, shown_username};
-use crate::auth::oidc::{OidcConnector, OidcError};
+use crate::auth::oidc::{OidcConnector, OidcError, OidcPending};
 use crate::auth::sso::{
-    self, CallbackLogin, ExchangeError, SsoLogins, StartError, loopback_redirect,
+    self, Arrival, CallbackLogin, DeviceArrival, ExchangeError, SsoLogins, StartError,
+    loopback_redirect,
 };
 use crate::auth::{local, totp};
 use crate::ca::{Authority, unix};
@@ -45,6 +48,8 @@ pub struct ApiState {
     pub connectors: Vec<Arc<OidcConnector>>,
     /// Single sign-on logins in progress.
     pub sso: SsoLogins,
+    /// Device sign-ins (RFC 8628) in progress.
+    pub device: DeviceLogins,
     /// Expiry and locks, checked on every call.
     pub revocations: Arc<Revocations>,
     /// Budgets of password logins.
@@ -130,6 +135,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/login/sso/start", post(sso_start))
         .route("/v1/login/sso/callback", get(sso_callback))
         .route("/v1/login/sso/exchange", post(sso_exchange))
+        .route("/v1/login/device/start", post(device_start))
+        .route("/v1/login/device/token", post(device_token))
+        .route(DEVICE_PAGE, get(device_page).post(device_enter))
+        .route("/v1/login/device/confirm", post(device_confirm))
         .route("/v1/session", get(session))
         .route("/v1/databases", get(databases))
         .with_state(state)
@@ -386,6 +395,32 @@ fn bad_request(message: impl Into<String>) -> Failure {
     Failure::new(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
+/// Refuses a field longer than its bound, before anything is kept.
+fn bounded(fields: &[(&str, &str, usize)]) -> Result<(), Failure> {
+    for (field, value, max) in fields {
+        if value.len() > *max {
+            return Err(bad_request(format!("{field} is longer than {max} bytes")));
+        }
+    }
+    Ok(())
+}
+
+/// The answer to a sign-in that could not be started.
+fn start_failure(e: StartError) -> Failure {
+    match e {
+        StartError::Busy(busy) => {
+            let mut failure = Failure::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                error_kind::TOO_MANY_ATTEMPTS,
+                busy.to_string(),
+            );
+            failure.2 = Some(busy.0);
+            failure
+        }
+        StartError::Store(e) => Failure::internal(e),
+    }
+}
+
 /// Starts a single sign-on. Strangers can call it, so every field is
 /// bounded before anything is kept, and so are the logins kept per source.
 async fn sso_start(
@@ -393,7 +428,7 @@ async fn sso_start(
     Extension(Source(source)): Extension<Source>,
     Json(req): Json<SsoStartRequest>,
 ) -> Result<Json<SsoStartResponse>, Failure> {
-    for (field, value, max) in [
+    bounded(&[
         ("connector", &req.connector, sso::MAX_CONNECTOR_BYTES),
         (
             "client_redirect",
@@ -401,11 +436,7 @@ async fn sso_start(
             sso::MAX_REDIRECT_BYTES,
         ),
         ("csr_pem", &req.csr_pem, sso::MAX_CSR_BYTES),
-    ] {
-        if value.len() > max {
-            return Err(bad_request(format!("{field} is longer than {max} bytes")));
-        }
-    }
+    ])?;
     let connector = state.connector(&req.connector)?;
     let client_redirect = loopback_redirect(&req.client_redirect).map_err(bad_request)?;
     if req.client_challenge.len() != 43
@@ -433,18 +464,7 @@ async fn sso_start(
             pending,
         )
         .await
-        .map_err(|e| match e {
-            StartError::Busy(busy) => {
-                let mut failure = Failure::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    error_kind::TOO_MANY_ATTEMPTS,
-                    busy.to_string(),
-                );
-                failure.2 = Some(busy.0);
-                failure
-            }
-            StartError::Store(e) => Failure::internal(e),
-        })?;
+        .map_err(start_failure)?;
     Ok(Json(SsoStartResponse {
         request_id,
         auth_url,
@@ -475,7 +495,8 @@ async fn sso_callback(
         None => Ok(None),
     };
     let login = match login {
-        Ok(Some(login)) => login,
+        Ok(Some(Arrival::Client(login))) => login,
+        Ok(Some(Arrival::Device(leg))) => return state.device_signed_in(leg, query).await,
         Ok(None) => {
             return html_page(
                 StatusCode::BAD_REQUEST,
@@ -548,6 +569,234 @@ async fn sso_exchange(
         })
 }
 
+/// Where people enter a device sign-in's code (RFC 8628 `verification_uri`).
+pub const DEVICE_PAGE: &str = "/v1/login/device";
+
+/// The login method device sign-ins are audited as.
+const DEVICE_METHOD: &str = "sso-device";
+
+/// Starts a device sign-in (RFC 8628 §3.1). Strangers can call it, so
+/// every field is bounded and the certificate request checked before
+/// anything is kept, and so are the sign-ins kept per source.
+async fn device_start(
+    State(state): State<Arc<ApiState>>,
+    Extension(Source(source)): Extension<Source>,
+    Json(req): Json<DeviceStartRequest>,
+) -> Result<Json<DeviceStartResponse>, Failure> {
+    bounded(&[
+        ("connector", &req.connector, sso::MAX_CONNECTOR_BYTES),
+        ("csr_pem", &req.csr_pem, sso::MAX_CSR_BYTES),
+        ("hostname", &req.hostname, device::MAX_HOSTNAME_BYTES),
+    ])?;
+    let hostname = req.hostname.trim();
+    if hostname.is_empty() || hostname.chars().any(char::is_control) {
+        return Err(bad_request(
+            "hostname must be the machine's name, without control characters",
+        ));
+    }
+    let connector = state.connector(&req.connector)?;
+    let fingerprint = device::csr_fingerprint(&req.csr_pem).map_err(bad_request)?;
+    state
+        .device
+        .start(
+            source,
+            connector.name(),
+            req.csr_pem,
+            fingerprint,
+            hostname.to_owned(),
+        )
+        .await
+        .map(Json)
+        .map_err(start_failure)
+}
+
+/// A device's poll (RFC 8628 §3.4): the certificate once approved, else an
+/// RFC 8628 §3.5 error.
+async fn device_token(
+    State(state): State<Arc<ApiState>>,
+    Json(req): Json<DeviceTokenRequest>,
+) -> Response {
+    let why = match state.device.poll(&req.device_code).await {
+        Ok(response) => return Json(response).into_response(),
+        Err(why) => why,
+    };
+    let (status, error, interval) = match &why {
+        PollError::Pending => (
+            StatusCode::BAD_REQUEST,
+            device_error::AUTHORIZATION_PENDING,
+            None,
+        ),
+        PollError::SlowDown(interval) => (
+            StatusCode::BAD_REQUEST,
+            device_error::SLOW_DOWN,
+            Some(*interval),
+        ),
+        PollError::Denied(_) => (StatusCode::BAD_REQUEST, device_error::ACCESS_DENIED, None),
+        PollError::Expired => (StatusCode::BAD_REQUEST, device_error::EXPIRED_TOKEN, None),
+        PollError::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            None,
+        ),
+    };
+    let body = DeviceTokenError {
+        error: error.into(),
+        error_description: why.to_string(),
+        interval,
+    };
+    (status, Json(body)).into_response()
+}
+
+/// A code as typed on the verification page (or carried by its link).
+#[derive(Default, Deserialize)]
+struct UserCodeForm {
+    #[serde(default)]
+    user_code: Option<String>,
+}
+
+/// The verification page: one field for the code, filled in when the
+/// link (a QR code) carried it.
+async fn device_page(Query(query): Query<UserCodeForm>) -> Response {
+    let typed: String = query
+        .user_code
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(16)
+        .collect();
+    let form = format!(
+        "<form id=\"code\" method=\"post\" action=\"{DEVICE_PAGE}\">\
+         <label>Code <input type=\"text\" name=\"user_code\" value=\"{}\" autocomplete=\"off\" \
+         autofocus></label> <button>Continue</button></form>",
+        postern_api::html::escape(&typed)
+    );
+    let body = postern_api::html::page_with(
+        "Sign in a machine",
+        "Enter the code that `postern login --sso --device` shows on the machine. You will sign \
+         in at your identity provider, then confirm which machine you are letting in.",
+        &form,
+    );
+    (StatusCode::OK, Html(body)).into_response()
+}
+
+/// The person entered a code: on to the identity provider, once per code.
+/// Wrong codes count against the source address, like wrong passwords.
+async fn device_enter(
+    State(state): State<Arc<ApiState>>,
+    Extension(Source(source)): Extension<Source>,
+    Form(form): Form<UserCodeForm>,
+) -> Response {
+    const FAILED: &str = "Sign-in failed";
+    let limits = state.clone();
+    let budget =
+        tokio::task::spawn_blocking(move || limits.login_limits.check_source(source)).await;
+    match budget {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(why))) => {
+            return html_page(StatusCode::TOO_MANY_REQUESTS, FAILED, &why.to_string());
+        }
+        Ok(Err(e)) => return store_trouble(e),
+        Err(e) => return store_trouble(e),
+    }
+    let typed = form.user_code.unwrap_or_default();
+    let (id, connector) = match state.device.enter(&typed).await {
+        Ok(entered) => entered,
+        Err(why @ EnterError::Unknown) => {
+            let limits = state.clone();
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || limits.login_limits.failed_source(source)).await
+            {
+                tracing::warn!(error = %e, "a wrong device code could not be counted");
+            }
+            return html_page(StatusCode::BAD_REQUEST, FAILED, &why.to_string());
+        }
+        Err(why @ EnterError::Used) => {
+            return html_page(StatusCode::CONFLICT, FAILED, &why.to_string());
+        }
+        Err(EnterError::Store(e)) => return store_trouble(e),
+    };
+    let begun = match state.connector(&connector) {
+        Ok(connector) => match connector.begin().await {
+            Ok((auth_url, pending)) => state
+                .sso
+                .start_device(source, connector.name(), &id, pending)
+                .await
+                .map(|()| auth_url)
+                .map_err(start_failure),
+            Err(e) => Err(oidc_failure(e)),
+        },
+        Err(failure) => Err(failure),
+    };
+    match begun {
+        Ok(auth_url) => Redirect::to(&auth_url).into_response(),
+        Err(failure) => {
+            // The machine stops with the same sentence.
+            state.device.refuse(&id, failure.1.message.clone()).await;
+            html_page(failure.0, FAILED, &failure.1.message)
+        }
+    }
+}
+
+/// The browser's page when the gateway cannot reach its store.
+fn store_trouble(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "a device sign-in step failed");
+    html_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in failed",
+        "The gateway cannot reach its store. Try again in a minute.",
+    )
+}
+
+/// Approve or Deny, with the single-use token of the confirmation page.
+#[derive(Deserialize)]
+struct ConfirmForm {
+    login: String,
+    token: String,
+    decision: String,
+}
+
+async fn device_confirm(
+    State(state): State<Arc<ApiState>>,
+    Form(form): Form<ConfirmForm>,
+) -> Response {
+    const FAILED: &str = "Sign-in failed";
+    let confirming = match state.device.confirming(&form.login, &form.token).await {
+        Ok(confirming) => confirming,
+        Err(why @ ConfirmError::Invalid) => {
+            return html_page(StatusCode::BAD_REQUEST, FAILED, &why.to_string());
+        }
+        Err(ConfirmError::Store(e)) => return store_trouble(e),
+    };
+    let username = confirming.identity.username.clone();
+    let decision = if form.decision == "approve" {
+        match state.approve_device(&confirming) {
+            Ok(response) => Decision::Approved(response),
+            Err(refused) => Decision::Denied(refused.1.message),
+        }
+    } else {
+        Decision::Denied("the sign-in was denied in the browser; nothing was changed".into())
+    };
+    let page = match &decision {
+        Decision::Approved(_) => (
+            StatusCode::OK,
+            "Approved — you can close this tab".to_owned(),
+            format!("The machine is now signed in to Postern as {username}."),
+        ),
+        Decision::Denied(message) => (StatusCode::FORBIDDEN, "Denied".to_owned(), message.clone()),
+    };
+    let approved = matches!(decision, Decision::Approved(_));
+    match state.device.decide(&form.login, confirming, decision).await {
+        Ok(()) => {
+            state.audit_login(&username, DEVICE_METHOD, approved);
+            html_page(page.0, &page.1, &page.2)
+        }
+        Err(why @ ConfirmError::Invalid) => {
+            html_page(StatusCode::BAD_REQUEST, FAILED, &why.to_string())
+        }
+        Err(ConfirmError::Store(e)) => store_trouble(e),
+    }
+}
+
 fn oidc_failure(e: OidcError) -> Failure {
     let kind = match e {
         OidcError::Unreachable { .. } => error_kind::IDP_UNREACHABLE,
@@ -609,14 +858,39 @@ impl ApiState {
         login: CallbackLogin,
         query: CallbackQuery,
     ) -> Result<LoginResponse, Failure> {
-        let connector = self.connector(&login.connector)?;
-        let audit_failure = |user: &str| {
-            self.auditor.record(AuditKind::Login {
-                user: shown_username(user),
-                method: connector.name().to_owned(),
-                success: false,
-            })
-        };
+        let method = login.connector.clone();
+        let identity = self
+            .verified_identity(&login.connector, login.oidc, query, &method)
+            .await?;
+        let username = identity.username.clone();
+        let response = self
+            .issue(&login.csr_pem, identity)
+            .inspect_err(|_| self.audit_login(&shown_username(&username), &method, false))?;
+        self.audit_login(&response.identity.username, &method, true);
+        Ok(response)
+    }
+
+    /// Records a login (or a refused one) of `user` by `method`.
+    fn audit_login(&self, user: &str, method: &str, success: bool) {
+        self.auditor.record(AuditKind::Login {
+            user: user.to_owned(),
+            method: method.to_owned(),
+            success,
+        });
+    }
+
+    /// Verifies the provider's answer and maps it to the identity a
+    /// certificate would carry (without its expiry); every refusal is
+    /// audited as a failed login by `method`.
+    async fn verified_identity(
+        &self,
+        connector: &str,
+        oidc: OidcPending,
+        query: CallbackQuery,
+        method: &str,
+    ) -> Result<Identity, Failure> {
+        let connector = self.connector(connector)?;
+        let audit_failure = |user: &str| self.audit_login(&shown_username(user), method, false);
         if let Some(error) = query.error {
             audit_failure("");
             let detail: String = query
@@ -645,7 +919,7 @@ impl ApiState {
             bad_request("the identity provider sent no authorization code")
         })?;
         let verified = connector
-            .finish(code, login.oidc)
+            .finish(code, oidc)
             .await
             .inspect_err(|_| audit_failure(""))
             .map_err(oidc_failure)?;
@@ -696,16 +970,81 @@ impl ApiState {
             expires_unix: 0,
         };
         identity.traits.external = verified.claims;
+        Ok(identity)
+    }
+
+    /// The person signed in at the provider for a device sign-in: verify
+    /// and map as for any single sign-on, then ask them to confirm the
+    /// machine. A refusal ends the machine's polling with the same sentence.
+    async fn device_signed_in(&self, leg: DeviceArrival, query: CallbackQuery) -> Response {
+        const FAILED: &str = "Sign-in failed";
+        let identity = match self
+            .verified_identity(&leg.connector, leg.oidc, query, DEVICE_METHOD)
+            .await
+        {
+            Ok(identity) => identity,
+            Err(refused) => {
+                self.device
+                    .refuse(&leg.device_login, refused.1.message.clone())
+                    .await;
+                return html_page(refused.0, FAILED, &refused.1.message);
+            }
+        };
         let username = identity.username.clone();
-        let response = self
-            .issue(&login.csr_pem, identity)
-            .inspect_err(|_| audit_failure(&username))?;
-        self.auditor.record(AuditKind::Login {
-            user: response.identity.username.clone(),
-            method: connector.name().to_owned(),
-            success: true,
-        });
-        Ok(response)
+        let (machine, token) = match self.device.signed_in(&leg.device_login, identity).await {
+            Ok(Some(confirm)) => confirm,
+            Ok(None) => {
+                return html_page(
+                    StatusCode::BAD_REQUEST,
+                    FAILED,
+                    "This sign-in expired or was ended. Start again with `postern login --sso \
+                     --device` on the machine.",
+                );
+            }
+            Err(e) => return store_trouble(e),
+        };
+        let escape = postern_api::html::escape;
+        let button = |id: &str, label: &str| {
+            format!(
+                "<form id=\"{id}\" method=\"post\" action=\"/v1/login/device/confirm\" \
+                 style=\"display: inline\">\
+                 <input type=\"hidden\" name=\"login\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"token\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"decision\" value=\"{id}\">\
+                 <button>{label}</button></form> ",
+                escape(&leg.device_login),
+                escape(&token)
+            )
+        };
+        let details = format!(
+            "<dl><dt>Machine</dt><dd id=\"hostname\">{}</dd>\
+             <dt>Key fingerprint</dt><dd id=\"fingerprint\"><code>{}</code></dd>\
+             <dt>Signed in as</dt><dd id=\"username\">{}</dd></dl>{}{}",
+            escape(&machine.hostname),
+            escape(&machine.fingerprint),
+            escape(&username),
+            button("approve", "Approve"),
+            button("deny", "Deny"),
+        );
+        let body = postern_api::html::page_with(
+            "Approve this machine?",
+            "A machine asks to sign in to Postern as you. Approve only if you started \
+             `postern login --sso --device` there and its terminal shows the same machine name \
+             and key fingerprint.",
+            &details,
+        );
+        (StatusCode::OK, Html(body)).into_response()
+    }
+
+    /// The person approved: the same checks as any login at the moment it
+    /// happens (a lock added since the sign-in counts), then the
+    /// certificate for the machine's key.
+    fn approve_device(&self, confirming: &device::Confirming) -> Result<LoginResponse, Failure> {
+        let identity = confirming.identity.clone();
+        self.revocations
+            .check_user(&identity.username)
+            .map_err(revoked)?;
+        self.issue(&confirming.csr_pem, identity)
     }
 
     /// The session lifetime: the gateway default, capped by the roles'

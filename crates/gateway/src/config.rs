@@ -79,6 +79,9 @@ pub struct GatewayConfig {
     /// Single sign-on connectors (identity providers).
     #[serde(default)]
     pub connectors: Vec<ConnectorConfig>,
+    /// Settings of single sign-on itself (the device sign-in's codes).
+    #[serde(default)]
+    pub sso: SsoSettings,
 
     // Replicas sharing a store.
     /// This process's name among the replicas sharing the store, in its
@@ -93,6 +96,40 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub log: LogConfig,
 }
+
+/// `sso:` in `gateway.yaml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoSettings {
+    /// How long the codes of a device sign-in (`postern login --sso
+    /// --device`) live: the person has this long to enter and approve.
+    #[serde(default = "default_device_code_ttl", with = "humantime_serde")]
+    pub device_code_ttl: Duration,
+    /// How long a device waits between polls (RFC 8628 `interval`); one
+    /// that polls sooner is told `slow_down`.
+    #[serde(default = "default_device_poll_interval", with = "humantime_serde")]
+    pub device_poll_interval: Duration,
+}
+
+impl Default for SsoSettings {
+    fn default() -> Self {
+        SsoSettings {
+            device_code_ttl: default_device_code_ttl(),
+            device_poll_interval: default_device_poll_interval(),
+        }
+    }
+}
+
+fn default_device_code_ttl() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+
+fn default_device_poll_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Longest `sso.device_code_ttl` accepted: a code is a short-lived secret.
+const MAX_DEVICE_CODE_TTL: Duration = Duration::from_secs(60 * 60);
 
 /// `log:` in `gateway.yaml`.
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
@@ -1195,6 +1232,23 @@ impl GatewayConfig {
     }
 
     fn validate_sso(&self) -> Result<(), ConfigError> {
+        let device = &self.sso;
+        let whole_seconds = |d: Duration| d.subsec_nanos() == 0 && d.as_secs() >= 1;
+        if !whole_seconds(device.device_code_ttl) || device.device_code_ttl > MAX_DEVICE_CODE_TTL {
+            return Err(ConfigError::Invalid(format!(
+                "sso.device_code_ttl must be whole seconds from 1s to {}",
+                humantime::format_duration(MAX_DEVICE_CODE_TTL)
+            )));
+        }
+        if !whole_seconds(device.device_poll_interval)
+            || device.device_poll_interval >= device.device_code_ttl
+        {
+            return Err(ConfigError::Invalid(
+                "sso.device_poll_interval must be whole seconds, at least 1s and shorter than \
+                 sso.device_code_ttl"
+                    .into(),
+            ));
+        }
         if let Some(url) = &self.public_url {
             let parsed = url::Url::parse(url).map_err(|e| {
                 ConfigError::Invalid(format!("public_url {url:?} is not a URL: {e}"))
@@ -1384,6 +1438,38 @@ connectors:
         assert!(bad(plain).contains("https"));
         let unknown = "data_dir: x\nconnectors:\n  - { name: a, type: saml, issuer_url: 'https://i', client_id: c }\n";
         assert!(serde_yaml_ng::from_str::<GatewayConfig>(unknown).is_err());
+    }
+
+    #[test]
+    fn device_code_settings_default_parse_and_are_checked() {
+        let config: GatewayConfig = serde_yaml_ng::from_str("data_dir: x\n").unwrap();
+        assert_eq!(config.sso.device_code_ttl, Duration::from_secs(600));
+        assert_eq!(config.sso.device_poll_interval, Duration::from_secs(5));
+        let parse = |yaml: &str| {
+            let config: GatewayConfig = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
+            config
+                .validate()
+                .map_err(|e| e.to_string())
+                .map(|()| config)
+        };
+        let config =
+            parse("data_dir: x\nsso: { device_code_ttl: 2m, device_poll_interval: 1s }\n").unwrap();
+        assert_eq!(config.sso.device_code_ttl, Duration::from_secs(120));
+        assert_eq!(config.sso.device_poll_interval, Duration::from_secs(1));
+        for bad in [
+            "sso: { device_code_ttl: 0s }",
+            "sso: { device_code_ttl: 2h }",
+            "sso: { device_code_ttl: 1500ms }",
+            "sso: { device_poll_interval: 0s }",
+            "sso: { device_code_ttl: 5s, device_poll_interval: 5s }",
+        ] {
+            let error = parse(&format!("data_dir: x\n{bad}\n")).unwrap_err();
+            assert!(error.contains("sso.device_"), "{bad}: {error}");
+        }
+        assert!(
+            parse("data_dir: x\nsso: { device_ttl: 1m }\n").is_err(),
+            "unknown key"
+        );
     }
 
     #[test]

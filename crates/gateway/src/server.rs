@@ -283,6 +283,18 @@ pub async fn start_with(
         session_ttl: config.session_ttl,
         connectors: connectors.clone(),
         sso: crate::auth::sso::SsoLogins::new(store.clone()),
+        device: crate::auth::device::DeviceLogins::new(
+            store.clone(),
+            crate::auth::device::DeviceSettings {
+                ttl: config.sso.device_code_ttl,
+                interval: config.sso.device_poll_interval,
+                verification_uri: format!(
+                    "{}{}",
+                    config.public_url_for(addr.port()),
+                    api::DEVICE_PAGE
+                ),
+            },
+        ),
         revocations: revocations.clone(),
         login_limits: Limiter::new(store.clone(), config.limits.login.clone()),
         drain: drain.clone(),

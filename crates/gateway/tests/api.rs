@@ -80,6 +80,14 @@ impl Api {
             session_ttl: Duration::from_secs(3600),
             connectors: vec![],
             sso: postern_gateway::auth::sso::SsoLogins::new(store.clone()),
+            device: postern_gateway::auth::device::DeviceLogins::new(
+                store.clone(),
+                postern_gateway::auth::device::DeviceSettings {
+                    ttl: Duration::from_secs(60),
+                    interval: Duration::from_secs(1),
+                    verification_uri: "https://gw.example.com/v1/login/device".into(),
+                },
+            ),
             revocations: Revocations::start(
                 store.clone(),
                 Duration::from_secs(1),

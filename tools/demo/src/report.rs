@@ -138,6 +138,16 @@ the demo's own CA signed: import {ca} into the browser as a trusted
 authority first, or accept the browser's warning for that address once.
 The desktop app offers "{connector}" on its sign-in page.
 
+On a machine without a browser (a server over ssh), sign in from another
+device instead:
+
+  postern login {addr} --sso --device --ca-pin {pin}
+
+It prints a short code and https://localhost:{port}/v1/login/device: open
+that address in a browser, enter the code, sign in as {person}, and approve
+the machine the page names (the same host name and key fingerprint as the
+terminal shows).
+
 "#,
             issuer = sso.issuer,
             person = sso.person,

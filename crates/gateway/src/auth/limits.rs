@@ -70,6 +70,14 @@ fn source_key(source: IpAddr) -> String {
     }
 }
 
+/// A refusal when there is a wait.
+fn refused(wait: Option<Duration>) -> Result<(), Refused> {
+    match wait {
+        Some(wait) => Err(Refused::TooManyFailures(wait)),
+        None => Ok(()),
+    }
+}
+
 /// The time left until `until`, if it is in the future.
 fn left(until: SystemTime) -> Option<Duration> {
     until
@@ -108,24 +116,40 @@ impl Limiter {
             .store
             .login_failures(&user_key(user))?
             .and_then(|run| self.user_blocked(run));
-        let source_wait = self
+        let source_wait = self.source_wait(source)?;
+        Ok(refused(user_wait.max(source_wait)))
+    }
+
+    /// Refuses a guess without a user (a device sign-in's code typed in a
+    /// browser) from a source with no budget left. Blocking.
+    pub fn check_source(&self, source: IpAddr) -> Result<Result<(), Refused>, StoreError> {
+        Ok(refused(self.source_wait(source)?))
+    }
+
+    fn source_wait(&self, source: IpAddr) -> Result<Option<Duration>, StoreError> {
+        Ok(self
             .store
             .login_failures(&source_key(source))?
-            .and_then(|run| self.source_blocked(run));
-        Ok(match user_wait.max(source_wait) {
-            Some(wait) => Err(Refused::TooManyFailures(wait)),
-            None => Ok(()),
-        })
+            .and_then(|run| self.source_blocked(run)))
     }
 
     /// Counts a failed login against `user` and `source`. Blocking.
     pub fn failed(&self, user: &str, source: IpAddr) -> Result<(), StoreError> {
-        let forget = self.limits.lockout.max(SOURCE_WINDOW);
         self.store
-            .add_login_failure(&user_key(user), self.limits.lockout, forget)?;
+            .add_login_failure(&user_key(user), self.limits.lockout, self.forget_after())?;
+        self.failed_source(source)
+    }
+
+    /// Counts a wrong guess against `source` only. Blocking.
+    pub fn failed_source(&self, source: IpAddr) -> Result<(), StoreError> {
         self.store
-            .add_login_failure(&source_key(source), SOURCE_WINDOW, forget)?;
+            .add_login_failure(&source_key(source), SOURCE_WINDOW, self.forget_after())?;
         Ok(())
+    }
+
+    /// When a run of failures of any key is forgotten.
+    fn forget_after(&self) -> Duration {
+        self.limits.lockout.max(SOURCE_WINDOW)
     }
 
     /// Ends `user`'s run of failures. Blocking.

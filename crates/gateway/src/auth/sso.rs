@@ -96,6 +96,41 @@ pub struct CallbackLogin {
     pub oidc: OidcPending,
 }
 
+/// Where the provider's redirect leads.
+pub enum Arrival {
+    /// A login of a client with a loopback listener.
+    Client(CallbackLogin),
+    /// The provider leg of a device sign-in.
+    Device(DeviceArrival),
+}
+
+/// What the callback needs to go on with a device sign-in.
+pub struct DeviceArrival {
+    /// The device sign-in's id.
+    pub device_login: String,
+    /// Connector name.
+    pub connector: String,
+    /// What the connector kept for the provider's answer.
+    pub oidc: OidcPending,
+}
+
+/// A device sign-in's provider leg as stored.
+#[derive(Serialize, Deserialize)]
+struct DeviceLeg {
+    device_login: String,
+    connector: String,
+    oidc: OidcPending,
+}
+
+/// A stored login at the provider: a client's (the original form, so
+/// records of older gateways still read) or a device sign-in's leg.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AtProvider {
+    Client(Login),
+    Device(DeviceLeg),
+}
+
 /// Where a login is.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,11 +173,11 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn hash(code: &str) -> String {
+pub(crate) fn hash(code: &str) -> String {
     hex::encode(Sha256::digest(code.as_bytes()))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -165,6 +200,44 @@ impl SsoLogins {
         csr_pem: String,
         oidc: OidcPending,
     ) -> Result<String, StartError> {
+        let state = oidc.state.clone();
+        let body = serde_json::to_string(&Login {
+            connector: connector.to_owned(),
+            client_redirect: client_redirect.into(),
+            client_challenge,
+            csr_pem,
+            stage: Stage::AtProvider(oidc),
+        })
+        .map_err(StoreError::from)?;
+        self.keep(source, state, body).await
+    }
+
+    /// Records the provider leg of a device sign-in (whose id is
+    /// `device_login`) that was just sent to the provider.
+    pub async fn start_device(
+        &self,
+        source: IpAddr,
+        connector: &str,
+        device_login: &str,
+        oidc: OidcPending,
+    ) -> Result<(), StartError> {
+        let state = oidc.state.clone();
+        let body = serde_json::to_string(&DeviceLeg {
+            device_login: device_login.to_owned(),
+            connector: connector.to_owned(),
+            oidc,
+        })
+        .map_err(StoreError::from)?;
+        self.keep(source, state, body).await.map(drop)
+    }
+
+    /// Stores a login at the provider, within the limits; returns its id.
+    async fn keep(
+        &self,
+        source: IpAddr,
+        state: String,
+        body: String,
+    ) -> Result<String, StartError> {
         let source = source.to_string();
         let store = self.store.clone();
         let counted = source.clone();
@@ -184,17 +257,10 @@ impl SsoLogins {
         }
         let record = SsoLoginRecord {
             id: random_token(),
-            state: Some(oidc.state.clone()),
+            state: Some(state),
             source,
             created_ms: now_ms(),
-            body: serde_json::to_string(&Login {
-                connector: connector.to_owned(),
-                client_redirect: client_redirect.into(),
-                client_challenge,
-                csr_pem,
-                stage: Stage::AtProvider(oidc),
-            })
-            .map_err(StoreError::from)?,
+            body,
         };
         let request_id = record.id.clone();
         let store = self.store.clone();
@@ -205,25 +271,36 @@ impl SsoLogins {
     /// The login the provider's redirect belongs to, by its `state`; `None`
     /// for an unknown, used or expired state. Each state works once, on
     /// whichever replica it reaches first.
-    pub async fn callback(&self, state: &str) -> Result<Option<CallbackLogin>, StoreError> {
+    pub async fn callback(&self, state: &str) -> Result<Option<Arrival>, StoreError> {
         let store = self.store.clone();
         let state = state.to_owned();
         let Some(record) = store::blocking(move || store.take_sso_state(&state)).await? else {
             return Ok(None);
         };
-        let login = Login::of(&record)?;
+        let login = match serde_json::from_str(&record.body)? {
+            AtProvider::Client(login) => login,
+            AtProvider::Device(leg) => {
+                // The device sign-in goes on in its own record.
+                self.abandon(&record.id).await;
+                return Ok(Some(Arrival::Device(DeviceArrival {
+                    device_login: leg.device_login,
+                    connector: leg.connector,
+                    oidc: leg.oidc,
+                })));
+            }
+        };
         let Stage::AtProvider(oidc) = login.stage else {
             return Ok(None);
         };
         let client_redirect = Url::parse(&login.client_redirect)
             .map_err(|e| StoreError::Unavailable(format!("a stored redirect is invalid: {e}")))?;
-        Ok(Some(CallbackLogin {
+        Ok(Some(Arrival::Client(CallbackLogin {
             request_id: record.id,
             connector: login.connector,
             client_redirect,
             csr_pem: login.csr_pem,
             oidc,
-        }))
+        })))
     }
 
     /// Stores the signed certificate; returns the one-time code for it,
@@ -392,7 +469,9 @@ mod tests {
             ExchangeError::Mismatch,
             "no code before the provider answered"
         );
-        let callback = b.callback("state-1").await.unwrap().expect("known state");
+        let Some(Arrival::Client(callback)) = b.callback("state-1").await.unwrap() else {
+            panic!("a known state of a client's login");
+        };
         assert_eq!(callback.request_id, id);
         assert_eq!(callback.csr_pem, "CSR");
         assert!(
@@ -461,6 +540,35 @@ mod tests {
                 other.map(|_| ())
             ),
         }
+    }
+
+    #[tokio::test]
+    async fn a_device_sign_ins_provider_leg_arrives_once_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = replicas(&dir);
+        a.start_device(
+            Ipv4Addr::LOCALHOST.into(),
+            "corp",
+            "device-1",
+            pending("d-state"),
+        )
+        .await
+        .unwrap();
+        match b.callback("d-state").await.unwrap() {
+            Some(Arrival::Device(leg)) => {
+                assert_eq!(
+                    (leg.device_login.as_str(), leg.connector.as_str()),
+                    ("device-1", "corp")
+                );
+            }
+            _ => panic!("the state belongs to a device sign-in"),
+        }
+        assert!(a.callback("d-state").await.unwrap().is_none(), "once");
+        let store = a.store.clone();
+        let left = store::blocking(move || store.sso_logins_pending("127.0.0.1"))
+            .await
+            .unwrap();
+        assert_eq!(left.total, 0, "the leg is forgotten once it arrived");
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{AuditLine, CancelRecord, Lock, SsoLoginRecord, Store, TotpSecret, UserRecord};
+use super::{
+    AuditLine, CancelRecord, DeviceLoginRecord, Lock, SsoLoginRecord, Store, TotpSecret, UserRecord,
+};
 use crate::ca::{CaKind, CaMaterial};
 use postern_pgwire::CancelKey;
 
@@ -27,6 +29,7 @@ pub fn run_all(open: Opener<'_>) {
     a_cancel_key_is_found_through_every_handle_until_removed(open);
     a_totp_step_is_accepted_once_across_handles(open);
     an_sso_login_is_taken_once_across_handles(open);
+    a_device_login_moves_on_once_across_handles(open);
 }
 
 /// Users are stored whole (roles, traits, TOTP secret) and deleted once.
@@ -349,4 +352,62 @@ pub fn an_sso_login_is_taken_once_across_handles(open: Opener<'_>) {
     b.fail_sso_login("two", 2).unwrap();
     assert_eq!(a.sso_login("two").unwrap(), None, "too many failures");
     assert_eq!(b.sso_logins_pending("10.0.0.1").unwrap().total, 0);
+}
+
+/// A device sign-in is found by id and by user code on every handle,
+/// moves on by compare and swap, and is taken once.
+pub fn a_device_login_moves_on_once_across_handles(open: Opener<'_>) {
+    let (a, b) = (open(), open());
+    let long = Duration::from_secs(300);
+    let login = |id: &str, code: &str, source: &str| DeviceLoginRecord {
+        id: id.into(),
+        user_code: code.into(),
+        source: source.into(),
+        created_ms: now_ms(),
+        body: "waiting".into(),
+    };
+    assert!(
+        a.put_device_login(&login("d1", "BCDFGHJK", "10.0.0.1"), long)
+            .unwrap()
+    );
+    assert!(
+        !b.put_device_login(&login("d2", "BCDFGHJK", "10.0.0.1"), long)
+            .unwrap(),
+        "a user code is unique"
+    );
+    assert!(
+        b.put_device_login(&login("d2", "LMNPQRST", "10.0.0.2"), long)
+            .unwrap()
+    );
+    assert!(
+        a.put_device_login(&login("old", "VWXZBCDF", "10.0.0.1"), Duration::ZERO)
+            .unwrap()
+    );
+    let counts = b.device_logins_pending("10.0.0.1").unwrap();
+    assert_eq!((counts.total, counts.from_source), (2, 1), "{counts:?}");
+    assert_eq!(b.device_login("old").unwrap(), None, "expired");
+    assert_eq!(
+        b.device_login_by_user_code("VWXZBCDF").unwrap(),
+        None,
+        "expired"
+    );
+
+    assert_eq!(
+        b.device_login_by_user_code("BCDFGHJK").unwrap().unwrap().id,
+        "d1"
+    );
+    assert!(b.replace_device_login("d1", "waiting", "entered").unwrap());
+    assert!(
+        !a.replace_device_login("d1", "waiting", "entered twice")
+            .unwrap(),
+        "a stale body loses the race"
+    );
+    assert_eq!(a.device_login("d1").unwrap().unwrap().body, "entered");
+    assert!(!a.replace_device_login("nobody", "waiting", "x").unwrap());
+
+    assert_eq!(a.take_device_login("d1").unwrap().unwrap().body, "entered");
+    assert_eq!(b.take_device_login("d1").unwrap(), None, "taken once");
+    assert_eq!(b.device_login("d1").unwrap(), None);
+    assert!(b.take_device_login("d2").unwrap().is_some());
+    assert_eq!(a.device_logins_pending("10.0.0.2").unwrap().total, 0);
 }

@@ -248,6 +248,31 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a login and returns it, unless expired; of concurrent takers
     /// only one gets it.
     fn take_sso_login(&self, id: &str) -> Result<Option<SsoLoginRecord>, StoreError>;
+
+    /// The device sign-ins in progress (not expired) in all and from
+    /// `source`, after deleting expired ones.
+    fn device_logins_pending(&self, source: &str) -> Result<PendingCounts, StoreError>;
+    /// Stores a device sign-in until `ttl` passes; false (nothing stored)
+    /// when its id or user code is taken, so the caller draws another.
+    fn put_device_login(
+        &self,
+        login: &DeviceLoginRecord,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// A device sign-in by id, unless expired.
+    fn device_login(&self, id: &str) -> Result<Option<DeviceLoginRecord>, StoreError>;
+    /// A device sign-in by the code the person types, unless expired.
+    fn device_login_by_user_code(
+        &self,
+        user_code: &str,
+    ) -> Result<Option<DeviceLoginRecord>, StoreError>;
+    /// Replaces a device sign-in's data if it still is `old` (compare and
+    /// swap, so of two replicas moving one sign-in on only one succeeds);
+    /// false when it changed or is gone.
+    fn replace_device_login(&self, id: &str, old: &str, new: &str) -> Result<bool, StoreError>;
+    /// Deletes a device sign-in and returns it, unless expired; of
+    /// concurrent takers only one gets it.
+    fn take_device_login(&self, id: &str) -> Result<Option<DeviceLoginRecord>, StoreError>;
 }
 
 /// Where an audit event sits in the order events are read in.
@@ -339,7 +364,33 @@ impl std::fmt::Debug for SsoLoginRecord {
     }
 }
 
-/// Single sign-on logins in progress.
+/// A device sign-in (RFC 8628) in progress, as the store keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeviceLoginRecord {
+    /// SHA-256 (hex) of the device code the client polls with.
+    pub id: String,
+    /// The code the person types, normalized (eight letters, no dash).
+    pub user_code: String,
+    /// The client's address, for the per-source limit.
+    pub source: String,
+    /// When the sign-in started, in milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// The sign-in's data (JSON; once approved it holds the certificate):
+    /// never logged.
+    pub body: String,
+}
+
+impl std::fmt::Debug for DeviceLoginRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceLoginRecord")
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Single sign-on (or device) logins in progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PendingCounts {
     /// In all.

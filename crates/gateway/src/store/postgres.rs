@@ -17,8 +17,8 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use super::kek::Kek;
 use super::{
-    AuditLine, AuditPosition, CancelRecord, FailureRun, Lock, PendingCounts, SsoLoginRecord, Store,
-    StoreError, StoredAudit, UserRecord, millis, time_of,
+    AuditLine, AuditPosition, CancelRecord, DeviceLoginRecord, FailureRun, Lock, PendingCounts,
+    SsoLoginRecord, Store, StoreError, StoredAudit, UserRecord, millis, time_of,
 };
 use crate::ca::{CaKind, CaMaterial};
 use crate::config::{PostgresStoreConfig, StoreTlsMode, TlsMode};
@@ -29,6 +29,7 @@ use crate::upstream::{Connector, DbStream, Dial, TcpTls};
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("postgres/migrations/001_initial.sql")),
     (2, include_str!("postgres/migrations/002_shared_state.sql")),
+    (3, include_str!("postgres/migrations/003_device_logins.sql")),
 ];
 
 /// The schema version this binary migrates a store to.
@@ -273,6 +274,30 @@ impl PostgresStore {
             .map_err(|_| StoreError::Unavailable("the store's runtime stopped".into()))?
     }
 
+    /// The device sign-in whose `column` (`id` or `user_code`) is `value`,
+    /// unless expired.
+    fn device_login_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<DeviceLoginRecord>, StoreError> {
+        let value = value.to_owned();
+        self.with_client(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        &format!(
+                            "SELECT {DEVICE_COLUMNS} FROM device_logins
+                             WHERE {column} = $1 AND expires_ms > {NOW_MS}"
+                        ),
+                        &[&value],
+                    )
+                    .await?;
+                Ok(row.as_ref().map(device_login))
+            })
+        })
+    }
+
     /// Runs one statement-level closure on a pooled client.
     fn with_client<T, F>(&self, work: F) -> Result<T, StoreError>
     where
@@ -375,6 +400,19 @@ fn sso_login(row: &Row) -> SsoLoginRecord {
 
 /// The columns [`sso_login`] reads.
 const SSO_COLUMNS: &str = "id, state, source, created_ms, body";
+
+fn device_login(row: &Row) -> DeviceLoginRecord {
+    DeviceLoginRecord {
+        id: row.get(0),
+        user_code: row.get(1),
+        source: row.get(2),
+        created_ms: row.get(3),
+        body: row.get(4),
+    }
+}
+
+/// The columns [`device_login`] reads.
+const DEVICE_COLUMNS: &str = "id, user_code, source, created_ms, body";
 
 fn failure_run(row: &Row) -> FailureRun {
     FailureRun {
@@ -954,6 +992,109 @@ impl Store for PostgresStore {
                     )
                     .await?;
                 Ok(row.as_ref().map(sso_login))
+            })
+        })
+    }
+
+    fn device_logins_pending(&self, source: &str) -> Result<PendingCounts, StoreError> {
+        let source = source.to_owned();
+        self.with_client(move |c| {
+            Box::pin(async move {
+                c.execute(
+                    &format!("DELETE FROM device_logins WHERE expires_ms <= {NOW_MS}"),
+                    &[],
+                )
+                .await?;
+                let row = c
+                    .query_one(
+                        "SELECT count(*), count(*) FILTER (WHERE source = $1), min(created_ms),
+                                min(created_ms) FILTER (WHERE source = $1)
+                         FROM device_logins",
+                        &[&source],
+                    )
+                    .await?;
+                let count = |i| usize::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+                Ok(PendingCounts {
+                    total: count(0),
+                    from_source: count(1),
+                    oldest_ms: row.get(2),
+                    oldest_from_source_ms: row.get(3),
+                })
+            })
+        })
+    }
+
+    fn put_device_login(
+        &self,
+        login: &DeviceLoginRecord,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let (login, ttl) = (login.clone(), millis(ttl));
+        self.with_client(move |c| {
+            Box::pin(async move {
+                Ok(c.execute(
+                    &format!(
+                        "INSERT INTO device_logins
+                             (id, user_code, source, created_ms, expires_ms, body)
+                         VALUES ($1, $2, $3, $4, {NOW_MS} + $5, $6) ON CONFLICT DO NOTHING"
+                    ),
+                    &[
+                        &login.id,
+                        &login.user_code,
+                        &login.source,
+                        &login.created_ms,
+                        &ttl,
+                        &login.body,
+                    ],
+                )
+                .await?
+                    == 1)
+            })
+        })
+    }
+
+    fn device_login(&self, id: &str) -> Result<Option<DeviceLoginRecord>, StoreError> {
+        self.device_login_where("id", id)
+    }
+
+    fn device_login_by_user_code(
+        &self,
+        user_code: &str,
+    ) -> Result<Option<DeviceLoginRecord>, StoreError> {
+        self.device_login_where("user_code", user_code)
+    }
+
+    fn replace_device_login(&self, id: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        let (id, old, new) = (id.to_owned(), old.to_owned(), new.to_owned());
+        self.with_client(move |c| {
+            Box::pin(async move {
+                Ok(c.execute(
+                    &format!(
+                        "UPDATE device_logins SET body = $3
+                         WHERE id = $1 AND body = $2 AND expires_ms > {NOW_MS}"
+                    ),
+                    &[&id, &old, &new],
+                )
+                .await?
+                    == 1)
+            })
+        })
+    }
+
+    fn take_device_login(&self, id: &str) -> Result<Option<DeviceLoginRecord>, StoreError> {
+        let id = id.to_owned();
+        self.with_client(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        &format!(
+                            "DELETE FROM device_logins WHERE id = $1 AND expires_ms > {NOW_MS}
+                             RETURNING {DEVICE_COLUMNS}"
+                        ),
+                        &[&id],
+                    )
+                    .await?;
+                Ok(row.as_ref().map(device_login))
             })
         })
     }

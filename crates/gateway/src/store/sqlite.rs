@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AuditLine, AuditPosition, CancelRecord, FailureRun, Lock, PendingCounts, SsoLoginRecord, Store,
-    StoreError, StoredAudit, UserRecord, millis, time_of,
+    AuditLine, AuditPosition, CancelRecord, DeviceLoginRecord, FailureRun, Lock, PendingCounts,
+    SsoLoginRecord, Store, StoreError, StoredAudit, UserRecord, millis, time_of,
 };
 use crate::ca::{CaKind, CaMaterial};
 
@@ -79,6 +79,15 @@ CREATE TABLE IF NOT EXISTS sso_logins (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sso_logins_by_source ON sso_logins (source);
+CREATE TABLE IF NOT EXISTS device_logins (
+    id TEXT PRIMARY KEY,
+    user_code TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS device_logins_by_source ON device_logins (source);
 ";
 
 /// Changes to files made before a table or column existed, by the
@@ -167,6 +176,19 @@ fn sso_login(row: &rusqlite::Row<'_>) -> rusqlite::Result<SsoLoginRecord> {
 
 /// The columns [`sso_login`] reads.
 const SSO_COLUMNS: &str = "id, state, source, created_ms, body";
+
+fn device_login(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceLoginRecord> {
+    Ok(DeviceLoginRecord {
+        id: row.get(0)?,
+        user_code: row.get(1)?,
+        source: row.get(2)?,
+        created_ms: row.get(3)?,
+        body: row.get(4)?,
+    })
+}
+
+/// The columns [`device_login`] reads.
+const DEVICE_COLUMNS: &str = "id, user_code, source, created_ms, body";
 
 fn failure_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRun> {
     Ok(FailureRun {
@@ -577,6 +599,98 @@ impl Store for SqliteStore {
                 ),
                 params![id, now_ms()],
                 sso_login,
+            )
+            .optional()?)
+    }
+
+    fn device_logins_pending(&self, source: &str) -> Result<PendingCounts, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM device_logins WHERE expires_ms <= ?1",
+            [now_ms()],
+        )?;
+        Ok(conn.query_row(
+            "SELECT count(*), coalesce(sum(source = ?1), 0), min(created_ms),
+                    min(CASE WHEN source = ?1 THEN created_ms END)
+             FROM device_logins",
+            [source],
+            |r| {
+                Ok(PendingCounts {
+                    total: r.get::<_, i64>(0)? as usize,
+                    from_source: r.get::<_, i64>(1)? as usize,
+                    oldest_ms: r.get(2)?,
+                    oldest_from_source_ms: r.get(3)?,
+                })
+            },
+        )?)
+    }
+
+    fn put_device_login(
+        &self,
+        login: &DeviceLoginRecord,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "INSERT INTO device_logins (id, user_code, source, created_ms, expires_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            params![
+                login.id,
+                login.user_code,
+                login.source,
+                login.created_ms,
+                now_ms().saturating_add(millis(ttl)),
+                login.body
+            ],
+        )? == 1)
+    }
+
+    fn device_login(&self, id: &str) -> Result<Option<DeviceLoginRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {DEVICE_COLUMNS} FROM device_logins WHERE id = ?1 AND expires_ms > ?2"
+                ),
+                params![id, now_ms()],
+                device_login,
+            )
+            .optional()?)
+    }
+
+    fn device_login_by_user_code(
+        &self,
+        user_code: &str,
+    ) -> Result<Option<DeviceLoginRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {DEVICE_COLUMNS} FROM device_logins
+                     WHERE user_code = ?1 AND expires_ms > ?2"
+                ),
+                params![user_code, now_ms()],
+                device_login,
+            )
+            .optional()?)
+    }
+
+    fn replace_device_login(&self, id: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE device_logins SET body = ?3 WHERE id = ?1 AND body = ?2 AND expires_ms > ?4",
+            params![id, old, new, now_ms()],
+        )? == 1)
+    }
+
+    fn take_device_login(&self, id: &str) -> Result<Option<DeviceLoginRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "DELETE FROM device_logins WHERE id = ?1 AND expires_ms > ?2
+                     RETURNING {DEVICE_COLUMNS}"
+                ),
+                params![id, now_ms()],
+                device_login,
             )
             .optional()?)
     }

@@ -603,6 +603,14 @@ fn api_state(corp: OidcConnector, store: Arc<dyn Store>) -> ApiState {
         session_ttl: Duration::from_secs(3600),
         connectors: vec![Arc::new(corp)],
         sso: crate::auth::sso::SsoLogins::new(store.clone()),
+        device: crate::auth::device::DeviceLogins::new(
+            store.clone(),
+            crate::auth::device::DeviceSettings {
+                ttl: Duration::from_secs(60),
+                interval: Duration::from_secs(1),
+                verification_uri: "https://gw.example.com/v1/login/device".into(),
+            },
+        ),
         login_limits: crate::auth::limits::Limiter::new(store.clone(), Default::default()),
         revocations: Revocations::start(
             store,
