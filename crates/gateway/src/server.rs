@@ -336,12 +336,8 @@ fn sso_connectors(
     let mut connectors = Vec::new();
     for ConnectorConfig::Oidc(oidc) in &config.connectors {
         let connector = OidcConnector::new(oidc, &redirect)?;
-        if let Some(missing) = connector.mapped_roles().find(|r| roles.get(r).is_none()) {
-            return Err(crate::config::ConfigError::Invalid(format!(
-                "connector {:?}: claims_to_roles grants role {missing:?}, which no role file defines",
-                oidc.name
-            ))
-            .into());
+        if let Some(problem) = oidc.unknown_roles(roles).into_iter().next() {
+            return Err(crate::config::ConfigError::Invalid(problem.message).into());
         }
         tracing::info!(connector = %oidc.name, %redirect, "single sign-on connector ready");
         connectors.push(Arc::new(connector));
