@@ -23,16 +23,21 @@ pub struct FileProblem {
 }
 
 impl fmt::Display for FileProblem {
-    /// `FILE:LINE:COLUMN: message`, as compilers write it.
+    /// `FILE:LINE:COLUMN: message` on one line, as compilers write it (a
+    /// message of several lines, such as a regex error, is joined).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message: Vec<&str> = self
+            .message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let message = message.join(" ");
         match self.position {
-            Some(Position { line, column }) => write!(
-                f,
-                "{}:{line}:{column}: {}",
-                self.file.display(),
-                self.message
-            ),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
+            Some(Position { line, column }) => {
+                write!(f, "{}:{line}:{column}: {message}", self.file.display())
+            }
+            None => write!(f, "{}: {message}", self.file.display()),
         }
     }
 }
