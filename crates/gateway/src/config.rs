@@ -1723,6 +1723,51 @@ databases:
     }
 
     #[test]
+    fn every_problem_is_collected_with_its_key_and_the_first_refuses_a_start() {
+        let config: GatewayConfig = serde_yaml_ng::from_str(
+            "data_dir: x\nreplica: 'a b'\npublic_url: http://gw\ndatabases:\n  - { name: a, uri: 'h:x' }\n  - { name: a, uri: 'h:1', protocol: mysql }\n",
+        )
+        .unwrap();
+        let problems = config.problems();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "databases[0].uri",
+                "databases[1].name",
+                "databases[1].protocol",
+                "replica",
+                "public_url"
+            ]
+        );
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "invalid configuration: database \"a\": bad port in uri"
+        );
+    }
+
+    #[test]
+    fn claims_to_roles_must_name_defined_roles() {
+        let roles = RoleSet::from_roles(
+            RoleSet::from_yaml_documents("kind: role\nversion: v7\nmetadata: { name: dba }\n")
+                .unwrap(),
+        )
+        .unwrap();
+        let config: GatewayConfig = serde_yaml_ng::from_str(
+            "data_dir: x\nconnectors:\n  - { name: c, type: oidc, issuer_url: 'https://i', client_id: c, claims_to_roles: [{ claim: g, value: v, roles: [dba, dbas] }] }\n",
+        )
+        .unwrap();
+        let ConnectorConfig::Oidc(oidc) = &config.connectors[0];
+        assert_eq!(
+            oidc.unknown_roles(&roles),
+            [Problem {
+                key: "claims_to_roles[0].roles[1]".into(),
+                message: "connector \"c\": claims_to_roles grants role \"dbas\", which no role file defines".into(),
+            }]
+        );
+    }
+
+    #[test]
     fn typos_and_plaintext_wishes_are_errors() {
         let err = serde_yaml_ng::from_str::<GatewayConfig>("data_dir: x\nlisten_addr: 1\n");
         assert!(err.is_err(), "unknown keys must not be ignored");

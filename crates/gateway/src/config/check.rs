@@ -201,3 +201,98 @@ fn in_role_file(file: PathBuf, error: RbacError) -> FileProblem {
 fn readable(file: &Path) -> std::io::Result<()> {
     std::fs::File::open(file)?.read(&mut [0u8; 1]).map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(file: &Path, line: usize, column: usize, message: &str) -> String {
+        format!("{}:{line}:{column}: {message}", file.display())
+    }
+
+    #[test]
+    fn secrets_roles_and_unreadable_files_are_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &config,
+            "\
+data_dir: state
+roles: [roles.yaml, no-such-dir]
+tls: { cert_file: cert.pem, key_file: . }
+connectors:
+  - name: corp
+    type: oidc
+    issuer_url: https://idp.example.com
+    client_id: postern
+    client_secret_env: POSTERN_CHECK_CONFIG_TEST_UNSET
+",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("cert.pem"), "readable").unwrap();
+        let roles = dir.path().join("roles.yaml");
+        std::fs::write(
+            &roles,
+            "kind: role\nversion: v7\nmetadata: { name: a }\n---\nkind: role\nmetadata: {}\n---\nkind: role\nversion: v7\nmetadata: { name: a }\n",
+        )
+        .unwrap();
+        let report = check(&config);
+        let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        let missing_dir = dir.path().join("no-such-dir");
+        assert_eq!(
+            lines,
+            [
+                at(
+                    &config,
+                    2,
+                    21,
+                    &format!(
+                        "cannot read {}: No such file or directory (os error 2)",
+                        missing_dir.display()
+                    )
+                ),
+                at(
+                    &config,
+                    3,
+                    29,
+                    &format!(
+                        "cannot read {}: Is a directory (os error 21)",
+                        dir.path().join(".").display()
+                    )
+                ),
+                at(
+                    &config,
+                    9,
+                    5,
+                    "environment variable POSTERN_CHECK_CONFIG_TEST_UNSET is not set"
+                ),
+                at(
+                    &roles,
+                    5,
+                    1,
+                    "YAML document 2: metadata.name is missing or not a string"
+                ),
+                at(&roles, 10, 19, "role \"a\" is defined more than once"),
+            ]
+        );
+        assert_eq!(
+            report.summary(),
+            format!("{}: 5 problems", config.display())
+        );
+        assert!(!dir.path().join("state").exists());
+    }
+
+    #[test]
+    fn an_unreadable_configuration_has_no_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("absent.yaml");
+        let report = check(&config);
+        assert_eq!(
+            report.problems[0].to_string(),
+            format!(
+                "{}: cannot read: No such file or directory (os error 2)",
+                config.display()
+            )
+        );
+    }
+}
