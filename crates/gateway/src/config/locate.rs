@@ -85,7 +85,8 @@ impl<'a> Located<'a> {
     pub fn named_document(&self, name: &str) -> Position {
         self.documents
             .iter()
-            .filter_map(|document| {
+            .rev()
+            .find_map(|document| {
                 let value = document
                     .data
                     .as_mapping_get("metadata")?
@@ -93,7 +94,6 @@ impl<'a> Located<'a> {
                     .as_mapping_get("name")?;
                 (value.data.as_str() == Some(name)).then(|| Position::of(value))
             })
-            .last()
             .unwrap_or(Position::START)
     }
 }
