@@ -54,6 +54,10 @@ enum Command {
     /// Read the audit events in the store (of every replica sharing it).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check the configuration, its role files and the files it names, without
+    /// starting anything or touching the store; prints each problem as
+    /// FILE:LINE:COLUMN and exits 1 when there is any.
+    CheckConfig,
     /// Print a CA certificate (PEM): `db` is what databases must trust for cert logins.
     Ca {
         /// Which CA: user, host or db.
@@ -242,6 +246,9 @@ impl ReadyFile {
 /// Parses arguments and runs the command.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::CheckConfig = cli.command {
+        return check_config(&cli.config);
+    }
     // The configuration says how to log, so it is read first; its errors
     // are plain sentences on stderr.
     let result = GatewayConfig::load(&cli.config)
@@ -258,6 +265,21 @@ pub fn run() -> ExitCode {
             eprintln!("postern-gateway: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `check-config`: one line per problem, then a summary; exit status 1 when
+/// there is a problem. Needs no log: everything it says is its output.
+fn check_config(path: &Path) -> ExitCode {
+    let report = crate::config::check::check(path);
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    println!("{}", report.summary());
+    if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -307,6 +329,7 @@ fn dispatch(command: Command, config: GatewayConfig, path: &Path) -> anyhow::Res
         Command::Users(cmd) => users(&config, cmd),
         Command::Locks(cmd) => locks(&config, cmd),
         Command::Audit(cmd) => audit(&config, cmd),
+        Command::CheckConfig => unreachable!("run() checks the configuration without loading it"),
         Command::Ca { kind } => {
             let kind = match kind.as_str() {
                 "user" => CaKind::User,

@@ -8,6 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::names::{DbName, DbUser};
+use crate::rbac::RoleSet;
+
+pub mod check;
+pub mod locate;
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,39 @@ pub enum ConfigError {
     /// A value is inconsistent.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+/// Something wrong in `gateway.yaml` that serde cannot see, with the key
+/// it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path from the top of the file (or of the part that reported it),
+    /// e.g. `databases[2].tls.ca_cert_file`.
+    pub key: String,
+    /// The sentence for the operator.
+    pub message: String,
+}
+
+/// Problems found so far.
+#[derive(Debug, Default)]
+struct Found(Vec<Problem>);
+
+impl Found {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// The sentence of an error, without the "invalid configuration" prefix
+/// a problem's position replaces.
+fn sentence(error: ConfigError) -> String {
+    match error {
+        ConfigError::Invalid(message) => message,
+        other => other.to_string(),
+    }
 }
 
 /// Top-level gateway configuration.
@@ -234,6 +271,27 @@ pub struct ClaimMapping {
 }
 
 impl OidcConnectorConfig {
+    /// The roles `claims_to_roles` grants that `roles` does not define, so
+    /// a typo is found at start rather than at someone's login; keys are
+    /// relative to the connector (`claims_to_roles[0].roles[1]`).
+    pub fn unknown_roles(&self, roles: &RoleSet) -> Vec<Problem> {
+        let mut found = Found::default();
+        for (i, mapping) in self.claims_to_roles.iter().enumerate() {
+            for (j, role) in mapping.roles.iter().enumerate() {
+                if roles.get(role).is_none() {
+                    found.add(
+                        format!("claims_to_roles[{i}].roles[{j}]"),
+                        format!(
+                            "connector {:?}: claims_to_roles grants role {role:?}, which no role file defines",
+                            self.name
+                        ),
+                    );
+                }
+            }
+        }
+        found.0
+    }
+
     /// Reads the client secret, if one is configured. Errors never include it.
     pub fn client_secret(&self) -> Result<Option<String>, ConfigError> {
         match (&self.client_secret_file, &self.client_secret_env) {
@@ -713,22 +771,32 @@ impl PostgresStoreConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let config = self.connection()?;
-        if self.pool_size == 0 {
-            return Err(ConfigError::Invalid(
-                "store.postgres.pool_size must be at least 1".into(),
-            ));
+    /// Adds what is wrong with `store.postgres` to `found`.
+    fn problems(&self, found: &mut Found) {
+        let connection = self.connection().map_err(sentence);
+        if let Err(why) = &connection {
+            found.add("store.postgres.url", why.clone());
         }
-        if self.tls.mode == StoreTlsMode::Disable {
+        if self.pool_size == 0 {
+            found.add(
+                "store.postgres.pool_size",
+                "store.postgres.pool_size must be at least 1",
+            );
+        }
+        if let Ok(config) = &connection
+            && self.tls.mode == StoreTlsMode::Disable
+        {
             let host = match config.get_hosts() {
                 [tokio_postgres::config::Host::Tcp(host)] => host.as_str(),
                 _ => "",
             };
             if !is_loopback(host) {
-                return Err(ConfigError::Invalid(format!(
-                    "store.postgres.tls.mode: disable is allowed only for a loopback host, not {host:?}; the store holds password hashes and sealed CA keys"
-                )));
+                found.add(
+                    "store.postgres.tls.mode",
+                    format!(
+                        "store.postgres.tls.mode: disable is allowed only for a loopback host, not {host:?}; the store holds password hashes and sealed CA keys"
+                    ),
+                );
             }
         }
         for (keys, file, env) in [
@@ -744,12 +812,12 @@ impl PostgresStoreConfig {
             ),
         ] {
             if file == env {
-                return Err(ConfigError::Invalid(format!(
-                    "store.postgres: give exactly one of {keys}"
-                )));
+                found.add(
+                    "store.postgres",
+                    format!("store.postgres: give exactly one of {keys}"),
+                );
             }
         }
-        Ok(())
     }
 }
 
@@ -989,16 +1057,23 @@ impl DatabaseConfig {
         })
     }
 
-    /// Checks the values serde cannot: the kind's keys are there already.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |why: &str| ConfigError::Invalid(format!("database {:?}: {why}", self.name));
+    /// Adds to `found` what serde cannot check (the kind's keys are there
+    /// already); `key` is the entry's path, e.g. `databases[2]`.
+    fn problems(&self, key: &str, found: &mut Found) {
+        let at = |field: &str| format!("{key}.{field}");
+        let invalid = |why: &str| format!("database {:?}: {why}", self.name);
         if self.protocol != "postgres" {
-            return Err(invalid(&format!(
-                "protocol {:?} is not supported (use postgres)",
-                self.protocol
-            )));
+            found.add(
+                at("protocol"),
+                invalid(&format!(
+                    "protocol {:?} is not supported (use postgres)",
+                    self.protocol
+                )),
+            );
         }
-        self.host_port()?;
+        if let Err(e) = self.host_port() {
+            found.add(at("uri"), sentence(e));
+        }
         if let Some(admin) = self.kind.admin_user()
             && (admin.name.as_str().is_empty()
                 || admin
@@ -1006,68 +1081,79 @@ impl DatabaseConfig {
                     .as_ref()
                     .is_some_and(|d| d.as_str().is_empty()))
         {
-            return Err(invalid(
-                "admin_user.name and admin_user.default_database must not be empty",
-            ));
+            found.add(
+                at("admin_user"),
+                invalid("admin_user.name and admin_user.default_database must not be empty"),
+            );
         }
         let Some(aws) = self.aws_access() else {
-            return Ok(());
+            return;
         };
         // Temporary passwords go to the server: it must be the real one.
         if self.tls.mode == TlsMode::Insecure {
-            return Err(invalid(&format!(
-                "tls mode insecure would send AWS credentials to an unverified server; kind {} needs verify-full or verify-ca",
-                self.kind.as_str()
-            )));
+            found.add(
+                at("tls.mode"),
+                invalid(&format!(
+                    "tls mode insecure would send AWS credentials to an unverified server; kind {} needs verify-full or verify-ca",
+                    self.kind.as_str()
+                )),
+            );
         }
         if self.aws_region().is_none() {
-            return Err(invalid("aws.region is required"));
+            found.add(at("aws.region"), invalid("aws.region is required"));
         }
         if let Some(account) = aws.account_id
             && (account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()))
         {
-            return Err(invalid(&format!(
-                "aws.account_id {account:?} must be 12 digits"
-            )));
+            found.add(
+                at("aws.account_id"),
+                invalid(&format!("aws.account_id {account:?} must be 12 digits")),
+            );
         }
         if let Some(arn) = aws.assume_role_arn
             && !is_role_arn(arn)
         {
-            return Err(invalid(&format!(
-                "aws.assume_role_arn {arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
-            )));
+            found.add(
+                at("aws.assume_role_arn"),
+                invalid(&format!(
+                    "aws.assume_role_arn {arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                )),
+            );
         }
         if aws.external_id.is_some() && aws.assume_role_arn.is_none() {
-            return Err(invalid(
-                "aws.external_id is sent when assuming aws.assume_role_arn; set that too",
-            ));
+            found.add(
+                at("aws.external_id"),
+                invalid("aws.external_id is sent when assuming aws.assume_role_arn; set that too"),
+            );
         }
         for (what, url) in [
             ("sts", &aws.endpoints.sts),
             ("redshift_serverless", &aws.endpoints.redshift_serverless),
         ] {
-            if let Some(url) = url {
-                let parsed = url::Url::parse(url).map_err(|e| {
-                    invalid(&format!("aws.endpoints.{what} {url:?} is not a URL: {e}"))
-                })?;
-                if !matches!(parsed.scheme(), "https" | "http") {
-                    return Err(invalid(&format!(
-                        "aws.endpoints.{what} {url:?} must be an http(s) URL"
-                    )));
+            let Some(url) = url else { continue };
+            let why = match url::Url::parse(url) {
+                Err(e) => format!("aws.endpoints.{what} {url:?} is not a URL: {e}"),
+                Ok(parsed) if !matches!(parsed.scheme(), "https" | "http") => {
+                    format!("aws.endpoints.{what} {url:?} must be an http(s) URL")
                 }
-            }
+                Ok(_) => continue,
+            };
+            found.add(at(&format!("aws.endpoints.{what}")), invalid(&why));
         }
         if let DatabaseKindConfig::RedshiftServerless(rs) = &self.kind {
             if rs.aws.service.redshift_serverless.workgroup_name.is_empty() {
-                return Err(invalid("aws.redshift_serverless.workgroup_name is empty"));
+                found.add(
+                    at("aws.redshift_serverless.workgroup_name"),
+                    invalid("aws.redshift_serverless.workgroup_name is empty"),
+                );
             }
             if self.aws_account_id().is_none() {
-                return Err(invalid(
-                    "aws.account_id is required (IAM role names in db_users are resolved in it)",
-                ));
+                found.add(
+                    at("aws.account_id"),
+                    invalid("aws.account_id is required (IAM role names in db_users are resolved in it)"),
+                );
             }
         }
-        Ok(())
     }
 }
 
@@ -1103,6 +1189,14 @@ impl GatewayConfig {
     /// Reads and validates a configuration file; relative paths are resolved
     /// against the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let (config, _text) = Self::parse_file(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a configuration file without the checks serde cannot make,
+    /// relative paths resolved; also returns the file's text.
+    fn parse_file(path: &Path) -> Result<(Self, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -1114,8 +1208,7 @@ impl GatewayConfig {
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
-        config.validate()?;
-        Ok(config)
+        Ok((config, text))
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -1125,72 +1218,131 @@ impl GatewayConfig {
             }
         };
         fix(&mut self.data_dir);
-        if let StoreConfig::Postgres(store) = &mut self.store {
-            for f in [
-                &mut store.password_file,
-                &mut store.kek_file,
-                &mut store.tls.ca_cert_file,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                fix(f);
-            }
-        }
         self.roles.iter_mut().for_each(fix);
-        for pair in [&mut self.tls, &mut self.database_ca].into_iter().flatten() {
-            fix(&mut pair.cert_file);
-            fix(&mut pair.key_file);
+        for (_, file) in self.files_mut() {
+            fix(file);
         }
-        for ConnectorConfig::Oidc(c) in &mut self.connectors {
-            for f in [&mut c.client_secret_file, &mut c.ca_cert_file]
-                .into_iter()
-                .flatten()
-            {
-                fix(f);
+    }
+
+    /// Every file the gateway reads besides role files, with its key:
+    /// certificates, keys and secrets.
+    fn files_mut(&mut self) -> Vec<(String, &mut PathBuf)> {
+        let mut files = Vec::new();
+        if let StoreConfig::Postgres(store) = &mut self.store {
+            for (key, file) in [
+                ("password_file", &mut store.password_file),
+                ("kek_file", &mut store.kek_file),
+                ("tls.ca_cert_file", &mut store.tls.ca_cert_file),
+            ] {
+                if let Some(file) = file {
+                    files.push((format!("store.postgres.{key}"), file));
+                }
             }
         }
-        for db in &mut self.databases {
+        for (section, pair) in [
+            ("tls", &mut self.tls),
+            ("database_ca", &mut self.database_ca),
+        ] {
+            if let Some(pair) = pair {
+                files.push((format!("{section}.cert_file"), &mut pair.cert_file));
+                files.push((format!("{section}.key_file"), &mut pair.key_file));
+            }
+        }
+        for (i, ConnectorConfig::Oidc(c)) in self.connectors.iter_mut().enumerate() {
+            for (key, file) in [
+                ("client_secret_file", &mut c.client_secret_file),
+                ("ca_cert_file", &mut c.ca_cert_file),
+            ] {
+                if let Some(file) = file {
+                    files.push((format!("connectors[{i}].{key}"), file));
+                }
+            }
+        }
+        for (i, db) in self.databases.iter_mut().enumerate() {
             if let Some(ca) = &mut db.tls.ca_cert_file {
-                fix(ca);
+                files.push((format!("databases[{i}].tls.ca_cert_file"), ca));
             }
             let passwords = match &mut db.kind {
                 DatabaseKindConfig::SelfHosted(c) => &mut c.passwords,
                 DatabaseKindConfig::RdsPostgres(c) => &mut c.passwords,
                 DatabaseKindConfig::RedshiftServerless(_) => continue,
             };
-            for pw in passwords {
-                if let Some(f) = &mut pw.password_file {
-                    fix(f);
+            for (j, pw) in passwords.iter_mut().enumerate() {
+                if let Some(file) = &mut pw.password_file {
+                    files.push((format!("databases[{i}].passwords[{j}].password_file"), file));
                 }
             }
         }
+        files
     }
 
-    /// Checks what serde cannot: unique names, known protocols, parseable URIs.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut seen = std::collections::BTreeSet::new();
-        for db in &self.databases {
-            if !seen.insert(db.name.as_str()) {
-                return Err(ConfigError::Invalid(format!(
-                    "database {:?} is defined twice",
-                    db.name
-                )));
+    /// Every environment variable that holds a secret the gateway reads,
+    /// with its key.
+    fn secret_variables(&self) -> Vec<(String, &str)> {
+        let mut variables = Vec::new();
+        if let StoreConfig::Postgres(store) = &self.store {
+            for (key, var) in [
+                ("password_env", &store.password_env),
+                ("kek_env", &store.kek_env),
+            ] {
+                if let Some(var) = var {
+                    variables.push((format!("store.postgres.{key}"), var.as_str()));
+                }
             }
-            db.validate()?;
+        }
+        for (i, ConnectorConfig::Oidc(c)) in self.connectors.iter().enumerate() {
+            if let Some(var) = &c.client_secret_env {
+                variables.push((format!("connectors[{i}].client_secret_env"), var.as_str()));
+            }
+        }
+        for (i, db) in self.databases.iter().enumerate() {
+            for (j, pw) in db.kind.passwords().iter().enumerate() {
+                if let Some(var) = &pw.password_env {
+                    variables.push((
+                        format!("databases[{i}].passwords[{j}].password_env"),
+                        var.as_str(),
+                    ));
+                }
+            }
+        }
+        variables
+    }
+
+    /// Checks what serde cannot: unique names, known protocols, parseable
+    /// URIs; the first problem of [`GatewayConfig::problems`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(ConfigError::Invalid(problem.message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem serde cannot see, in the order the gateway checks them.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut found = Found::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, db) in self.databases.iter().enumerate() {
+            let key = format!("databases[{i}]");
+            if !seen.insert(db.name.as_str()) {
+                found.add(
+                    format!("{key}.name"),
+                    format!("database {:?} is defined twice", db.name),
+                );
+            }
+            db.problems(&key, &mut found);
         }
         let login = &self.limits.login;
         if login.max_failures == 0
             || login.per_source_per_minute == 0
             || login.argon2_concurrency == 0
         {
-            return Err(ConfigError::Invalid(
-                "limits.login: max_failures, per_source_per_minute and argon2_concurrency must be at least 1"
-                    .into(),
-            ));
+            found.add(
+                "limits.login",
+                "limits.login: max_failures, per_source_per_minute and argon2_concurrency must be at least 1",
+            );
         }
         if let StoreConfig::Postgres(store) = &self.store {
-            store.validate()?;
+            store.problems(&mut found);
         }
         if let Some(name) = &self.replica
             && (name.is_empty()
@@ -1199,17 +1351,21 @@ impl GatewayConfig {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
         {
-            return Err(ConfigError::Invalid(format!(
-                "replica {name:?} must be 1 to {MAX_REPLICA_BYTES} letters, digits, '-', '_' or '.'"
-            )));
+            found.add(
+                "replica",
+                format!(
+                    "replica {name:?} must be 1 to {MAX_REPLICA_BYTES} letters, digits, '-', '_' or '.'"
+                ),
+            );
         }
         if self.audit.retention.is_some_and(|r| r.is_zero()) {
-            return Err(ConfigError::Invalid(
-                "audit.retention must be longer than zero (leave it out to keep every event)"
-                    .into(),
-            ));
+            found.add(
+                "audit.retention",
+                "audit.retention must be longer than zero (leave it out to keep every event)",
+            );
         }
-        self.validate_sso()
+        self.sso_problems(&mut found);
+        found.0
     }
 
     /// The name this process goes by among replicas: `replica` when set,
@@ -1231,81 +1387,95 @@ impl GatewayConfig {
         }
     }
 
-    fn validate_sso(&self) -> Result<(), ConfigError> {
+    fn sso_problems(&self, found: &mut Found) {
         let device = &self.sso;
         let whole_seconds = |d: Duration| d.subsec_nanos() == 0 && d.as_secs() >= 1;
         if !whole_seconds(device.device_code_ttl) || device.device_code_ttl > MAX_DEVICE_CODE_TTL {
-            return Err(ConfigError::Invalid(format!(
-                "sso.device_code_ttl must be whole seconds from 1s to {}",
-                humantime::format_duration(MAX_DEVICE_CODE_TTL)
-            )));
+            found.add(
+                "sso.device_code_ttl",
+                format!(
+                    "sso.device_code_ttl must be whole seconds from 1s to {}",
+                    humantime::format_duration(MAX_DEVICE_CODE_TTL)
+                ),
+            );
         }
         if !whole_seconds(device.device_poll_interval)
             || device.device_poll_interval >= device.device_code_ttl
         {
-            return Err(ConfigError::Invalid(
+            found.add(
+                "sso.device_poll_interval",
                 "sso.device_poll_interval must be whole seconds, at least 1s and shorter than \
-                 sso.device_code_ttl"
-                    .into(),
-            ));
+                 sso.device_code_ttl",
+            );
         }
         if let Some(url) = &self.public_url {
-            let parsed = url::Url::parse(url).map_err(|e| {
-                ConfigError::Invalid(format!("public_url {url:?} is not a URL: {e}"))
-            })?;
-            if parsed.scheme() != "https" || parsed.host().is_none() {
-                return Err(ConfigError::Invalid(format!(
-                    "public_url {url:?} must be https://HOST[:PORT] (the gateway port speaks TLS)"
-                )));
+            match url::Url::parse(url) {
+                Err(e) => found.add("public_url", format!("public_url {url:?} is not a URL: {e}")),
+                Ok(parsed) if parsed.scheme() != "https" || parsed.host().is_none() => found.add(
+                    "public_url",
+                    format!(
+                        "public_url {url:?} must be https://HOST[:PORT] (the gateway port speaks TLS)"
+                    ),
+                ),
+                Ok(_) => {}
             }
         }
         let mut names = std::collections::BTreeSet::new();
-        for connector in &self.connectors {
+        for (i, connector) in self.connectors.iter().enumerate() {
+            let at = |field: &str| format!("connectors[{i}].{field}");
             let name = connector.name();
             if name.is_empty()
                 || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
             {
-                return Err(ConfigError::Invalid(format!(
-                    "connector name {name:?} must be letters, digits, '-', '_' or '.'"
-                )));
-            }
-            if !names.insert(name) {
-                return Err(ConfigError::Invalid(format!(
-                    "connector {name:?} is defined twice"
-                )));
+                found.add(
+                    at("name"),
+                    format!("connector name {name:?} must be letters, digits, '-', '_' or '.'"),
+                );
+            } else if !names.insert(name) {
+                found.add(at("name"), format!("connector {name:?} is defined twice"));
             }
             let ConnectorConfig::Oidc(oidc) = connector;
-            let issuer = url::Url::parse(&oidc.issuer_url).map_err(|e| {
-                ConfigError::Invalid(format!(
-                    "connector {name:?}: issuer_url {:?} is not a URL: {e}",
-                    oidc.issuer_url
-                ))
-            })?;
-            // Plain HTTP only to a provider on this machine (development, tests).
-            let loopback = match issuer.host() {
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                Some(url::Host::Domain(d)) => d == "localhost",
-                None => false,
-            };
-            if issuer.scheme() != "https" && !(issuer.scheme() == "http" && loopback) {
-                return Err(ConfigError::Invalid(format!(
-                    "connector {name:?}: issuer_url {:?} must be https:// (http:// only on loopback)",
-                    oidc.issuer_url
-                )));
+            match url::Url::parse(&oidc.issuer_url) {
+                Err(e) => found.add(
+                    at("issuer_url"),
+                    format!(
+                        "connector {name:?}: issuer_url {:?} is not a URL: {e}",
+                        oidc.issuer_url
+                    ),
+                ),
+                Ok(issuer) => {
+                    // Plain HTTP only to a provider on this machine (development, tests).
+                    let loopback = match issuer.host() {
+                        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                        Some(url::Host::Domain(d)) => d == "localhost",
+                        None => false,
+                    };
+                    if issuer.scheme() != "https" && !(issuer.scheme() == "http" && loopback) {
+                        found.add(
+                            at("issuer_url"),
+                            format!(
+                                "connector {name:?}: issuer_url {:?} must be https:// (http:// only on loopback)",
+                                oidc.issuer_url
+                            ),
+                        );
+                    }
+                }
             }
-            for mapping in &oidc.claims_to_roles {
+            for (j, mapping) in oidc.claims_to_roles.iter().enumerate() {
                 if let Some(Err(e)) = crate::rbac::whole_value_regex(&mapping.value) {
-                    return Err(ConfigError::Invalid(format!(
-                        "connector {name:?}: claims_to_roles value {:?} is not a valid regular expression: {e}",
-                        mapping.value
-                    )));
+                    found.add(
+                        at(&format!("claims_to_roles[{j}].value")),
+                        format!(
+                            "connector {name:?}: claims_to_roles value {:?} is not a valid regular expression: {e}",
+                            mapping.value
+                        ),
+                    );
                 }
             }
         }
-        Ok(())
     }
 
     /// The URL browsers use to reach this gateway, once it listens on `port`.
@@ -1582,14 +1752,17 @@ databases:
             let databases = document.remove("databases").unwrap();
             let databases: Vec<DatabaseConfig> =
                 serde_yaml_ng::from_value(databases).unwrap_or_else(|e| panic!("{e}\n{block}"));
-            for db in &databases {
-                db.validate().unwrap_or_else(|e| panic!("{e}\n{block}"));
+            for (i, db) in databases.iter().enumerate() {
+                let mut found = Found::default();
+                db.problems(&format!("databases[{i}]"), &mut found);
+                assert_eq!(found.0, [], "{block}");
                 kinds.insert(db.kind.as_str());
             }
-            // A whole gateway.yaml (not only its databases) validates too.
+            // A whole gateway.yaml (not only its databases) has no problem
+            // either, not even after the first.
             if block.contains("data_dir:") || block.contains("store:") {
                 let config: GatewayConfig = serde_yaml_ng::from_str(block).unwrap();
-                config.validate().unwrap();
+                assert_eq!(config.problems(), [], "{block}");
             }
         }
         assert_eq!(
@@ -1636,6 +1809,51 @@ databases:
             let error = error(db);
             assert!(error.contains(why), "{db}: {error}");
         }
+    }
+
+    #[test]
+    fn every_problem_is_collected_with_its_key_and_the_first_refuses_a_start() {
+        let config: GatewayConfig = serde_yaml_ng::from_str(
+            "data_dir: x\nreplica: 'a b'\npublic_url: http://gw\ndatabases:\n  - { name: a, uri: 'h:x' }\n  - { name: a, uri: 'h:1', protocol: mysql }\n",
+        )
+        .unwrap();
+        let problems = config.problems();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "databases[0].uri",
+                "databases[1].name",
+                "databases[1].protocol",
+                "replica",
+                "public_url"
+            ]
+        );
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "invalid configuration: database \"a\": bad port in uri"
+        );
+    }
+
+    #[test]
+    fn claims_to_roles_must_name_defined_roles() {
+        let roles = RoleSet::from_roles(
+            RoleSet::from_yaml_documents("kind: role\nversion: v7\nmetadata: { name: dba }\n")
+                .unwrap(),
+        )
+        .unwrap();
+        let config: GatewayConfig = serde_yaml_ng::from_str(
+            "data_dir: x\nconnectors:\n  - { name: c, type: oidc, issuer_url: 'https://i', client_id: c, claims_to_roles: [{ claim: g, value: v, roles: [dba, dbas] }] }\n",
+        )
+        .unwrap();
+        let ConnectorConfig::Oidc(oidc) = &config.connectors[0];
+        assert_eq!(
+            oidc.unknown_roles(&roles),
+            [Problem {
+                key: "claims_to_roles[0].roles[1]".into(),
+                message: "connector \"c\": claims_to_roles grants role \"dbas\", which no role file defines".into(),
+            }]
+        );
     }
 
     #[test]

@@ -13,11 +13,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::auth::oidc::OidcConnector;
 use crate::aws::{Aws, AwsIdentity};
 use crate::ca::Authority;
 use crate::catalog::Catalog;
-use crate::config::{ConfigError, GatewayConfig};
+use crate::config::{ConfigError, ConnectorConfig, GatewayConfig};
 use crate::rbac::RoleSet;
 use crate::server::StartError;
 
@@ -75,12 +74,12 @@ impl PolicySources {
     }
 
     /// Reads `config`'s role files and builds its catalog (asking AWS for
-    /// the tags of Redshift Serverless workgroups), and checks that
-    /// `connectors` map claims only to roles the files define.
+    /// the tags of Redshift Serverless workgroups), and checks that the
+    /// `connectors` in force map claims only to roles the files define.
     pub async fn load(
         &self,
         config: &GatewayConfig,
-        connectors: &[Arc<OidcConnector>],
+        connectors: &[ConnectorConfig],
     ) -> Result<Policy, StartError> {
         let roles = RoleSet::load_paths(&config.roles)?;
         check_mapped_roles(connectors, &roles)?;
@@ -97,16 +96,10 @@ impl PolicySources {
 
 /// Checks that every role a connector's `claims_to_roles` grants is
 /// defined, so a typo is found at start or reload, not at someone's login.
-pub fn check_mapped_roles(
-    connectors: &[Arc<OidcConnector>],
-    roles: &RoleSet,
-) -> Result<(), ConfigError> {
-    for connector in connectors {
-        if let Some(missing) = connector.mapped_roles().find(|r| roles.get(r).is_none()) {
-            return Err(ConfigError::Invalid(format!(
-                "connector {:?}: claims_to_roles grants role {missing:?}, which no role file defines",
-                connector.name()
-            )));
+fn check_mapped_roles(connectors: &[ConnectorConfig], roles: &RoleSet) -> Result<(), ConfigError> {
+    for ConnectorConfig::Oidc(oidc) in connectors {
+        if let Some(problem) = oidc.unknown_roles(roles).into_iter().next() {
+            return Err(ConfigError::Invalid(problem.message));
         }
     }
     Ok(())

@@ -157,7 +157,8 @@ impl Running {
 /// What a reload needs: kept from the start.
 struct Reload {
     sources: PolicySources,
-    connectors: Vec<Arc<OidcConnector>>,
+    /// The connectors in force: a reload keeps them.
+    connectors: Vec<ConnectorConfig>,
     policy: LivePolicy,
 }
 
@@ -258,7 +259,7 @@ pub async fn start_with(
     let shutdown = CancellationToken::new();
     let revocations = Revocations::start(store.clone(), config.limits.lock_poll, shutdown.clone());
     let connectors = sso_connectors(&config, addr.port())?;
-    let policy = LivePolicy::new(sources.load(&config, &connectors).await?);
+    let policy = LivePolicy::new(sources.load(&config, &config.connectors).await?);
     let tunnels = Arc::new(TunnelContext::new(
         policy.clone(),
         auditor.clone(),
@@ -281,7 +282,7 @@ pub async fn start_with(
         policy: policy.clone(),
         auditor: auditor.clone(),
         session_ttl: config.session_ttl,
-        connectors: connectors.clone(),
+        connectors,
         sso: crate::auth::sso::SsoLogins::new(store.clone()),
         device: crate::auth::device::DeviceLogins::new(
             store.clone(),
@@ -346,7 +347,7 @@ pub async fn start_with(
         auditor: flushed,
         reload: Reload {
             sources,
-            connectors,
+            connectors: config.connectors.clone(),
             policy,
         },
         grace: config.limits.drain_grace,

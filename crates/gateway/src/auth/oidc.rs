@@ -298,13 +298,6 @@ impl OidcConnector {
         &self.name
     }
 
-    /// The roles `claims_to_roles` can grant (to check them against the role files).
-    pub fn mapped_roles(&self) -> impl Iterator<Item = &str> {
-        self.rules
-            .iter()
-            .flat_map(|r| r.roles.iter().map(String::as_str))
-    }
-
     /// The claims `claims_to_roles` looks at, for the "maps to no role" message.
     pub fn mapped_claims(&self) -> Vec<&str> {
         let mut claims: Vec<&str> = Vec::new();

@@ -165,6 +165,15 @@ impl Role {
     /// Parses every role of a YAML stream (documents separated by `---`;
     /// empty documents are skipped).
     pub(crate) fn parse_documents(text: &str) -> Result<Vec<Role>, RbacError> {
+        Self::parse_each_document(text)?.into_iter().collect()
+    }
+
+    /// Like [`Role::parse_documents`], but each document's role or error,
+    /// so one bad role does not hide the others; the error is the whole
+    /// stream's when it is not YAML at all.
+    pub(crate) fn parse_each_document(
+        text: &str,
+    ) -> Result<Vec<Result<Role, RbacError>>, RbacError> {
         // First pass into untyped values: finds empty documents and the
         // role's name and kind, so errors can name the role. The second,
         // typed pass reports field paths and line numbers.
@@ -176,28 +185,28 @@ impl Role {
             })?;
             headers.push(value);
         }
-        let mut roles = Vec::new();
         let documents = serde_yaml_ng::Deserializer::from_str(text);
-        for ((index, document), header) in documents.enumerate().zip(headers) {
-            if header.is_null() {
-                continue;
-            }
-            let name = check_header(&header, index + 1)?;
-            let invalid = |message: String| RbacError::InvalidRole {
-                role: name.clone(),
-                message,
-            };
-            let parsed = RoleDocument::deserialize(document).map_err(|e| invalid(e.to_string()))?;
-            let role = Role {
-                name: parsed.metadata.name,
-                options: parsed.spec.options,
-                allow: parsed.spec.allow,
-                deny: parsed.spec.deny,
-            };
-            role.validate()?;
-            roles.push(role);
-        }
-        Ok(roles)
+        Ok(documents
+            .enumerate()
+            .zip(headers)
+            .filter(|(_, header)| !header.is_null())
+            .map(|((index, document), header)| {
+                let name = check_header(&header, index + 1)?;
+                let parsed =
+                    RoleDocument::deserialize(document).map_err(|e| RbacError::InvalidRole {
+                        role: name,
+                        message: e.to_string(),
+                    })?;
+                let role = Role {
+                    name: parsed.metadata.name,
+                    options: parsed.spec.options,
+                    allow: parsed.spec.allow,
+                    deny: parsed.spec.deny,
+                };
+                role.validate()?;
+                Ok(role)
+            })
+            .collect())
     }
 
     /// Refuses what would silently grant more or deny less than written.

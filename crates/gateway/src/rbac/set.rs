@@ -23,21 +23,60 @@ impl RoleSet {
     /// Loads role files: each path is a YAML file or a directory whose
     /// `*.yaml` / `*.yml` files are read (in name order, not recursively).
     pub fn load_paths(paths: &[PathBuf]) -> Result<RoleSet, RbacError> {
+        let (set, errors) = Self::load_paths_all(paths);
+        match errors.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(set),
+        }
+    }
+
+    /// Like [`RoleSet::load_paths`], but reads on past a bad role, file or
+    /// directory: the good roles, and every error in reading order (in a
+    /// file, its bad documents' before its repeated names).
+    pub fn load_paths_all(paths: &[PathBuf]) -> (RoleSet, Vec<RbacError>) {
         let mut set = RoleSet::default();
-        for file in role_files(paths)? {
-            let in_file = |source: RbacError| RbacError::InFile {
-                path: file.clone(),
-                source: Box::new(source),
-            };
-            let text = std::fs::read_to_string(&file).map_err(|source| RbacError::Io {
-                path: file.clone(),
-                source,
-            })?;
-            for role in Self::from_yaml_documents(&text).map_err(in_file)? {
-                set.insert(role).map_err(in_file)?;
+        let mut errors = Vec::new();
+        for path in paths {
+            match role_files(path) {
+                Ok(files) => {
+                    for file in files {
+                        set.load_file(&file, &mut errors);
+                    }
+                }
+                Err(e) => errors.push(e),
             }
         }
-        Ok(set)
+        (set, errors)
+    }
+
+    /// Adds the good roles of one file; its errors name it.
+    fn load_file(&mut self, file: &Path, errors: &mut Vec<RbacError>) {
+        let in_file = |source: RbacError| RbacError::InFile {
+            path: file.to_owned(),
+            source: Box::new(source),
+        };
+        let documents = std::fs::read_to_string(file)
+            .map_err(|source| RbacError::Io {
+                path: file.to_owned(),
+                source,
+            })
+            .and_then(|text| Role::parse_each_document(&text).map_err(in_file));
+        let documents = match documents {
+            Ok(documents) => documents,
+            Err(e) => return errors.push(e),
+        };
+        let mut roles = Vec::new();
+        for document in documents {
+            match document {
+                Ok(role) => roles.push(role),
+                Err(e) => errors.push(in_file(e)),
+            }
+        }
+        for role in roles {
+            if let Err(e) = self.insert(role) {
+                errors.push(in_file(e));
+            }
+        }
     }
 
     /// Builds a set from parsed roles, validating each.
@@ -85,33 +124,28 @@ impl RoleSet {
     }
 }
 
-/// The files named by `paths`, directories expanded.
-fn role_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RbacError> {
-    let io_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| RbacError::Io { path, source }
-    };
-    let mut files = Vec::new();
-    for path in paths {
-        if !path.is_dir() {
-            // A file named explicitly is read whatever its extension.
-            files.push(path.clone());
-            continue;
-        }
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(path).map_err(io_error(path))? {
-            let file = entry.map_err(io_error(path))?.path();
-            let is_yaml = file
-                .extension()
-                .is_some_and(|ext| ext == "yaml" || ext == "yml");
-            if is_yaml && file.is_file() {
-                found.push(file);
-            }
-        }
-        found.sort();
-        files.extend(found);
+/// The files `path` names: itself, or a directory's YAML files.
+fn role_files(path: &Path) -> Result<Vec<PathBuf>, RbacError> {
+    if !path.is_dir() {
+        // A file named explicitly is read whatever its extension.
+        return Ok(vec![path.to_owned()]);
     }
-    Ok(files)
+    let io_error = |source| RbacError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io_error)? {
+        let file = entry.map_err(io_error)?.path();
+        let is_yaml = file
+            .extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml");
+        if is_yaml && file.is_file() {
+            found.push(file);
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 #[cfg(test)]
