@@ -28,10 +28,33 @@ impl GatewayProcess {
     /// Starts `postern-gateway --config CONFIG start` with its output in
     /// `DIR/NAME.log`, and returns once it listens.
     pub async fn start(name: &str, config: &Path, dir: &Path) -> GatewayProcess {
-        let ready_path = dir.join(format!("{name}.ready"));
-        let log = dir.join(format!("{name}.log"));
+        let program = Command::new(bin("postern-gateway"));
+        GatewayProcess::run(name, program, config, dir, dir).await
+    }
+
+    /// Starts the installed `/usr/bin/postern-gateway` as the system user
+    /// `postern` (`uid`, `gid`), the way its systemd unit does (without the
+    /// unit's sandbox): its own user and group and no other group, its
+    /// ready file in its state directory, its log in `log_dir/installed.log`.
+    pub async fn installed(config: &Path, log_dir: &Path, uid: u32, gid: u32) -> GatewayProcess {
+        let mut program = Command::new("/usr/bin/postern-gateway");
+        // As root, std drops the supplementary groups before setuid.
+        program.uid(uid).gid(gid);
+        let state = Path::new("/var/lib/postern");
+        GatewayProcess::run("installed", program, config, state, log_dir).await
+    }
+
+    async fn run(
+        name: &str,
+        mut program: Command,
+        config: &Path,
+        ready_dir: &Path,
+        log_dir: &Path,
+    ) -> GatewayProcess {
+        let ready_path = ready_dir.join(format!("{name}.ready"));
+        let log = log_dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("gateway log");
-        let mut child = Command::new(bin("postern-gateway"))
+        let mut child = program
             .arg("--config")
             .arg(config)
             .arg("start")
