@@ -141,7 +141,28 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/login/device/confirm", post(device_confirm))
         .route("/v1/session", get(session))
         .route("/v1/databases", get(databases))
+        .layer(axum::middleware::map_response(protect))
         .with_state(state)
+}
+
+/// Headers on every answer: the sign-in pages ask people to approve a
+/// machine, so no other site may frame them under a decoy (clickjacking);
+/// nothing here is worth caching, and nothing is sniffed as another type.
+async fn protect(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn ping() -> Json<Ping> {

@@ -162,6 +162,33 @@ async fn ping_answers_anyone_with_the_version() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
 }
 
+/// The device sign-in's pages ask a person to approve a machine: another
+/// site must not frame them under a decoy (clickjacking), and no answer
+/// may be cached or sniffed as another type.
+#[tokio::test]
+async fn pages_cannot_be_framed_cached_or_sniffed() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path());
+    for path in ["/v1/login/device", "/v1/ping"] {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let (status, headers, _) = api.call(None, request).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert!(
+            header("content-security-policy").contains("frame-ancestors 'none'"),
+            "{path}: {headers:?}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("cache-control"), "no-store", "{path}");
+    }
+}
+
 #[tokio::test]
 async fn health_stays_live_and_ready_turns_503_once_draining() {
     let dir = tempfile::tempdir().unwrap();
