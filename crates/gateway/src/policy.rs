@@ -17,8 +17,18 @@ use crate::aws::{Aws, AwsIdentity};
 use crate::ca::Authority;
 use crate::catalog::Catalog;
 use crate::config::{ConfigError, ConnectorConfig, GatewayConfig};
-use crate::rbac::RoleSet;
-use crate::server::StartError;
+use crate::rbac::{RbacError, RoleSet};
+
+/// Why a policy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A role file is wrong or unreadable.
+    #[error(transparent)]
+    Roles(#[from] RbacError),
+    /// A database entry or a connector's mapping is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
 
 /// Roles and databases, as one configuration file gave them.
 pub struct Policy {
@@ -80,7 +90,7 @@ impl PolicySources {
         &self,
         config: &GatewayConfig,
         connectors: &[ConnectorConfig],
-    ) -> Result<Policy, StartError> {
+    ) -> Result<Policy, PolicyError> {
         let roles = RoleSet::load_paths(&config.roles)?;
         check_mapped_roles(connectors, &roles)?;
         let mut catalog = Catalog::new(

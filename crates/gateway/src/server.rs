@@ -25,7 +25,7 @@ use crate::budget::{Budgets, Unauthenticated};
 use crate::ca::{Authority, CaKind, CaMaterial, Leaf, fingerprint, pem_certs, pem_key};
 use crate::config::{ConnectorConfig, GatewayConfig, KeyPairFiles};
 use crate::drain::{Drain, Drained};
-use crate::policy::{LivePolicy, PolicySources};
+use crate::policy::{LivePolicy, PolicyError, PolicySources};
 use crate::revocation::Revocations;
 use crate::store::Store;
 use crate::tls::{identity_from_cert, server_config};
@@ -48,9 +48,9 @@ pub enum StartError {
     /// TLS problem.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    /// Roles could not be loaded.
+    /// The roles and databases could not be put in force.
     #[error(transparent)]
-    Roles(#[from] crate::rbac::RbacError),
+    Policy(#[from] crate::policy::PolicyError),
     /// A single sign-on connector could not be set up.
     #[error(transparent)]
     Connector(#[from] crate::auth::oidc::SetupError),
@@ -132,7 +132,7 @@ impl Running {
     /// Puts the roles and databases of `config` in force ([`crate::policy`]),
     /// or changes nothing and says why. Other settings take effect at the
     /// next start.
-    pub async fn reload(&self, config: &GatewayConfig) -> Result<Reloaded, StartError> {
+    pub async fn reload(&self, config: &GatewayConfig) -> Result<Reloaded, PolicyError> {
         let reload = &self.reload;
         let policy = reload.sources.load(config, &reload.connectors).await?;
         let reloaded = Reloaded {
