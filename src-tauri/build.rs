@@ -26,6 +26,8 @@ const COMMANDS: &[&str] = &[
     "open_psql",
     "write_service",
     "copy_text",
+    "autostart",
+    "set_autostart",
 ];
 
 fn main() {

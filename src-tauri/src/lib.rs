@@ -12,11 +12,12 @@ use postern_client::home::Home;
 use postern_desktop_core::bindings::EVENT_NAME;
 use postern_desktop_core::tray::{self, TrayAction, TrayEffect, TrayItem, TrayMenu};
 use postern_desktop_core::views::*;
-use postern_desktop_core::{App, AppOptions, CommandError};
+use postern_desktop_core::{App, AppOptions, CommandError, ErrorKind};
 use tauri::image::Image;
 use tauri::menu::{IsMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
 use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
 use tauri::{AppHandle, Emitter, Manager, RunEvent, WebviewUrl, WebviewWindowBuilder};
+use tauri_plugin_autostart::ManagerExt;
 use tauri_plugin_clipboard_manager::ClipboardExt;
 use tauri_plugin_notification::NotificationExt;
 
@@ -70,6 +71,33 @@ async fn copy_text(handle: AppHandle, args: CopyArgs) -> Result<(), CommandError
             format!("Cannot use the clipboard: {e}."),
         )
     })
+}
+
+/// Whether the app starts at login (the autostart plugin's entry exists).
+#[tauri::command]
+async fn autostart(handle: AppHandle) -> Result<bool, CommandError> {
+    handle.autolaunch().is_enabled().map_err(autostart_error)
+}
+
+/// Writes or removes the XDG autostart entry that starts the app at login
+/// in the tray; returns the setting now in force.
+#[tauri::command]
+async fn set_autostart(handle: AppHandle, args: AutostartArgs) -> Result<bool, CommandError> {
+    let launcher = handle.autolaunch();
+    if args.enabled {
+        launcher.enable()
+    } else {
+        launcher.disable()
+    }
+    .map_err(autostart_error)?;
+    launcher.is_enabled().map_err(autostart_error)
+}
+
+fn autostart_error(e: tauri_plugin_autostart::Error) -> CommandError {
+    CommandError::new(
+        ErrorKind::Local,
+        format!("the start-at-login setting could not be changed: {e}"),
+    )
 }
 
 /// Shows the window, creating it (and its webview) when it was closed.
@@ -290,6 +318,11 @@ pub fn run() {
         }))
         .plugin(tauri_plugin_notification::init())
         .plugin(tauri_plugin_clipboard_manager::init())
+        // Starting at login means starting in the tray, without a window.
+        .plugin(tauri_plugin_autostart::init(
+            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
+            Some(vec!["--tray"]),
+        ))
         .manage(TrayShown::default())
         .setup(move |tauri_app| {
             let handle = tauri_app.handle().clone();
@@ -336,6 +369,8 @@ pub fn run() {
             open_psql,
             write_service,
             copy_text,
+            autostart,
+            set_autostart,
         ])
         .build(tauri::generate_context!())
         .expect("the Tauri app builds");

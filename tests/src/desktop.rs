@@ -240,20 +240,17 @@ impl Display {
     }
 }
 
-/// `tauri-driver` with its own session bus, on a free port.
-pub struct Driver {
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-    /// The session bus the app is started on (see [`crate::tray`]).
-    pub bus_address: String,
-    _driver: Guarded,
-    _bus: Guarded,
+/// A session bus of its own (`dbus-daemon --session`), as a desktop
+/// session has: the tray host and the app meet there.
+pub struct SessionBus {
+    /// Its address, for `DBUS_SESSION_BUS_ADDRESS`.
+    pub address: String,
+    _daemon: Guarded,
 }
 
-impl Driver {
-    /// Starts `dbus-daemon --session` and `tauri-driver` on `display`, with
-    /// `env` for the app (tauri-driver's children inherit it).
-    pub async fn start(display: &Display, env: &[(&str, &Path)]) -> Driver {
+impl SessionBus {
+    /// Starts the daemon and returns once it printed its address.
+    pub async fn start() -> SessionBus {
         let mut bus = Command::new("dbus-daemon")
             .args(["--session", "--nofork", "--print-address=1"])
             .stdout(Stdio::piped())
@@ -267,9 +264,28 @@ impl Driver {
             .expect("dbus-daemon prints its address")
             .unwrap()
             .expect("dbus address");
-        let address = address.trim().to_owned();
-        let bus = Guarded::new(bus, "dbus-daemon");
+        SessionBus {
+            address: address.trim().to_owned(),
+            _daemon: Guarded::new(bus, "dbus-daemon"),
+        }
+    }
+}
 
+/// `tauri-driver` with its own session bus, on a free port.
+pub struct Driver {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The session bus the app is started on (see [`crate::tray`]).
+    pub bus_address: String,
+    _driver: Guarded,
+    _bus: SessionBus,
+}
+
+impl Driver {
+    /// Starts a [`SessionBus`] and `tauri-driver` on `display`, with `env`
+    /// for the app (tauri-driver's children inherit it).
+    pub async fn start(display: &Display, env: &[(&str, &Path)]) -> Driver {
+        let bus = SessionBus::start().await;
         let port = free_port();
         let native = free_port();
         let mut cmd = Command::new(tauri_driver());
@@ -280,7 +296,7 @@ impl Driver {
             &native.to_string(),
         ])
         .env("DISPLAY", &display.name)
-        .env("DBUS_SESSION_BUS_ADDRESS", &address)
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
         .env_remove("WAYLAND_DISPLAY")
         // Software rendering: Xvfb has no GPU.
         .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
@@ -302,7 +318,7 @@ impl Driver {
         .unwrap_or_else(|e| panic!("tauri-driver did not start: {e}"));
         Driver {
             url,
-            bus_address: address,
+            bus_address: bus.address.clone(),
             _driver: driver,
             _bus: bus,
         }

@@ -141,6 +141,7 @@ impl Replicas {
                 .join(gateway.replace(':', "_")),
             gateway: gateway.to_owned(),
             ca_pin: self.ca_pin.clone(),
+            cli: crate::stack::bin("postern"),
         }
     }
 

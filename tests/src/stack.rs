@@ -269,6 +269,7 @@ impl Stack {
             homes: self.dir.path().join("homes"),
             gateway: self.gateway_addr(),
             ca_pin: self.gateway.ca_pin.clone(),
+            cli: bin("postern"),
         }
     }
 
@@ -313,6 +314,8 @@ pub struct Clients {
     pub gateway: String,
     /// The CA pin for `postern login --ca-pin`.
     pub ca_pin: String,
+    /// The `postern` program: this build's, or an installed one.
+    pub cli: PathBuf,
 }
 
 impl Clients {
@@ -325,7 +328,7 @@ impl Clients {
 
     /// The `postern` CLI for `who`, with the file key store.
     pub fn postern(&self, who: &str) -> Command {
-        let mut cmd = Command::new(bin("postern"));
+        let mut cmd = Command::new(&self.cli);
         cmd.env("POSTERN_HOME", self.home(who))
             .env("POSTERN_KEY_STORE", "file")
             .env_remove("POSTERN_PROFILE")

@@ -68,6 +68,9 @@ async fn the_app_signs_in_connects_cancels_queries_and_keeps_tunnels_in_the_tray
             ("POSTERN_HOME", home.as_path()),
             ("POSTERN_KEY_STORE", Path::new("file")),
             ("PGSERVICEFILE", service_file.as_path()),
+            // The autostart entry goes to $HOME/.config/autostart (the
+            // autostart plugin does not read XDG_CONFIG_HOME).
+            ("HOME", scratch.path()),
             ("XDG_CONFIG_HOME", scratch.path()),
             ("XDG_DATA_HOME", scratch.path()),
             // The tray icon's image file goes here, not in a shared /tmp.
@@ -215,7 +218,31 @@ async fn the_app_signs_in_connects_cancels_queries_and_keeps_tunnels_in_the_tray
         .execute("return arguments[0].textContent", vec![element(&who)])
         .await;
     assert_eq!(who.as_str(), Some("alice"));
+    // "Start Postern at login (in the tray)" writes the XDG autostart entry
+    // that runs this program with --tray, and removes it again.
+    let entry = scratch.path().join(".config/autostart/Postern.desktop");
+    let autostart = wd
+        .wait(By::Css("input[name=autostart]:not([disabled])"), WAIT)
+        .await;
+    wd.click(&autostart).await;
+    let written = eventually(WAIT, async || {
+        std::fs::read_to_string(&entry).map_err(|e| format!("{}: {e}", entry.display()))
+    })
+    .await
+    .expect("the autostart entry is written");
+    assert!(written.contains("--tray"), "{written}");
+    assert!(written.contains(&*app_bin.to_string_lossy()), "{written}");
     shots.take(&display, "session").await;
+    wd.click(&autostart).await;
+    eventually(WAIT, async || {
+        if entry.exists() {
+            Err("still there")
+        } else {
+            Ok(())
+        }
+    })
+    .await
+    .expect("the autostart entry is removed");
 
     // Stop the tunnel: the port is closed.
     wd.click(

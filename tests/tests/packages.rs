@@ -1,11 +1,13 @@
-//! The gateway's Debian package, for real (issue 16): `scripts/package`
-//! builds it in a clean directory, apt installs it, and from the installed
-//! files only the packaged configuration passes `check-config`, the unit
-//! passes `systemd-analyze verify`, and the gateway, run as its system user
-//! the way the unit runs it, serves the `postern` CLI's psql. `dpkg -r`
-//! then removes the program and keeps the configuration and the store.
+//! The packages, for real (issue 16): `scripts/package` builds them in a
+//! clean directory; the `.rpm`'s metadata and files are read with rpm; apt
+//! installs both `.deb`s, and from the installed files only the packaged
+//! configuration passes `check-config`, the unit passes `systemd-analyze
+//! verify`, the gateway, run as its system user the way the unit runs it,
+//! serves the installed `postern` CLI's psql, and the installed app starts
+//! under Xvfb with `--tray` and registers its tray. `dpkg -r` then removes
+//! the programs and keeps the configuration, the store and the user's data.
 //!
-//! It changes the machine (a package, the system user `postern`,
+//! It changes the machine (packages, the system user `postern`,
 //! /etc/postern, /var/lib/postern), so it is ignored by default;
 //! `scripts/test` runs it when CI=true.
 
@@ -14,9 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 use postern_tests::certs::TestCa;
+use postern_tests::desktop::{Display, SessionBus};
 use postern_tests::gateway_process::GatewayProcess;
 use postern_tests::pg::PgServer;
 use postern_tests::stack::{Clients, PASSWORD as PW};
+use postern_tests::tray::DesktopShell;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -65,9 +69,14 @@ async fn gateway_as_postern(args: &[&str], stdin: &str) -> Output {
     run("runuser", &all, stdin).await
 }
 
+/// The desktop package's name (Tauri names it after the app).
+const DESKTOP: &str = "postern";
+/// Each size of the hicolor icon theme the app's icon comes in.
+const ICON_SIZES: [u32; 8] = [16, 24, 32, 48, 64, 128, 256, 512];
+
 /// Removes what an earlier, interrupted run left.
 async fn purge() {
-    let _ = run("dpkg", &["--purge", "postern-gateway"], "").await;
+    let _ = run("dpkg", &["--purge", "postern-gateway", DESKTOP], "").await;
     for dir in [ETC, STATE] {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -113,8 +122,8 @@ fn repository() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "installs a system package: scripts/test runs it when CI=true"]
-async fn the_gateway_package_installs_serves_psql_and_is_removed_keeping_its_data() {
+#[ignore = "installs system packages: scripts/test runs it when CI=true"]
+async fn the_packages_install_serve_psql_start_in_the_tray_and_are_removed_keeping_data() {
     assert!(
         rustix::process::geteuid().is_root(),
         "installing packages needs root"
@@ -124,37 +133,79 @@ async fn the_gateway_package_installs_serves_psql_and_is_removed_keeping_its_dat
     let script = repository().join("scripts/package");
     let built = ok(
         script.to_str().unwrap(),
-        &["--profile", "dev", "--out", dist_path, "gateway"],
+        &["--profile", "dev", "--out", dist_path],
         "",
     )
     .await;
-    let size = built
+    for line in built
         .lines()
-        .find(|l| l.ends_with(".deb"))
-        .unwrap_or_default();
-    println!("scripts/package: {size}");
-    let deb = std::fs::read_dir(dist.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("a .deb in the output directory");
+        .filter(|l| l.ends_with(".deb") || l.ends_with(".rpm"))
+    {
+        println!("scripts/package: {line}");
+    }
+    let package = |prefix: &str, extension: &str| {
+        std::fs::read_dir(dist.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().to_lowercase();
+                name.starts_with(prefix) && name.ends_with(extension)
+            })
+            .unwrap_or_else(|| panic!("no {prefix}*{extension} in {built}"))
+    };
+    let gateway_deb = package("postern-gateway_", ".deb");
+    let desktop_deb = package("postern_", ".deb");
+    let desktop_rpm = package("postern-", ".rpm");
+
+    // The .rpm: its metadata, and the app and the CLI on PATH.
+    let rpm = desktop_rpm.to_str().unwrap();
+    let about = ok(
+        "rpm",
+        &[
+            "-qp",
+            "--queryformat",
+            "%{NAME} %{VERSION} %{LICENSE} %{URL}",
+            rpm,
+        ],
+        "",
+    )
+    .await;
+    assert!(
+        about.contains(&format!(
+            "{DESKTOP} {} Apache-2.0 https://postern.dev",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{about}"
+    );
+    let files = ok("rpm", &["-qlp", rpm], "").await;
+    for file in [
+        "/usr/bin/postern",
+        "/usr/bin/postern-desktop",
+        "/usr/share/applications/Postern.desktop",
+    ] {
+        assert!(
+            files.lines().any(|l| l == file),
+            "{file} not in the rpm:\n{files}"
+        );
+    }
 
     purge().await;
-    // apt resolves the package's declared dependencies.
+    // apt resolves the packages' declared dependencies.
     ok(
         "apt-get",
         &[
             "install",
             "-y",
             "--no-install-recommends",
-            deb.to_str().unwrap(),
+            gateway_deb.to_str().unwrap(),
+            desktop_deb.to_str().unwrap(),
         ],
         "",
     )
     .await;
 
-    // The installed files: the program, the unit, the configuration
-    // readable by the service's group only, its system user.
+    // The gateway's installed files: the program, the unit, the
+    // configuration readable by the service's group only, its system user.
     let (uid, gid) = postern_ids();
     let etc = std::fs::metadata(ETC).unwrap();
     assert_eq!((etc.mode() & 0o777, etc.uid(), etc.gid()), (0o750, 0, gid));
@@ -172,6 +223,43 @@ async fn the_gateway_package_installs_serves_psql_and_is_removed_keeping_its_dat
     assert!(
         verified.status.success() && said.trim().is_empty(),
         "{said}"
+    );
+
+    // The app's: both programs on PATH, the desktop entry, every icon size,
+    // the metadata.
+    let version = ok("/usr/bin/postern", &["--version"], "").await;
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+    assert!(Path::new("/usr/bin/postern-desktop").is_file());
+    let entry = std::fs::read_to_string("/usr/share/applications/Postern.desktop").unwrap();
+    println!("the desktop entry:\n{entry}");
+    assert!(entry.contains("Exec=postern-desktop"), "{entry}");
+    assert!(entry.contains("Name=Postern"), "{entry}");
+    for size in ICON_SIZES {
+        let icon = format!("/usr/share/icons/hicolor/{size}x{size}/apps/postern-desktop.png");
+        assert!(Path::new(&icon).is_file(), "{icon}");
+    }
+    let fields = ok(
+        "dpkg-query",
+        &[
+            "-W",
+            "-f",
+            "${Version} ${Homepage}\n${Description}",
+            DESKTOP,
+        ],
+        "",
+    )
+    .await;
+    println!("dpkg-query {DESKTOP}: {fields}");
+    assert!(
+        fields.starts_with(&format!(
+            "{} https://postern.dev",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{fields}"
+    );
+    assert!(
+        fields.contains("Password-less access to PostgreSQL"),
+        "{fields}"
     );
 
     // The packaged configuration passes the unit's check as is.
@@ -209,7 +297,7 @@ async fn the_gateway_package_installs_serves_psql_and_is_removed_keeping_its_dat
     .await;
     assert!(added.status.success(), "{added:?}");
 
-    // The installed gateway serves the CLI: login, tunnel, psql.
+    // The installed gateway serves the installed CLI: login, tunnel, psql.
     let logs = tempfile::tempdir().unwrap();
     let config = Path::new("/etc/postern/gateway.yaml");
     let mut gateway = GatewayProcess::installed(config, logs.path(), uid, gid).await;
@@ -218,13 +306,14 @@ async fn the_gateway_package_installs_serves_psql_and_is_removed_keeping_its_dat
         homes: homes.path().to_owned(),
         gateway: gateway.address().to_owned(),
         ca_pin: gateway.ready.ca_pin.clone(),
+        cli: PathBuf::from("/usr/bin/postern"),
     };
     clients.login("ann", PW).await;
     let proxy = clients
         .proxy("ann", &["pg", "--db-user", "scramuser", "--db-name", "app"])
         .await;
     let (ok_psql, out, err) = proxy.query("dbname=app", "select current_user").await;
-    println!("psql through the installed gateway: {out} {err}");
+    println!("psql through the installed CLI and gateway: {out} {err}");
     assert!(ok_psql, "{err}");
     assert_eq!(out, "scramuser");
     drop(proxy);
@@ -234,15 +323,58 @@ async fn the_gateway_package_installs_serves_psql_and_is_removed_keeping_its_dat
     let store = files_in(STATE);
     println!("the store in {STATE}: {store:?}");
 
-    // Removing the package keeps the configuration and the store.
-    ok("dpkg", &["-r", "postern-gateway"], "").await;
-    assert!(!Path::new("/usr/bin/postern-gateway").exists());
-    assert!(!Path::new(UNIT).exists());
+    // The installed app starts in the tray on a desktop session, on ann's
+    // profile.
+    let home = clients.home("ann");
+    let user_data = files_in(home.to_str().unwrap());
+    let display = Display::start(800, 600).await;
+    let bus = SessionBus::start().await;
+    let shell = DesktopShell::start(&bus.address).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let app = Command::new("/usr/bin/postern-desktop")
+        .arg("--tray")
+        .env("DISPLAY", &display.name)
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env_remove("WAYLAND_DISPLAY")
+        .env("POSTERN_HOME", &home)
+        .env("POSTERN_KEY_STORE", "file")
+        .env("XDG_CONFIG_HOME", scratch.path())
+        .env("XDG_DATA_HOME", scratch.path())
+        .env("XDG_RUNTIME_DIR", scratch.path())
+        .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+        .env("LIBGL_ALWAYS_SOFTWARE", "1")
+        .env("NO_AT_BRIDGE", "1")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the installed app");
+    let tray = shell.tray_item(std::time::Duration::from_secs(60)).await;
+    assert_eq!(tray.pid().await, app.id().unwrap());
+    println!(
+        "the installed app registered its tray (pid {})",
+        app.id().unwrap()
+    );
+    drop(app);
+
+    // Removing the packages keeps the configuration, the store and the
+    // user's data.
+    ok("dpkg", &["-r", "postern-gateway", DESKTOP], "").await;
+    for gone in [
+        "/usr/bin/postern-gateway",
+        UNIT,
+        "/usr/bin/postern",
+        "/usr/bin/postern-desktop",
+    ] {
+        assert!(!Path::new(gone).exists(), "{gone} is still there");
+    }
     assert_eq!(
         std::fs::read_to_string("/etc/postern/gateway.yaml").unwrap(),
         edited
     );
-    let kept = files_in(STATE);
-    assert_eq!(kept, store, "the store is kept");
+    assert_eq!(files_in(STATE), store, "the store is kept");
+    assert_eq!(
+        files_in(home.to_str().unwrap()),
+        user_data,
+        "ann's profile is kept"
+    );
     purge().await;
 }

@@ -632,6 +632,15 @@ export type CopyArgs = {
 text: string, };
 
 /**
+ * Whether the app starts at login, in the tray.
+ */
+export type AutostartArgs = { 
+/**
+ * Start at login (an XDG autostart entry running `--tray`), or not.
+ */
+enabled: boolean, };
+
+/**
  * What the runaway guard did.
  */
 export type GuardAction = "warned" | "cancelled" | "failed";
@@ -699,6 +708,8 @@ export interface Commands {
   open_psql: { args: TunnelArgs; result: LaunchResult };
   write_service: { args: TunnelArgs; result: LaunchResult };
   copy_text: { args: CopyArgs; result: null };
+  autostart: { args: null; result: boolean };
+  set_autostart: { args: AutostartArgs; result: boolean };
 }
 
 /** The Tauri event that carries `AppEvent`s. */

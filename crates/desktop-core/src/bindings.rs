@@ -58,6 +58,8 @@ commands! {
     open_psql(TunnelArgs) -> LaunchResult;
     write_service(TunnelArgs) -> LaunchResult;
     copy_text(CopyArgs) -> ();
+    autostart(()) -> bool;
+    set_autostart(AutostartArgs) -> bool;
 }
 
 /// The whole generated file.
@@ -110,6 +112,7 @@ pub fn typescript() -> String {
         CancelResult,
         LaunchResult,
         CopyArgs,
+        AutostartArgs,
         GuardAction,
         AppEvent,
     );

@@ -509,6 +509,13 @@ pub struct CopyArgs {
     pub text: String,
 }
 
+/// Whether the app starts at login, in the tray.
+#[derive(Clone, Debug, Deserialize, TS)]
+pub struct AutostartArgs {
+    /// Start at login (an XDG autostart entry running `--tray`), or not.
+    pub enabled: bool,
+}
+
 /// What the runaway guard did.
 #[derive(Clone, Debug, PartialEq, Serialize, TS)]
 #[serde(rename_all = "snake_case")]

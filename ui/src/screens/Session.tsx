@@ -1,3 +1,4 @@
+import { useEffect, useState } from "preact/hooks";
 import type { AppState, SessionView } from "../bindings";
 import { call, isCommandError } from "../api";
 import { clock, relative } from "../format";
@@ -14,6 +15,24 @@ interface Props {
 export function Session(props: Props) {
   const s = props.session;
   const others = props.state.profiles.filter((p) => p.name !== s.profile);
+
+  // null until the app has said whether the entry exists.
+  const [autostart, setAutostart] = useState<boolean | null>(null);
+  useEffect(() => {
+    call("autostart").then(setAutostart, (e) =>
+      props.toast(isCommandError(e) ? e.message : String(e), "error"),
+    );
+  }, []);
+
+  async function changeAutostart(box: HTMLInputElement) {
+    try {
+      setAutostart(await call("set_autostart", { enabled: box.checked }));
+    } catch (e) {
+      // The state did not change, so nothing re-renders: put the box back.
+      box.checked = autostart === true;
+      props.toast(isCommandError(e) ? e.message : String(e), "error");
+    }
+  }
 
   async function run(p: Promise<unknown>) {
     try {
@@ -68,6 +87,18 @@ export function Session(props: Props) {
         </button>
       </div>
       <p class="muted">Signing in again keeps every tunnel on its port. Signing out stops this gateway's tunnels.</p>
+
+      <h2>This computer</h2>
+      <label class="check">
+        <input
+          type="checkbox"
+          name="autostart"
+          checked={autostart === true}
+          disabled={autostart === null}
+          onChange={(e) => changeAutostart(e.currentTarget)}
+        />
+        Start Postern at login (in the tray)
+      </label>
 
       {others.length > 0 && (
         <>
