@@ -22,6 +22,7 @@ use postern_gateway::audit::Auditor;
 use postern_gateway::ca::{Authority, CaKind, CaMaterial};
 use postern_gateway::catalog::Catalog;
 use postern_gateway::config::{DatabaseConfig, Limits};
+use postern_gateway::policy::{LivePolicy, Policy};
 use postern_gateway::rbac::RoleSet;
 use postern_gateway::revocation::Revocations;
 use postern_gateway::store::{SqliteStore, Store};
@@ -117,9 +118,9 @@ fn fixture() -> &'static Fixture {
             let (auditor, _writer) = Auditor::start(store.clone(), "fuzz");
             let revocations =
                 Revocations::start(store.clone(), Duration::from_secs(1), CancellationToken::new());
+            let roles = RoleSet::from_roles(roles).expect("a role set");
             TunnelContext::new(
-                Arc::new(catalog),
-                Arc::new(RoleSet::from_roles(roles).expect("a role set")),
+                LivePolicy::new(Policy { roles, catalog }),
                 auditor,
                 store,
                 revocations,

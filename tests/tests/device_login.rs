@@ -180,6 +180,12 @@ async fn a_machine_is_approved_from_another_device_and_reaches_the_database() {
         "both sides show the same key"
     );
     assert_eq!(page.element("username").as_deref(), Some("dana"));
+    println!(
+        "the approval page shows: machine {:?}, key {:?}, signed in as {:?}",
+        page.element("hostname"),
+        page.element("fingerprint"),
+        page.element("username")
+    );
 
     let approved = device.browser.press(&page, "approve").await.unwrap();
     assert_eq!(approved.status, 200, "{}", approved.body);
@@ -204,6 +210,7 @@ async fn a_machine_is_approved_from_another_device_and_reaches_the_database() {
 
     let out = device.stack.run("dana", &["db", "ls"], "").await;
     assert!(out.status.success(), "{}", text(&out.stderr));
+    println!("postern db ls after the approval:\n{}", text(&out.stdout));
     let proxy = device
         .stack
         .proxy("dana", &["pg", "--db-user", "certuser", "--db-name", "app"])
