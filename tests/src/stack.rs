@@ -452,7 +452,10 @@ impl Clients {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        println!("postern login --sso --device printed:\n{}", printed.join("\n"));
+        println!(
+            "postern login --sso --device printed:\n{}",
+            printed.join("\n")
+        );
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let after = |intro: &str| {
             let at = printed
