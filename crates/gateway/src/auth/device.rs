@@ -29,7 +29,7 @@ use rand::RngExt;
 use rcgen::PublicKeyData;
 use serde::{Deserialize, Serialize};
 
-use super::sso::{Busy, StartError, hash, now_ms, random_token};
+use super::sso::{StartError, hash, now_ms, random_token, room_for_one_more};
 use crate::store::{self, DeviceLoginRecord, Store, StoreError};
 
 /// Sign-ins in progress at once; strangers can start them.
@@ -247,19 +247,12 @@ impl DeviceLogins {
         let store = self.store.clone();
         let counted = source.clone();
         let pending = store::blocking(move || store.device_logins_pending(&counted)).await?;
-        let full = if pending.total >= MAX_PENDING {
-            Some(pending.oldest_ms)
-        } else if pending.from_source >= MAX_PENDING_PER_SOURCE {
-            Some(pending.oldest_from_source_ms)
-        } else {
-            None
-        };
-        if let Some(oldest) = full {
-            let waited = Duration::from_millis(
-                u64::try_from(now_ms() - oldest.unwrap_or_else(now_ms)).unwrap_or(0),
-            );
-            return Err(Busy(self.settings.ttl.saturating_sub(waited)).into());
-        }
+        room_for_one_more(
+            &pending,
+            MAX_PENDING,
+            MAX_PENDING_PER_SOURCE,
+            self.settings.ttl,
+        )?;
         let interval = self.settings.interval.as_secs();
         let body = DeviceLogin {
             connector: connector.to_owned(),

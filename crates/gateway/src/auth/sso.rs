@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use url::{Host, Url};
 
 use super::oidc::OidcPending;
-use crate::store::{self, SsoLoginRecord, Store, StoreError};
+use crate::store::{self, PendingCounts, SsoLoginRecord, Store, StoreError};
 
 /// How long a login may stay at the identity provider.
 pub const PENDING_TTL: Duration = Duration::from_secs(5 * 60);
@@ -184,6 +184,27 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Refuses one more sign-in beside `pending` when all `max` slots, or the
+/// source's `max_per_source`, are taken: [`Busy`] says how long until the
+/// oldest in the way expires (sign-ins live `ttl`).
+pub(super) fn room_for_one_more(
+    pending: &PendingCounts,
+    max: usize,
+    max_per_source: usize,
+    ttl: Duration,
+) -> Result<(), StartError> {
+    let oldest = if pending.total >= max {
+        pending.oldest_ms
+    } else if pending.from_source >= max_per_source {
+        pending.oldest_from_source_ms
+    } else {
+        return Ok(());
+    };
+    let waited =
+        Duration::from_millis(u64::try_from(now_ms() - oldest.unwrap_or_else(now_ms)).unwrap_or(0));
+    Err(Busy(ttl.saturating_sub(waited)).into())
+}
+
 impl SsoLogins {
     /// The logins kept in `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -242,19 +263,7 @@ impl SsoLogins {
         let store = self.store.clone();
         let counted = source.clone();
         let pending = store::blocking(move || store.sso_logins_pending(&counted)).await?;
-        let full = if pending.total >= MAX_PENDING {
-            Some(pending.oldest_ms)
-        } else if pending.from_source >= MAX_PENDING_PER_SOURCE {
-            Some(pending.oldest_from_source_ms)
-        } else {
-            None
-        };
-        if let Some(oldest) = full {
-            let waited = Duration::from_millis(
-                u64::try_from(now_ms() - oldest.unwrap_or_else(now_ms)).unwrap_or(0),
-            );
-            return Err(Busy(PENDING_TTL.saturating_sub(waited)).into());
-        }
+        room_for_one_more(&pending, MAX_PENDING, MAX_PENDING_PER_SOURCE, PENDING_TTL)?;
         let record = SsoLoginRecord {
             id: random_token(),
             state: Some(state),
